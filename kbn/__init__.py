@@ -1,0 +1,24 @@
+"""kbn: k-layer networks with hand-written batch-norm backward passes, in Keras 3."""
+
+from kbn._quiet import import_tensorflow
+
+import_tensorflow()
+
+from kbn.data import Dataset, Split, load_data  # noqa: E402
+from kbn.errors import KbnError  # noqa: E402
+from kbn.gradcheck import check_gradients  # noqa: E402
+from kbn.layers import BatchNorm, Dense  # noqa: E402
+from kbn.model import build_mlp  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNorm",
+    "Dataset",
+    "Dense",
+    "KbnError",
+    "Split",
+    "build_mlp",
+    "check_gradients",
+    "load_data",
+]

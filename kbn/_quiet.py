@@ -1,0 +1,28 @@
+"""Load TensorFlow without its C++ start-up notices.
+
+TensorFlow 2.21 prints notices at import and at device start (oneDNN, CPU
+instructions, missing CUDA drivers) that ignore TF_CPP_MIN_LOG_LEVEL and
+would bury kbn's own one-line messages. Unless the user set
+TF_CPP_MIN_LOG_LEVEL themselves, stderr is silenced while TensorFlow loads
+and finds its devices; Python exceptions still propagate.
+"""
+
+import os
+import sys
+
+
+def import_tensorflow():
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -1,0 +1,115 @@
+"""Keras callbacks kbn adds to `fit`: divergence guard, gradient check, timing,
+and a TensorBoard writer that loses nothing when the process is killed."""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from kbn.gradcheck import check_gradients
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """End training cleanly when the training cost blows up.
+
+    The report's rule: stop once an epoch's training cost exceeds `factor`
+    times the first epoch's, or is NaN or infinite. The run then ends as a
+    finished, diverged run (its history, curves and summary are written),
+    not as a crash.
+
+    Args:
+        factor: float > 1.
+        first_loss: the first epoch's cost when a run resumes after it.
+
+    Attributes:
+        reason: None, or one line saying why training stopped.
+    """
+
+    def __init__(self, factor=3.0, first_loss=None):
+        super().__init__()
+        self.factor = factor
+        self.first_loss = first_loss
+        self.reason = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            self.reason = f"training cost became {loss} at epoch {epoch + 1}"
+        elif self.first_loss is None:
+            self.first_loss = loss
+        elif loss > self.factor * self.first_loss:
+            self.reason = (
+                f"training cost {loss:.4g} at epoch {epoch + 1} exceeds "
+                f"{self.factor:g}x the first epoch's {self.first_loss:.4g}"
+            )
+        if self.reason:
+            self.model.stop_training = True
+
+
+class GradientCheck(keras.callbacks.Callback):
+    """Re-run the gradient check every `every` epochs during training.
+
+    Adds `grad_rel_error` (the largest formula-(1) error over the weights,
+    hand-written vs numerical) to the epoch's logs, so History, the summary
+    and TensorBoard (placed after this callback) all record it.
+
+    Args:
+        x: a small batch of inputs, shape (N, ...).
+        y: its labels, shape (N,).
+        every: positive int, epochs between checks.
+        max_entries: entries drawn per weight (see `check_gradients`).
+    """
+
+    def __init__(self, x, y, every=1, max_entries=200):
+        super().__init__()
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+        self.every = every
+        self.max_entries = max_entries
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every:
+            return
+        checks = check_gradients(
+            self.model, self.x, self.y, max_entries=self.max_entries, seed=epoch
+        )
+        logs["grad_rel_error"] = max(c.rel_error for c in checks)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of wall time per epoch (training and validation together).
+
+    Attributes:
+        seconds: list of float, one per epoch run in this process.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, flushed at every epoch end.
+
+    Keras's writers flush every 2 minutes or 10 events and close only on a
+    clean end, so a killed run would lose its last epochs' curves.
+    """
+
+    def __init__(self, log_dir, **kwargs):
+        super().__init__(log_dir=str(log_dir), write_graph=False, **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        for writer in (self._train_writer, self._val_writer):
+            writer.flush()
+

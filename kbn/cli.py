@@ -1,0 +1,315 @@
+"""The `kbn` command: a thin argparse front over kbn's Python API.
+
+Each subcommand parses its options, calls the library, and prints: a
+readable summary for people, or with `--json` one JSON object as the last
+line of stdout for scripts. Bad input of any kind ends as one line
+`error: ...` on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `error:` line like every other."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _positive_int(text):
+    return _number(text, int, lambda v: v > 0, "a positive integer")
+
+
+def _non_negative_int(text):
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _positive_float(text):
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+
+
+def _non_negative_float(text):
+    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+
+
+def _number(text, kind, ok, expected):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def _int_list(text):
+    """'50,30' -> [50, 30]; '' -> [] (no hidden layer)."""
+    if not text.strip():
+        return []
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 50,30, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_data_options(parser, required=True):
+    parser.add_argument("--data", required=required, metavar="SPEC",
+                        help="fashion_mnist, cifar10, folder:PATH or npz:PATH")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
+    parser.add_argument("--train-size", type=_positive_int, metavar="N",
+                        help="training examples (default: the pool less the validation ones)")
+    parser.add_argument("--val-size", type=_non_negative_int, default=5000, metavar="N",
+                        help="validation examples (default: 5000)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split, weights, shuffling")
+
+
+def _load(args):
+    from kbn.data import load_data
+
+    return load_data(
+        args.data,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        test_spec=getattr(args, "test_data", None),
+    )
+
+
+def _emit(args, result, text):
+    """Print `text` for people, or `result` as the last line for --json."""
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(text)
+
+
+# --------------------------------------------------------------------------
+# kbn train
+# --------------------------------------------------------------------------
+
+
+def _train_parser(sub):
+    from kbn.train import TrainConfig
+
+    defaults = TrainConfig()
+    p = sub.add_parser("train", help="train a k-layer network and log it to TensorBoard")
+    _add_data_options(p)
+    p.add_argument("--test-data", metavar="SPEC", help="a second SPEC whose images form the test split")
+    p.add_argument("--hidden", type=_int_list, default=[50, 30], help="hidden widths (default: 50,30)")
+    p.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm after the hidden layers")
+    p.add_argument("--init", choices=("he", "xavier", "small"), default="he")
+    p.add_argument("--eta", type=_positive_float, default=defaults.eta, help="learning rate")
+    p.add_argument("--lam", type=_non_negative_float, default=1.8245e-4, help="L2 penalty lambda")
+    p.add_argument("--momentum", type=float, default=defaults.momentum)
+    p.add_argument("--schedule", choices=("exp", "cyclic", "constant"), default=defaults.schedule)
+    p.add_argument("--decay", type=_positive_float, default=defaults.decay, help="exp: factor per epoch")
+    p.add_argument("--eta-min", type=_positive_float, help="cyclic: bottom of the cycle (default eta/10)")
+    p.add_argument("--step-size", type=_positive_int, help="cyclic: steps per half cycle (default 2 epochs)")
+    p.add_argument("--epochs", type=_non_negative_int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    p.add_argument("--gradcheck-every", type=_non_negative_int, default=0, metavar="N",
+                   help="re-run the gradient check every N epochs (0: never)")
+    p.add_argument("--logdir", default=defaults.logdir, help="TensorBoard log root (default: logs)")
+    p.add_argument("--run-name", help="run folder under --logdir (default: a timestamp)")
+    p.add_argument("--save", metavar="MODEL.keras", help="write the trained model there")
+    p.add_argument("--resume", action="store_true", help="continue the run --run-name where it stopped")
+    p.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
+    p.set_defaults(func=_train)
+
+
+def _train(args):
+    from kbn.model import build_mlp
+    from kbn.train import TrainConfig, train
+
+    config = TrainConfig(
+        eta=args.eta,
+        momentum=args.momentum,
+        schedule=args.schedule,
+        decay=args.decay,
+        eta_min=args.eta_min,
+        step_size=args.step_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        gradcheck_every=args.gradcheck_every,
+        logdir=args.logdir,
+        run_name=args.run_name,
+        save=args.save,
+        resume=args.resume,
+        verbose=0 if args.json else 1,
+    )
+    config.validate()
+    dataset = _load(args)
+    model = build_mlp(
+        args.hidden,
+        dataset.num_classes,
+        batch_norm=not args.no_batch_norm,
+        init=args.init,
+        l2=args.lam,
+        adapt=dataset.train.x,
+        seed=args.seed,
+    )
+    if not args.json:
+        print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
+              f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes")
+        print(f"model: hidden={args.hidden} batch_norm={not args.no_batch_norm} "
+              f"init={args.init} lambda={args.lam:g}")
+        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
+    result = train(model, dataset, config)
+    final = result.summary["final"]
+    figures = {
+        **{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss") if k in final},
+        "epochs_run": result.summary["epochs_run"],
+        "seconds_per_epoch": result.summary["seconds_per_epoch"],
+        "diverged": result.diverged,
+        "run_dir": str(result.run_dir),
+        "model_path": str(result.model_path) if result.model_path else None,
+    }
+    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in figures.items()]
+    if result.diverged:
+        lines.insert(0, f"stopped early: {result.diverged}")
+    lines.append(f"curves: tensorboard --logdir {args.logdir}")
+    _emit(args, figures, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------
+# kbn evaluate
+# --------------------------------------------------------------------------
+
+
+def _evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="accuracy and loss of a saved model on a data split")
+    p.add_argument("model", metavar="MODEL.keras")
+    _add_data_options(p)
+    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    from kbn.evaluate import evaluate, load_model
+
+    model = load_model(args.model)
+    dataset = _load(args)
+    result = evaluate(model, dataset, args.split)
+    text = "\n".join(
+        f"{name}: accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}, n {r['n']}"
+        for name, r in result["splits"].items()
+    )
+    _emit(args, result, text)
+
+
+# --------------------------------------------------------------------------
+# kbn gradcheck
+# --------------------------------------------------------------------------
+
+
+def _gradcheck_parser(sub):
+    p = sub.add_parser("gradcheck", help="the report's gradient-check table")
+    p.add_argument("--hidden", type=_int_list, default=[50], help="hidden widths (default: 50)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[10, 20, 30])
+    p.add_argument("--no-batch-norm", action="store_true")
+    p.add_argument("--lam", type=_non_negative_float, default=0.0, help="L2 penalty (the report: 0)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="of the hand-written and autodiff gradients; numerical ones are float64")
+    p.add_argument("--data", metavar="SPEC", help="check on these images (default: random pixels)")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--dim", type=_positive_int, default=100,
+                   help="input features kept, the first DIM (default: 100)")
+    p.add_argument("--max-entries", type=_positive_int, metavar="N",
+                   help="check N random entries per weight instead of all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_gradcheck)
+
+
+def _gradcheck(args):
+    import numpy as np
+
+    from kbn.gradcheck import format_table, gradient_table
+
+    n = max(args.batch_sizes) if args.batch_sizes else 0
+    if args.data:
+        from kbn.data import load_data
+
+        dataset = load_data(args.data, val_size=0, seed=args.seed, data_dir=args.data_dir)
+        x, y, classes = dataset.train.x[:n], dataset.train.y[:n], dataset.num_classes
+    else:
+        rng = np.random.default_rng(args.seed)
+        x, y, classes = rng.integers(0, 256, (n, args.dim)), rng.integers(0, 10, n), 10
+    x = np.asarray(x).reshape(len(x), -1)[:, : args.dim]
+    rows = gradient_table(
+        x,
+        y,
+        hidden=args.hidden,
+        batch_sizes=args.batch_sizes,
+        batch_norm=not args.no_batch_norm,
+        l2=args.lam,
+        num_classes=classes,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_entries=args.max_entries,
+    )
+    result = {
+        "rows": [{k: r[k] for k in ("batch_size", "param", "rel_error", "max_entry_error")} for r in rows],
+        "max_rel_error": max(r["rel_error"] for r in rows),
+        "max_rel_error_autodiff": max(r["rel_error_autodiff"] for r in rows),
+    }
+    text = "\n".join([
+        "Relative error |g_a - g_n| / max(eps, |g_a| + |g_n|), hand-written vs numerical:",
+        format_table(rows),
+        "",
+        "Largest single-entry error (noise-bound for entries below ~1e-5):",
+        format_table(rows, "max_entry_error"),
+        "",
+        f"hand-written vs autodiff: {result['max_rel_error_autodiff']:.2e}",
+    ])
+    _emit(args, result, text)
+
+
+# --------------------------------------------------------------------------
+
+
+def build_parser():
+    parser = _Parser(prog="kbn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _gradcheck_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `kbn` console script; returns the exit status."""
+    from kbn.errors import KbnError
+
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except (_UsageError, KbnError) as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

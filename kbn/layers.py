@@ -1,0 +1,427 @@
+"""Dense and BatchNorm: Keras layers whose backward passes are written by hand.
+
+Each layer keeps its math as a pair of plain functions, the forward pass and,
+right under it, the backward pass (as cs231n's `affine_forward` /
+`affine_backward`). A `tf.custom_gradient` op joins each pair, so that
+`tf.GradientTape`, `model.fit` and every Keras optimizer use the hand-written
+gradients. Inside `autodiff_backward()` the same forward math runs without the
+custom gradients and TensorFlow differentiates it: that is the reference the
+gradient checker compares against.
+
+The ops take the weights as explicit tensor arguments and return one gradient
+per argument (as `keras.layers.Dense._int8_call` does); they never capture a
+variable, so they work under `tf.function`, `tf.distribute` and
+`Model.stateless_call` alike.
+"""
+
+import contextlib
+import threading
+
+import keras
+import tensorflow as tf
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def autodiff_backward():
+    """Differentiate kbn layers by TensorFlow autodiff instead of by hand.
+
+    Only calls traced inside the block are affected: a `tf.function` traced
+    before keeps the gradients it was traced with.
+
+    >>> with autodiff_backward():
+    ...     with tf.GradientTape() as tape:
+    ...         loss = ...  # reference gradients, no custom_gradient involved
+    """
+    previous = getattr(_state, "autodiff", False)
+    _state.autodiff = True
+    try:
+        yield
+    finally:
+        _state.autodiff = previous
+
+
+def _use_autodiff():
+    return getattr(_state, "autodiff", False)
+
+
+# --------------------------------------------------------------------------
+# Dense: s = x W + b
+# --------------------------------------------------------------------------
+
+
+def dense_forward(x, W, b=None):
+    """Affine map `s = x W + b`.
+
+    Args:
+        x: inputs of shape (N, D).
+        W: kernel of shape (D, M).
+        b: optional bias of shape (M,).
+
+    Returns:
+        s: scores of shape (N, M).
+    """
+    s = tf.matmul(x, W)
+    return s if b is None else tf.nn.bias_add(s, b)
+
+
+def dense_backward(ds, x, W):
+    """Gradients of the loss through `s = x W + b`.
+
+    Args:
+        ds: gradient of the loss with respect to s, of shape (N, M).
+        x: the forward inputs, of shape (N, D).
+        W: the kernel, of shape (D, M).
+
+    Returns:
+        dx: gradient with respect to x, of shape (N, D): `ds W^T`.
+        dW: gradient with respect to W, of shape (D, M): `x^T ds`.
+        db: gradient with respect to b, of shape (M,): `sum_n ds`.
+    """
+    dx = tf.matmul(ds, W, transpose_b=True)
+    dW = tf.matmul(x, ds, transpose_a=True)
+    db = tf.reduce_sum(ds, axis=0)
+    return dx, dW, db
+
+
+@tf.custom_gradient
+def _dense_op(x, W, *b):
+    """`dense_forward` with `dense_backward` as its gradient; b is optional."""
+    s = dense_forward(x, W, *b)
+
+    def grad(ds):
+        dx, dW, db = dense_backward(ds, x, W)
+        return (dx, dW, db) if b else (dx, dW)
+
+    return s, grad
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class Dense(keras.layers.Layer):
+    """Fully connected layer with a hand-written backward pass.
+
+    Computes `s = x W + b`. Its gradients `dx = ds W^T`, `dW = x^T ds`,
+    `db = sum_n ds` are written by hand (`dense_backward`). With `l2 > 0`
+    the kernel carries the report's penalty `l2 * sum(W ** 2)` through Keras's
+    regularizer mechanism, so `model.losses`, `fit` and the reported loss
+    include it: the report's cost `J = mean cross-entropy + lambda ||W||^2`.
+
+    Args:
+        units: positive int, output width M.
+        l2: float >= 0, the L2 penalty lambda on the kernel (not the bias).
+        use_bias: whether to add b. Before a `BatchNorm` the bias is
+            redundant (the mean subtraction cancels it, its gradient is 0).
+        kernel_initializer: initializer of W, of shape (D, M).
+        bias_initializer: initializer of b, of shape (M,).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape (batch, ..., D).
+
+    Input shape:
+        (batch, ..., D); leading axes are folded into the batch.
+
+    Output shape:
+        (batch, ..., M).
+
+    >>> layer = Dense(50, l2=1e-4)
+    >>> layer(np.zeros((10, 3072), "float32")).shape
+    TensorShape([10, 50])
+    """
+
+    def __init__(
+        self,
+        units,
+        l2=0.0,
+        use_bias=True,
+        kernel_initializer="he_normal",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise ValueError(
+                f"Dense needs a positive integer number of units. "
+                f"Received: units={units!r}"
+            )
+        if not l2 >= 0:
+            raise ValueError(f"Dense needs l2 >= 0. Received: l2={l2!r}")
+        self.units = units
+        self.l2 = float(l2)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_dim, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=keras.regularizers.L2(self.l2) if self.l2 else None,
+        )
+        self.bias = (
+            self.add_weight(
+                name="bias", shape=(self.units,), initializer=self.bias_initializer
+            )
+            if self.use_bias
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+
+    def call(self, inputs):
+        x = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        weights = [tf.convert_to_tensor(self.kernel)]
+        if self.use_bias:
+            weights.append(tf.convert_to_tensor(self.bias))
+        folded = x.shape.rank != 2
+        if folded:
+            x = tf.reshape(x, (-1, x.shape[-1]))  # (N, D)
+        op = dense_forward if _use_autodiff() else _dense_op
+        s = op(x, *weights)  # (N, M)
+        if folded:
+            s = tf.reshape(s, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
+        return s
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "l2": self.l2,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        }
+
+
+# --------------------------------------------------------------------------
+# BatchNorm: y = gamma * (x - mean) / sqrt(var + epsilon) + beta
+# --------------------------------------------------------------------------
+
+
+def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
+    """Normalise, then scale and shift: `y = gamma * x_hat + beta`.
+
+    `x_hat = (x - mean) / sqrt(var + epsilon)`, with the batch's statistics
+    while training and the moving averages at inference.
+
+    Args:
+        x: inputs of shape (N, D).
+        mean: per-feature mean of shape (D,).
+        var: per-feature variance of shape (D,).
+        gamma: scale of shape (D,).
+        beta: shift of shape (D,).
+        epsilon: float added to var for numerical safety.
+
+    Returns:
+        y: outputs of shape (N, D).
+        x_hat: normalised inputs of shape (N, D), kept for the backward pass.
+        inv_std: `1 / sqrt(var + epsilon)` of shape (D,), kept likewise.
+    """
+    inv_std = tf.math.rsqrt(var + epsilon)  # (D,)
+    x_hat = (x - mean) * inv_std  # (N, D)
+    return x_hat * gamma + beta, x_hat, inv_std
+
+
+def batch_norm_backward(dy, x_hat, inv_std, gamma):
+    """Gradients through batch normalisation with the batch's own statistics.
+
+    The report's `BatchNormBackPass`: since mean and var are functions of the
+    batch, every x_n reaches the loss through all of them, which the two mean
+    terms account for. With `g = dy * gamma` (the gradient at x_hat):
+    `dx = inv_std * (g - mean_n(g) - x_hat * mean_n(g * x_hat))`.
+
+    Args:
+        dy: gradient of the loss with respect to y, of shape (N, D).
+        x_hat: normalised inputs of shape (N, D).
+        inv_std: `1 / sqrt(var + epsilon)` of shape (D,).
+        gamma: scale of shape (D,).
+
+    Returns:
+        dx: gradient with respect to x, of shape (N, D).
+        dgamma: gradient with respect to gamma, of shape (D,): `sum_n dy x_hat`.
+        dbeta: gradient with respect to beta, of shape (D,): `sum_n dy`.
+    """
+    dbeta = tf.reduce_sum(dy, axis=0)
+    dgamma = tf.reduce_sum(dy * x_hat, axis=0)
+    g = dy * gamma  # (N, D)
+    dx = inv_std * (
+        g
+        - tf.reduce_mean(g, axis=0)
+        - x_hat * tf.reduce_mean(g * x_hat, axis=0)
+    )
+    return dx, dgamma, dbeta
+
+
+def batch_norm_inference_backward(dy, x_hat, inv_std, gamma):
+    """Gradients through batch normalisation with fixed (moving) statistics.
+
+    Mean and var are constants here, so BatchNorm is a per-feature affine
+    map: `dx = dy * gamma * inv_std`.
+
+    Args and returns: as `batch_norm_backward`.
+    """
+    dx = dy * (gamma * inv_std)
+    return dx, tf.reduce_sum(dy * x_hat, axis=0), tf.reduce_sum(dy, axis=0)
+
+
+def _batch_norm_op(backward, epsilon):
+    """`batch_norm_forward` with `backward` as its gradient.
+
+    The op takes (x, mean, var, gamma, beta) and returns no gradient for
+    mean and var: in training `batch_norm_backward` already follows x through
+    them, at inference they are constants.
+    """
+
+    @tf.custom_gradient
+    def op(x, mean, var, gamma, beta):
+        y, x_hat, inv_std = batch_norm_forward(x, mean, var, gamma, beta, epsilon)
+
+        def grad(dy):
+            dx, dgamma, dbeta = backward(dy, x_hat, inv_std, gamma)
+            return dx, None, None, dgamma, dbeta
+
+        return y, grad
+
+    return op
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation with a hand-written backward pass.
+
+    While training, normalises each feature with the batch's mean and
+    (biased) variance:
+    `gamma * (batch - mean(batch)) / sqrt(var(batch) + epsilon) + beta`,
+    and updates the moving statistics used at inference, the report's
+    exponential average with `alpha = momentum`:
+    `moving_mean = moving_mean * momentum + mean(batch) * (1 - momentum)`,
+    `moving_var = moving_var * momentum + var(batch) * (1 - momentum)`.
+    At inference (or when the layer is frozen, `trainable=False`) it uses
+    `gamma * (batch - moving_mean) / sqrt(moving_var + epsilon) + beta`.
+    The gradients for x, gamma and beta are written by hand
+    (`batch_norm_backward`).
+
+    Args:
+        momentum: float in [0, 1), the report's alpha.
+        epsilon: float > 0 added to the variance.
+        center: if True, learn the shift beta; otherwise beta = 0.
+        scale: if True, learn the scale gamma; otherwise gamma = 1.
+        beta_initializer: initializer of beta, of shape (D,).
+        gamma_initializer: initializer of gamma, of shape (D,).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape (batch, ..., D).
+        training: bool, batch statistics (True) or moving ones (False or
+            None). Keras sets it in `fit` and `evaluate`.
+
+    Input shape:
+        (batch, ..., D); statistics are taken over every axis but the last.
+
+    Output shape:
+        Same as the input.
+
+    Reference:
+        Ioffe and Szegedy, 2015, https://arxiv.org/abs/1502.03167
+    """
+
+    def __init__(
+        self,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                f"BatchNorm needs 0 <= momentum < 1. Received: momentum={momentum!r}"
+            )
+        if not epsilon > 0:
+            raise ValueError(f"BatchNorm needs epsilon > 0. Received: epsilon={epsilon!r}")
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.supports_masking = True
+        self._train_op = _batch_norm_op(batch_norm_backward, self.epsilon)
+        self._inference_op = _batch_norm_op(batch_norm_inference_backward, self.epsilon)
+
+    def build(self, input_shape):
+        dim = (input_shape[-1],)
+        self.gamma = (
+            self.add_weight(name="gamma", shape=dim, initializer=self.gamma_initializer)
+            if self.scale
+            else None
+        )
+        self.beta = (
+            self.add_weight(name="beta", shape=dim, initializer=self.beta_initializer)
+            if self.center
+            else None
+        )
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=dim, initializer="zeros", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=dim, initializer="ones", trainable=False
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: dim[0]})
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        folded = x.shape.rank != 2
+        if folded:
+            x = tf.reshape(x, (-1, x.shape[-1]))  # (N, D)
+        dim = x.shape[-1]
+        gamma = (
+            tf.convert_to_tensor(self.gamma) if self.scale else tf.ones(dim, x.dtype)
+        )
+        beta = (
+            tf.convert_to_tensor(self.beta) if self.center else tf.zeros(dim, x.dtype)
+        )
+        # A frozen layer normalises with its moving statistics, as Keras's own.
+        if training and self.trainable:
+            mean, var = tf.nn.moments(x, axes=[0])  # (D,), (D,); biased var
+            self._update_moving_statistics(mean, var)
+            op = self._train_op
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean)
+            var = tf.convert_to_tensor(self.moving_variance)
+            op = self._inference_op
+        if _use_autodiff():
+            y = batch_norm_forward(x, mean, var, gamma, beta, self.epsilon)[0]
+        else:
+            y = op(x, mean, var, gamma, beta)
+        return tf.reshape(y, tf.shape(inputs)) if folded else y
+
+    def _update_moving_statistics(self, mean, var):
+        alpha = self.momentum
+        mean = tf.stop_gradient(mean)
+        var = tf.stop_gradient(var)
+        self.moving_mean.assign(self.moving_mean * alpha + mean * (1.0 - alpha))
+        self.moving_variance.assign(self.moving_variance * alpha + var * (1.0 - alpha))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": keras.initializers.serialize(self.beta_initializer),
+            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+        }

@@ -1,0 +1,176 @@
+"""build_mlp(): a k-layer fully connected classifier from a list of widths.
+
+The report's network, as one Keras functional model that owns its
+preprocessing, so a saved model takes raw pixels exactly as a data source
+yields them:
+
+    pixels (N, H, W, C) -> flatten -> / 255 -> minus the training mean
+      -> [Dense -> BatchNorm -> ReLU] x (k - 1) -> Dense -> logits (N, K)
+
+The model comes compiled with the loss that matches its logits (softmax
+cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
+`evaluate` and the gradient checker cannot pair it with the wrong loss.
+"""
+
+import numpy as np
+import keras
+
+from kbn.layers import BatchNorm, Dense
+
+INITS = ("he", "xavier", "small")
+SMALL_INIT_STDDEV = 1e-4  # the report's tiny init: without BN the signal dies
+
+
+def kernel_initializer(init, seed=None):
+    """The Keras initializer for a kbn `init` name.
+
+    `he`: N(0, 2 / fan_in), for ReLU nets. `xavier`: N(0, 2 / (fan_in +
+    fan_out)). `small`: N(0, 1e-4^2), the report's tiny init, where a deep
+    net without batch normalisation cannot learn.
+    """
+    if init == "he":
+        return keras.initializers.HeNormal(seed=seed)
+    if init == "xavier":
+        return keras.initializers.GlorotNormal(seed=seed)
+    if init == "small":
+        return keras.initializers.RandomNormal(stddev=SMALL_INIT_STDDEV, seed=seed)
+    raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
+
+
+def pixel_mean(x, rescale=1 / 255):
+    """Per-feature training mean after rescaling, as the model subtracts it.
+
+    Args:
+        x: training inputs of shape (N, ...), any numeric dtype.
+        rescale: the factor the model applies to raw pixels.
+
+    Returns:
+        float64 array of shape (prod(x.shape[1:]),).
+    """
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("adapt needs at least one training example. Received: 0")
+    # dtype=float64 accumulates without a float copy of the whole pool.
+    return x.reshape(len(x), -1).mean(axis=0, dtype=np.float64) * rescale
+
+
+def loss():
+    """The loss that matches build_mlp's logits: softmax cross-entropy."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def build_mlp(
+    hidden=(50, 30),
+    num_classes=10,
+    *,
+    batch_norm=True,
+    init="he",
+    l2=0.0,
+    adapt=None,
+    input_shape=None,
+    rescale=1 / 255,
+    momentum=0.99,
+    epsilon=1e-3,
+    center=True,
+    scale=True,
+    dtype=None,
+    seed=None,
+    name="mlp",
+):
+    """Build the report's k-layer network, k = len(hidden) + 1.
+
+    Layers: Flatten, Rescaling(rescale), mean subtraction (a Keras
+    `Normalization` with unit variance), then for each hidden width
+    `Dense -> BatchNorm -> ReLU` (`Dense -> ReLU` without batch norm), then
+    `Dense(num_classes)` giving logits. Before a BatchNorm the Dense has no
+    bias: the mean subtraction cancels it, and BatchNorm's beta shifts instead.
+
+    Args:
+        hidden: widths of the k - 1 hidden layers, e.g. [50, 30]; [] gives a
+            linear (softmax regression) classifier.
+        num_classes: K, width of the logits.
+        batch_norm: whether to normalise after each hidden Dense.
+        init: kernel init, one of `he`, `xavier`, `small`.
+        l2: lambda of the report's cost, the L2 penalty on every kernel.
+        adapt: training inputs of shape (N, ...): the model subtracts their
+            per-feature mean (after rescaling) and takes its input shape from
+            them. Without it the mean is 0.
+        input_shape: shape of one example, e.g. (32, 32, 3); needed only
+            without `adapt`.
+        rescale: factor from raw values to [0, 1] (1/255 for 8-bit pixels).
+        momentum: BatchNorm's moving-average momentum (the report's alpha).
+        epsilon: BatchNorm's epsilon.
+        center, scale: BatchNorm's learnable beta and gamma.
+        dtype: "float32" (default floatx) or "float64".
+        seed: int seeding the kernel initializers, for repeatable models.
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` from raw inputs (N, ...) to logits (N, num_classes),
+        compiled with softmax cross-entropy (`from_logits=True`), accuracy,
+        and plain SGD (`kbn.train` recompiles it with the run's optimizer).
+
+    >>> model = build_mlp([50, 30], adapt=x_train, l2=1e-4)
+    >>> model.fit(x_train, y_train, epochs=1)
+    """
+    hidden = list(hidden)
+    for width in hidden:
+        if not isinstance(width, (int, np.integer)) or width < 1:
+            raise ValueError(
+                f"hidden widths must be positive integers. Received: hidden={hidden}"
+            )
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
+    if adapt is not None:
+        input_shape = tuple(np.shape(adapt)[1:])
+        mean = pixel_mean(adapt, rescale)
+    elif input_shape is None:
+        raise ValueError("build_mlp needs adapt (training inputs) or input_shape.")
+    else:
+        input_shape = tuple(input_shape)
+        mean = np.zeros(int(np.prod(input_shape)))
+    dtype = dtype or keras.config.floatx()
+
+    def seed_for(i):
+        return None if seed is None else seed + i
+
+    inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
+    x = keras.layers.Flatten(dtype=dtype, name="flatten")(inputs)
+    x = keras.layers.Rescaling(rescale, dtype=dtype, name="rescale")(x)
+    x = keras.layers.Normalization(
+        mean=mean, variance=np.ones_like(mean), dtype=dtype, name="center"
+    )(x)
+    for i, width in enumerate(hidden, start=1):
+        x = Dense(
+            width,
+            l2=l2,
+            use_bias=not batch_norm,
+            kernel_initializer=kernel_initializer(init, seed_for(i)),
+            dtype=dtype,
+            name=f"dense{i}",
+        )(x)
+        if batch_norm:
+            x = BatchNorm(
+                momentum=momentum,
+                epsilon=epsilon,
+                center=center,
+                scale=scale,
+                dtype=dtype,
+                name=f"batch_norm{i}",
+            )(x)
+        x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
+    k = len(hidden) + 1
+    logits = Dense(
+        num_classes,
+        l2=l2,
+        kernel_initializer=kernel_initializer(init, seed_for(k)),
+        dtype=dtype,
+        name=f"dense{k}",
+    )(x)
+    model = keras.Model(inputs, logits, name=name)
+    model.compile(
+        optimizer=keras.optimizers.SGD(),
+        loss=loss(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
