@@ -1,10 +1,12 @@
 """Load TensorFlow without its C++ start-up notices.
 
 TensorFlow 2.21 prints notices at import and at device start (oneDNN, CPU
-instructions, missing CUDA drivers) that ignore TF_CPP_MIN_LOG_LEVEL and
-would bury kbn's own one-line messages. Unless the user set
-TF_CPP_MIN_LOG_LEVEL themselves, stderr is silenced while TensorFlow loads
-and finds its devices; Python exceptions still propagate.
+instructions, missing CUDA drivers) that ignore TF_CPP_MIN_LOG_LEVEL, and a
+harmless C++ error line at the first `fit` (an attribute unknown to the
+op), all of which would bury kbn's own one-line messages. Unless the user
+set TF_CPP_MIN_LOG_LEVEL themselves, it is set to 3 and stderr is silenced
+while TensorFlow loads and finds its devices; Python exceptions still
+propagate.
 """
 
 import os
@@ -14,7 +16,7 @@ import sys
 def import_tensorflow():
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -14,22 +14,26 @@ class DivergenceGuard(keras.callbacks.Callback):
     """End training cleanly when the training cost blows up.
 
     The report's rule: stop once an epoch's training cost exceeds `factor`
-    times the first epoch's, or is NaN or infinite. The run then ends as a
-    finished, diverged run (its history, curves and summary are written),
-    not as a crash.
+    times the first epoch's, or is NaN or infinite. A run can also blow up
+    within its first epoch, whose mean cost then hides it; so the cost
+    before training, when given, is a baseline too, and the smaller one
+    counts. The run then ends as a finished, diverged run (its history,
+    curves and summary are written), not as a crash.
 
     Args:
         factor: float > 1.
-        first_loss: the first epoch's cost when a run resumes after it.
+        first_loss: the first epoch's cost, when a run resumes after it.
+        initial_loss: the cost before training, or None.
 
     Attributes:
         reason: None, or one line saying why training stopped.
     """
 
-    def __init__(self, factor=3.0, first_loss=None):
+    def __init__(self, factor=3.0, first_loss=None, initial_loss=None):
         super().__init__()
         self.factor = factor
         self.first_loss = first_loss
+        self.initial_loss = initial_loss
         self.reason = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -38,13 +42,18 @@ class DivergenceGuard(keras.callbacks.Callback):
             return
         if not math.isfinite(loss):
             self.reason = f"training cost became {loss} at epoch {epoch + 1}"
-        elif self.first_loss is None:
-            self.first_loss = loss
-        elif loss > self.factor * self.first_loss:
-            self.reason = (
-                f"training cost {loss:.4g} at epoch {epoch + 1} exceeds "
-                f"{self.factor:g}x the first epoch's {self.first_loss:.4g}"
-            )
+        else:
+            if self.first_loss is None:
+                self.first_loss = loss
+            baselines = [(self.first_loss, "the first epoch's")]
+            if self.initial_loss is not None:
+                baselines.append((self.initial_loss, "the cost before training,"))
+            baseline, what = min(baselines)
+            if loss > self.factor * baseline:
+                self.reason = (
+                    f"training cost {loss:.4g} at epoch {epoch + 1} exceeds "
+                    f"{self.factor:g}x {what} {baseline:.4g}"
+                )
         if self.reason:
             self.model.stop_training = True
 
@@ -102,11 +111,22 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     """Keras's TensorBoard callback, flushed at every epoch end.
 
     Keras's writers flush every 2 minutes or 10 events and close only on a
-    clean end, so a killed run would lose its last epochs' curves.
+    clean end, so a killed run would lose its last epochs' curves. The
+    learning rate logged is the one the epoch ran at.
     """
 
     def __init__(self, log_dir, **kwargs):
         super().__init__(log_dir=str(log_dir), write_graph=False, **kwargs)
+        self._rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def _collect_learning_rate(self, logs):
+        # Keras logs the rate at the epoch's end, i.e. the next epoch's; the
+        # curve shows the rate each epoch ran at, as summary.json does.
+        return {**logs, "learning_rate": self._rate}
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)

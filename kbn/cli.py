@@ -9,7 +9,6 @@ line of stdout for scripts. Bad input of any kind ends as one line
 import argparse
 import dataclasses
 import json
-import math
 import sys
 
 EXIT_USAGE = 2
@@ -34,12 +33,15 @@ def _non_negative_int(text):
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
+FLOAT32_MAX = 3.4028235e38  # training computes in float32
+
+
 def _positive_float(text):
-    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+    return _number(text, float, lambda v: 0 < v <= FLOAT32_MAX, "a positive number")
 
 
 def _non_negative_float(text):
-    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+    return _number(text, float, lambda v: 0 <= v <= FLOAT32_MAX, "a number >= 0")
 
 
 def _number(text, kind, ok, expected):
@@ -206,6 +208,8 @@ def _evaluate(args):
     from kbn.evaluate import evaluate, load_model
 
     model = load_model(args.model)
+    if args.split == "test":
+        args.train_size, args.val_size = None, 0  # the test split needs no cut of the pool
     dataset = _load(args)
     result = evaluate(model, dataset, args.split)
     text = "\n".join(
@@ -242,9 +246,12 @@ def _gradcheck_parser(sub):
 def _gradcheck(args):
     import numpy as np
 
+    from kbn.errors import KbnError
     from kbn.gradcheck import format_table, gradient_table
 
-    n = max(args.batch_sizes) if args.batch_sizes else 0
+    if not args.batch_sizes:
+        raise KbnError("--batch-sizes needs at least one batch size, e.g. 10,20,30")
+    n = max(args.batch_sizes)
     if args.data:
         from kbn.data import load_data
 
@@ -304,6 +311,10 @@ def main(argv=None):
         args.func(args)
     except (_UsageError, KbnError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # an unwritable --logdir or --save, a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

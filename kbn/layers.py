@@ -18,6 +18,7 @@ import contextlib
 import threading
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 _state = threading.local()
@@ -140,14 +141,14 @@ class Dense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+        if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(
                 f"Dense needs a positive integer number of units. "
                 f"Received: units={units!r}"
             )
         if not l2 >= 0:
             raise ValueError(f"Dense needs l2 >= 0. Received: l2={l2!r}")
-        self.units = units
+        self.units = int(units)
         self.l2 = float(l2)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -136,7 +136,9 @@ def build_mlp(
 
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(inputs)
-    x = keras.layers.Rescaling(rescale, dtype=dtype, name="rescale")(x)
+    # A NumPy float keeps float64 models exact: Keras casts a Python float
+    # through float32.
+    x = keras.layers.Rescaling(np.float64(rescale), dtype=dtype, name="rescale")(x)
     x = keras.layers.Normalization(
         mean=mean, variance=np.ones_like(mean), dtype=dtype, name="center"
     )(x)
@@ -168,9 +170,30 @@ def build_mlp(
         name=f"dense{k}",
     )(x)
     model = keras.Model(inputs, logits, name=name)
-    model.compile(
-        optimizer=keras.optimizers.SGD(),
-        loss=loss(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    compile_model(model, keras.optimizers.SGD())
     return model
+
+
+def compile_model(model, optimizer, steps_per_execution=1):
+    """Compile a kbn classifier with the loss matching its logits and accuracy.
+
+    The loss is made in the model's own dtype: Keras builds losses in floatx,
+    and a float32 loss cannot be added to a float64 model's L2 penalties.
+
+    Args:
+        model: a Keras model from inputs to logits.
+        optimizer: a Keras optimizer.
+        steps_per_execution: steps per call of the compiled train function.
+    """
+    dtype = model.weights[0].dtype if model.weights else keras.config.floatx()
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        model.compile(
+            optimizer=optimizer,
+            loss=loss(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            steps_per_execution=steps_per_execution,
+        )
+    finally:
+        keras.config.set_floatx(floatx)

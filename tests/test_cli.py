@@ -1,0 +1,341 @@
+"""Tests for kbn.cli: `kbn train`, `kbn evaluate` and `kbn gradcheck` on a tiny synthetic npz.
+
+Almost everything calls `kbn.cli.main(argv)` in this process; two tests start a fresh
+`python -m kbn.cli` to see what a user sees: a clean one-line error, and a saved model
+evaluated by a process that did not train it.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kbn.cli import main
+
+NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
+NUM_TEST = 100
+VAL_SIZE = 50
+NUM_CLASSES = 3
+CHANCE = 1 / NUM_CLASSES
+LABEL_NOISE = 0.1  # so that accuracies are not all 1.0 and comparisons mean something
+# Tiny runs: two epochs of a one-hidden-layer net of width 8.
+TINY = ["--epochs", "2", "--batch-size", "32", "--hidden", "8", "--val-size", str(VAL_SIZE)]
+TRAIN_FIGURES = (
+    "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
+    "epochs_run", "seconds_per_epoch", "run_dir", "model_path",
+)
+
+
+def make_images(n, seed, num_classes=NUM_CLASSES, shape=(4, 4, 1)):
+    """uint8 images of `shape` whose class is the brightest quadrant (of the first
+    `num_classes`), with LABEL_NOISE of the labels replaced by random ones."""
+    rng = np.random.default_rng(seed)
+    height, width = shape[0] // 2, shape[1] // 2
+    corners = [(0, 0), (0, width), (height, 0), (height, width)]
+    x = rng.integers(0, 100, (n,) + shape).astype(np.uint8)
+    y = rng.integers(0, num_classes, n)
+    for image, label in zip(x, y):
+        row, col = corners[label % 4]
+        image[row:row + height, col:col + width] += 120
+    noisy = rng.random(n) < LABEL_NOISE
+    y[noisy] = rng.integers(0, num_classes, int(noisy.sum()))
+    return x, y
+
+
+def write_npz(path, num_classes=NUM_CLASSES, shape=(4, 4, 1), test=True):
+    x_train, y_train = make_images(NUM_TRAIN, 0, num_classes, shape)
+    arrays = {"x_train": x_train, "y_train": y_train}
+    if test:
+        arrays["x_test"], arrays["y_test"] = make_images(NUM_TEST, 1, num_classes, shape)
+    np.savez(path, **arrays)
+    return path
+
+
+def run_main(argv):
+    """(exit status, stdout, stderr) of `main(argv)` in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def fresh_env():
+    """The user's environment: without the TF_CPP_MIN_LOG_LEVEL that conftest sets, so the
+    fresh process goes through kbn's own silencing of TensorFlow's start-up notices."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The npz data sets and the model files, shared by the module's tests."""
+    root = tmp_path_factory.mktemp("cli")
+    paths = {
+        "root": root,
+        "data": write_npz(root / "data.npz"),
+        "shape_data": write_npz(root / "shape.npz", shape=(6, 6, 1)),
+        "classes_data": write_npz(root / "classes.npz", num_classes=6),
+        "no_test_data": write_npz(root / "no_test.npz", test=False),
+        "text_model": root / "x.keras",
+        "model": root / "m.keras",
+        "truncated_model": root / "truncated.keras",
+        "a_file": root / "a_file",
+    }
+    paths["text_model"].write_text("not a model\n")
+    paths["a_file"].write_text("a file, not a folder\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(files):
+    """One `kbn train --save --json` run: its exit status, figures and stdout."""
+    logdir = files["root"] / "logs"
+    status, stdout, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", logdir,
+         "--run-name", "tiny", "--save", files["model"], "--json"]
+    )
+    assert status == 0, stderr
+    files["truncated_model"].write_bytes(files["model"].read_bytes()[:100])
+    return {"figures": last_json(stdout), "stdout": stdout, "logdir": logdir}
+
+
+# --- kbn train -----------------------------------------------------------------------------
+
+
+def test_train_json_reports_the_design_figures(trained, files):
+    figures = trained["figures"]
+    assert set(TRAIN_FIGURES) <= set(figures)
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert isinstance(figures[key], float)
+        assert CHANCE + 0.2 < figures[key] <= 1.0, (key, figures[key])
+    for key in ("train_loss", "val_loss"):
+        assert math.isfinite(figures[key]) and figures[key] > 0
+    assert figures["epochs_run"] == 2
+    assert figures["seconds_per_epoch"] > 0
+    assert pathlib.Path(figures["model_path"]) == files["model"]
+    assert files["model"].is_file()
+
+
+def test_train_json_run_dir_holds_the_summary(trained):
+    figures = trained["figures"]
+    run_dir = pathlib.Path(figures["run_dir"])
+    assert run_dir == trained["logdir"] / "tiny"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] is True
+    assert summary["epochs_run"] == figures["epochs_run"]
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert summary["final"][key] == pytest.approx(figures[key], abs=1e-12)
+
+
+def test_train_json_is_the_only_stdout(trained):
+    # With --json there is no progress bar: scripts read one JSON object.
+    assert len(trained["stdout"].strip().splitlines()) == 1
+
+
+def test_train_without_json_prints_a_readable_summary(files, tmp_path):
+    status, stdout, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--epochs", "1", "--logdir", tmp_path]
+    )
+    assert status == 0, stderr
+    assert "val_acc" in stdout
+    assert f"tensorboard --logdir {tmp_path}" in stdout
+    with pytest.raises(ValueError):
+        json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files, tmp_path):
+    status, stdout, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--no-batch-norm", "--init", "small",
+         "--hidden", "8,8,8", "--logdir", tmp_path, "--json"]
+    )
+    assert status == 0, stderr
+    figures = last_json(stdout)
+    assert figures["epochs_run"] == 2
+    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss"):
+        assert isinstance(figures[key], float) and math.isfinite(figures[key])
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert 0.0 <= figures[key] <= 1.0
+
+
+# --- kbn evaluate --------------------------------------------------------------------------
+
+
+def test_evaluate_test_split_equals_the_train_runs_test_acc(trained, files):
+    status, stdout, stderr = run_main(
+        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "test",
+         "--val-size", VAL_SIZE, "--json"]
+    )
+    assert status == 0, stderr
+    result = last_json(stdout)
+    assert result["n"] == NUM_TEST
+    assert list(result["splits"]) == ["test"]
+    assert result["accuracy"] == pytest.approx(trained["figures"]["test_acc"], abs=1e-6)
+    assert math.isfinite(result["loss"])
+
+
+def test_evaluate_test_split_needs_no_val_size(trained, files):
+    status, stdout, stderr = run_main(
+        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "test", "--json"]
+    )
+    assert status == 0, stderr
+    result = last_json(stdout)
+    assert result["n"] == NUM_TEST
+    assert result["accuracy"] == pytest.approx(trained["figures"]["test_acc"], abs=1e-6)
+
+
+def test_evaluate_all_gives_every_split_and_sums_n(trained, files):
+    status, stdout, stderr = run_main(
+        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "all",
+         "--val-size", VAL_SIZE, "--json"]
+    )
+    assert status == 0, stderr
+    result = last_json(stdout)
+    splits = result["splits"]
+    assert list(splits) == ["train", "val", "test"]
+    assert [splits[s]["n"] for s in splits] == [NUM_TRAIN - VAL_SIZE, VAL_SIZE, NUM_TEST]
+    assert result["n"] == sum(s["n"] for s in splits.values()) == NUM_TRAIN + NUM_TEST
+    weighted = sum(s["accuracy"] * s["n"] for s in splits.values()) / result["n"]
+    assert result["accuracy"] == pytest.approx(weighted, abs=1e-9)
+    # Same seed, same cut: the splits are the ones the train command measured.
+    for name in ("train", "val", "test"):
+        assert splits[name]["accuracy"] == pytest.approx(
+            trained["figures"][f"{name}_acc"], abs=1e-6
+        )
+
+
+def test_evaluate_without_json_prints_one_line_per_split(trained, files):
+    status, stdout, stderr = run_main(
+        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "all",
+         "--val-size", VAL_SIZE]
+    )
+    assert status == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["train", "val", "test"]
+    assert all("accuracy" in line and "loss" in line for line in lines)
+
+
+def test_evaluate_saved_model_in_a_fresh_process(trained, files):
+    result = subprocess.run(
+        [sys.executable, "-m", "kbn.cli", "evaluate", str(files["model"]),
+         "--data", f"npz:{files['data']}", "--split", "test", "--val-size", str(VAL_SIZE),
+         "--json"],
+        capture_output=True, text=True, timeout=120, env=fresh_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    evaluated = last_json(result.stdout)
+    assert evaluated["n"] == NUM_TEST
+    assert evaluated["accuracy"] == pytest.approx(trained["figures"]["test_acc"], abs=1e-6)
+
+
+# --- kbn gradcheck -------------------------------------------------------------------------
+
+GRADCHECK = ["gradcheck", "--dim", "10", "--batch-sizes", "4,6", "--hidden", "8"]
+
+
+@pytest.mark.parametrize(
+    "extra, params",
+    [
+        ([], ["W1", "gamma1", "beta1", "W2", "b2"]),
+        (["--no-batch-norm"], ["W1", "b1", "W2", "b2"]),
+    ],
+    ids=["batch-norm", "no-batch-norm"],
+)
+def test_gradcheck_json_rows_cover_every_batch_size_and_weight(extra, params):
+    status, stdout, stderr = run_main([*GRADCHECK, *extra, "--json"])
+    assert status == 0, stderr
+    result = last_json(stdout)
+    rows = result["rows"]
+    assert all({"batch_size", "param", "rel_error"} <= set(row) for row in rows)
+    assert [(r["batch_size"], r["param"]) for r in rows] == [(n, p) for n in (4, 6) for p in params]
+    assert result["max_rel_error"] == max(r["rel_error"] for r in rows)
+    assert result["max_rel_error"] < 1e-6
+    assert result["max_rel_error_autodiff"] < 1e-12
+
+
+def test_gradcheck_without_json_prints_the_markdown_table():
+    status, stdout, stderr = run_main(
+        ["gradcheck", "--dim", "4", "--batch-sizes", "3", "--hidden", "4", "--no-batch-norm"]
+    )
+    assert status == 0, stderr
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| Batch size"))
+    assert "Relative Error W1" in header
+    assert lines[lines.index(header) + 1].startswith("|---")
+    assert any(line.startswith("| 3 |") for line in lines)
+
+
+# --- bad input: one `error:` line on stderr, exit status 2 --------------------------------
+
+TRAIN = ["train", "--data", "npz:{data}", *TINY, "--logdir", "{root}/bad-logs", "--json"]
+EVALUATE = ["evaluate", "{model}", "--val-size", str(VAL_SIZE), "--data"]
+
+
+BAD_INPUTS = [
+    pytest.param(["train", "--data", "no_such_source"], "unknown data SPEC", id="unknown-spec"),
+    pytest.param(["train", "--data", "npz:{root}/missing.npz"], "missing.npz does not exist",
+                 id="missing-npz"),
+    pytest.param([*TRAIN, "--eta", "0"], "--eta", id="eta-zero"),
+    pytest.param([*TRAIN, "--eta", "-1"], "--eta", id="eta-negative"),
+    pytest.param([*TRAIN, "--eta", "abc"], "'abc'", id="eta-not-a-number"),
+    pytest.param([*TRAIN, "--lam", "-1"], "--lam", id="lam-negative"),
+    pytest.param([*TRAIN, "--hidden", "50,x"], "'50,x'", id="hidden-not-integers"),
+    pytest.param([*TRAIN, "--hidden", "0"], "--hidden", id="hidden-zero"),
+    pytest.param([*TRAIN, "--batch-size", "0"], "--batch-size", id="batch-size-zero"),
+    pytest.param([*TRAIN, "--epochs", "-1"], "--epochs", id="epochs-negative"),
+    pytest.param([*TRAIN, "--train-size", str(NUM_TRAIN)], f"the pool has only {NUM_TRAIN}",
+                 id="train-plus-val-beyond-pool"),
+    pytest.param(["evaluate", "{root}/missing.keras", "--data", "npz:{data}"],
+                 "missing.keras does not exist", id="evaluate-missing-model"),
+    pytest.param(["evaluate", "{text_model}", "--data", "npz:{data}"],
+                 "x.keras is not a .keras model", id="evaluate-text-file"),
+    pytest.param(["evaluate", "{truncated_model}", "--data", "npz:{data}"],
+                 "truncated.keras", id="evaluate-truncated-model"),
+    pytest.param([*EVALUATE, "npz:{shape_data}"], "(6, 6, 1)", id="evaluate-other-image-shape"),
+    pytest.param([*EVALUATE, "npz:{classes_data}"], "3 classes", id="evaluate-more-classes"),
+    pytest.param([*EVALUATE, "npz:{no_test_data}"], "no test split", id="evaluate-no-test-split"),
+    pytest.param(["gradcheck", "--batch-sizes", "0"], "--batch-sizes", id="gradcheck-batch-zero"),
+    pytest.param([*TRAIN, "--resume"], "resume", id="resume-without-run-name"),
+    pytest.param([], "required", id="no-subcommand"),
+    pytest.param([*TRAIN, "--save", "{root}/m.h5"], ".keras", id="save-not-keras"),
+    pytest.param(["gradcheck", "--batch-sizes", ""], "batch size", id="gradcheck-empty-batch-sizes"),
+    pytest.param([*TRAIN, "--logdir", "{a_file}"], "a_file", id="logdir-is-a-file"),
+    pytest.param([*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file",
+                 id="save-under-a-file"),
+    pytest.param([*TRAIN, "--epochs", "1", "--eta", "1e300"], "eta", id="eta-beyond-float32"),
+]
+
+
+@pytest.mark.parametrize("argv, names", BAD_INPUTS)
+def test_bad_input_prints_one_error_line_and_exits_2(argv, names, trained, files):
+    argv = [arg.format(**files) for arg in argv]
+    status, _, stderr = run_main(argv)
+    lines = stderr.splitlines()
+    assert status == 2, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert names in lines[0]
+
+
+def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
+    result = subprocess.run(
+        [sys.executable, "-m", "kbn.cli", "evaluate", str(files["text_model"]),
+         "--data", f"npz:{files['data']}"],
+        capture_output=True, text=True, timeout=120, env=fresh_env(),
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "x.keras" in lines[0]
+    assert result.stdout == ""

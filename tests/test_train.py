@@ -1,0 +1,458 @@
+"""Tests for kbn.train: a run learns, writes its run dir (summary.json, curves.png,
+TensorBoard events), repeats itself under a seed, follows its schedule, stops
+cleanly when it diverges, and resumes after a kill with every epoch exactly once."""
+
+import dataclasses
+import math
+import pathlib
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import kbn
+from kbn import Dataset, KbnError, Split, build_mlp
+from kbn.callbacks import EpochTensorBoard
+from kbn.fileio import read_json
+from kbn.train import TrainConfig, TrainResult, train
+
+NUM_TRAIN = 300
+NUM_VAL = 100
+NUM_TEST = 100
+NUM_CLASSES = 4  # class = the brightest quadrant of a 4x4 image
+BATCH_SIZE = 32
+STEPS_PER_EPOCH = math.ceil(NUM_TRAIN / BATCH_SIZE)  # 10
+EPOCHS = 4
+ETA = 0.05
+DECAY = 0.5
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def quadrant_split(n, rng):
+    """n noisy 4x4 gray images whose label is the quadrant with a bright 2x2 patch."""
+    x = rng.integers(0, 60, size=(n, 4, 4, 1))
+    y = rng.integers(0, NUM_CLASSES, size=n)
+    for i, label in enumerate(y):
+        row, col = divmod(int(label), 2)
+        x[i, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2, 0] += 180
+    return Split(x.astype(np.uint8), y.astype(np.int64))
+
+
+def make_dataset():
+    rng = np.random.default_rng(0)
+    return Dataset(
+        name="synthetic",
+        train=quadrant_split(NUM_TRAIN, rng),
+        val=quadrant_split(NUM_VAL, rng),
+        test=quadrant_split(NUM_TEST, rng),
+        class_names=("a", "b", "c", "d"),
+    )
+
+
+DATA = make_dataset()
+
+
+def fresh_model(seed=0, **kwargs):
+    return build_mlp([16], NUM_CLASSES, adapt=DATA.train.x, seed=seed, **kwargs)
+
+
+def config(logdir, **overrides):
+    settings = dict(
+        eta=ETA, decay=DECAY, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=0, logdir=str(logdir), verbose=0
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def tensorboard(folder, tag):
+    """(step, value) of every `tag` event under `folder`, duplicates and all."""
+    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0}, purge_orphaned_data=False)
+    accumulator.Reload()
+    if tag not in accumulator.Tags()["tensors"]:
+        return []
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+
+
+def epoch_curves(run_dir):
+    """Every epoch_* scalar of a run, by split and tag, sorted by step."""
+    curves = {}
+    for split in ("train", "validation"):
+        accumulator = EventAccumulator(
+            str(run_dir / split), size_guidance={"tensors": 0}, purge_orphaned_data=False
+        )
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            if tag.startswith("epoch_"):
+                curves[split, tag] = sorted(tensorboard(run_dir / split, tag))
+    return curves
+
+
+def assert_tensorboard_matches(run_dir, history, epochs):
+    """Each epoch's loss is in the train and validation events exactly once, equal to the history's."""
+    for split, key in (("train", "loss"), ("validation", "val_loss")):
+        events = tensorboard(run_dir / split, "epoch_loss")
+        steps = [step for step, _ in events]
+        assert sorted(steps) == list(range(epochs)), (split, steps)
+        values = [value for _, value in sorted(events)]
+        np.testing.assert_allclose(values, history[key], rtol=0, atol=1e-5)
+
+
+def assert_same_weights(a, b):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
+
+def run_killed_after_epoch(logdir, index, run_name="r", **overrides):
+    """Train until epoch `index` has fully ended, then die as a killed process would.
+
+    The kill comes from the last callback (TensorBoard), after the history,
+    summary.json and backup of that epoch were written.
+    """
+    original = EpochTensorBoard.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == index:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochTensorBoard, "on_epoch_end", on_epoch_end)
+        with pytest.raises(KeyboardInterrupt):
+            train(fresh_model(), DATA, config(logdir, run_name=run_name, **overrides))
+    return logdir / run_name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted EPOCHS-epoch run and its model: the numbers every other run is held to."""
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path_factory.mktemp("reference"), run_name="ref"))
+    return result, model
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """The run dir of an EPOCHS-epoch run killed after its 2nd epoch; copy it, never resume it."""
+    return run_killed_after_epoch(tmp_path_factory.mktemp("killed"), index=1)
+
+
+def copy_run(run_dir, logdir):
+    return pathlib.Path(shutil.copytree(run_dir, logdir / run_dir.name))
+
+
+def test_train_learns_a_separable_problem(reference):
+    result, _ = reference
+    assert isinstance(result, TrainResult)
+    final = result.summary["final"]
+    assert set(final) == {
+        "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"
+    }
+    assert final["train_acc"] >= 0.9  # chance is 0.25
+    assert final["val_acc"] >= 0.9
+    assert final["test_acc"] >= 0.9
+    assert final["train_loss"] < 0.5 < math.log(NUM_CLASSES)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.history["val_accuracy"][-1] >= 0.9
+    assert result.summary["epochs_run"] == EPOCHS
+    assert result.summary["seconds_per_epoch"] > 0
+    assert result.summary["finished"] is True
+    assert result.summary["diverged"] is None and result.diverged is None
+    assert result.model_path is None
+
+
+def test_final_metrics_are_the_trained_models_in_inference_mode(reference):
+    result, model = reference
+    final = result.summary["final"]
+    for name, split in (("train", DATA.train), ("val", DATA.val), ("test", DATA.test)):
+        logits = keras.ops.convert_to_numpy(model(split.x, training=False))
+        accuracy = np.mean(np.argmax(logits, axis=1) == split.y)
+        assert final[f"{name}_acc"] == pytest.approx(accuracy, abs=1e-6)
+    # The last epoch's validation numbers are the same model's, evaluated the same way.
+    assert final["val_loss"] == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
+
+
+def test_run_dir_holds_summary_curves_and_tensorboard_events(reference):
+    result, _ = reference
+    run_dir = result.run_dir
+    assert run_dir.name == "ref"
+    summary = read_json(run_dir / "summary.json")
+    assert summary == result.summary
+    assert summary["config"] == dataclasses.asdict(config(run_dir.parent, run_name="ref"))
+    assert summary["run_dir"] == str(run_dir)
+    for key in HISTORY_KEYS:
+        assert len(summary["history"][key]) == EPOCHS, key
+    assert all(s > 0 for s in summary["history"]["seconds"])
+    assert summary["history"] == result.history
+    assert (run_dir / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not (run_dir / "backup").exists()  # a finished run keeps no backup
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "curves.png", "summary.json", "train", "validation"
+    ]
+    assert_tensorboard_matches(run_dir, result.history, EPOCHS)
+    accuracy = sorted(tensorboard(run_dir / "validation", "epoch_accuracy"))
+    np.testing.assert_allclose([v for _, v in accuracy], result.history["val_accuracy"], atol=1e-6)
+
+
+def test_same_seed_gives_identical_numbers(reference, tmp_path):
+    result, model = reference
+    again_model = fresh_model()
+    again = train(again_model, DATA, config(tmp_path, run_name="again"))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert again.history[key] == result.history[key], key
+    assert again.summary["final"] == result.summary["final"]
+    assert_same_weights(again_model, model)
+
+    other = train(fresh_model(seed=1), DATA, config(tmp_path, run_name="other", seed=1, epochs=2))
+    assert all(abs(a - b) > 1e-4 for a, b in zip(other.history["loss"], result.history["loss"][:2]))
+
+
+def test_exp_schedule_decays_eta_per_epoch(reference):
+    result, _ = reference
+    expected = [ETA * DECAY**epoch for epoch in range(EPOCHS)]  # 0.05, 0.025, 0.0125, 0.00625
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-6)
+
+
+def test_cyclic_schedule_follows_a_triangle_over_the_epochs(tmp_path):
+    # step_size = 2 epochs of 10 steps: bottom, half way, top, half way, bottom.
+    result = train(
+        fresh_model(),
+        DATA,
+        config(tmp_path, run_name="cyclic", schedule="cyclic", eta_min=0.01, step_size=2 * STEPS_PER_EPOCH, epochs=5),
+    )
+    np.testing.assert_allclose(result.history["learning_rate"], [0.01, 0.03, 0.05, 0.03, 0.01], rtol=1e-6)
+
+
+def test_divergence_guard_stops_a_blowing_up_run_cleanly(tmp_path):
+    model = build_mlp([16, 16], NUM_CLASSES, adapt=DATA.train.x, seed=0, batch_norm=False)
+    result = train(model, DATA, config(tmp_path, run_name="blowup", eta=1e6, epochs=5))
+    assert result.diverged == "training cost became nan at epoch 1"
+    assert result.summary["epochs_run"] == 1 < 5
+    assert len(result.history["loss"]) == 1 and math.isnan(result.history["loss"][0])
+    summary = read_json(result.run_dir / "summary.json")
+    assert summary["diverged"] == result.diverged
+    assert summary["finished"] is True
+    assert summary["epochs_run"] == 1
+    assert (result.run_dir / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_divergence_guard_flags_a_run_that_blows_up_within_its_first_epoch(tmp_path):
+    model = fresh_model(batch_norm=False)
+    result = train(model, DATA, config(tmp_path, run_name="blowup", eta=1e4, epochs=2))
+    assert min(result.history["loss"]) > 100 * math.log(NUM_CLASSES)  # it did blow up
+    assert result.diverged is not None
+
+
+def test_save_writes_a_model_that_evaluates_identically(tmp_path):
+    path = tmp_path / "m.keras"
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path / "logs", run_name="s", save=str(path), epochs=2))
+    assert result.model_path == path
+    assert result.summary["model_path"] == str(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "m.keras"]  # no temporary left
+    loaded = keras.saving.load_model(path)
+    x = DATA.test.x
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x, training=False)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    loss, accuracy = loaded.evaluate(x, DATA.test.y, verbose=0)
+    assert accuracy == pytest.approx(result.summary["final"]["test_acc"], abs=1e-6)
+    assert loss == pytest.approx(result.summary["final"]["test_loss"], rel=1e-5)
+
+
+def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, reference):
+    uninterrupted, reference_model = reference
+    run_dir = copy_run(killed, tmp_path)
+    before = read_json(run_dir / "summary.json")["history"]
+    assert len(before["loss"]) == 2
+    assert (run_dir / "backup" / "epoch-0.weights.h5").exists()  # after epoch 2
+
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
+    for key in HISTORY_KEYS:
+        assert len(result.history[key]) == EPOCHS, key
+        if key != "seconds":
+            assert result.history[key][:2] == before[key][:2], key
+    assert read_json(run_dir / "summary.json")["history"] == result.history
+    assert result.summary["epochs_run"] == EPOCHS
+    assert result.summary["finished"] is True
+    assert_tensorboard_matches(run_dir, result.history, EPOCHS)
+    assert not (run_dir / "backup").exists()
+    # Killed and resumed, or not: the same epochs, the same numbers, the same weights.
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        np.testing.assert_allclose(result.history[key], uninterrupted.history[key], rtol=1e-6, err_msg=key)
+    assert result.summary["final"] == pytest.approx(uninterrupted.summary["final"], rel=1e-6)
+    assert_same_weights(model, reference_model)
+
+
+def test_resume_after_a_kill_at_the_last_epoch_end_keeps_every_epoch(tmp_path, reference):
+    uninterrupted, reference_model = reference
+    run_dir = run_killed_after_epoch(tmp_path, index=EPOCHS - 1)  # the backup holds every epoch
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
+    assert result.summary["epochs_run"] == EPOCHS
+    np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"], rtol=1e-6)
+    assert read_json(run_dir / "summary.json")["history"] == result.history
+    assert_tensorboard_matches(run_dir, result.history, EPOCHS)
+    assert_same_weights(model, reference_model)
+    assert (run_dir / "curves.png").exists()
+
+
+def test_resumed_tensorboard_curves_equal_an_uninterrupted_runs(tmp_path, killed, reference):
+    uninterrupted, _ = reference
+    copy_run(killed, tmp_path)
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="r", resume=True))
+    expected = epoch_curves(uninterrupted.run_dir)
+    resumed = epoch_curves(result.run_dir)
+    assert set(resumed) == set(expected)
+    for key, events in expected.items():
+        assert [s for s, _ in resumed[key]] == [s for s, _ in events], key
+        np.testing.assert_allclose(
+            [v for _, v in resumed[key]], [v for _, v in events], rtol=1e-6, err_msg=str(key)
+        )
+
+
+@pytest.mark.parametrize(
+    "name, torn",
+    [
+        ("epoch-0.weights.h5", b""),  # the weights the record names
+        ("training_metadata.json", b'{"epo'),
+    ],
+)
+def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, torn):
+    uninterrupted, reference_model = reference
+    run_dir = copy_run(killed, tmp_path)
+    (run_dir / "backup" / name).write_bytes(torn)
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
+    # The unreadable backup is dropped: the run starts over and runs every epoch.
+    assert result.summary["epochs_run"] == EPOCHS
+    assert result.summary["finished"] is True
+    np.testing.assert_allclose(result.history["learning_rate"], uninterrupted.history["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"], rtol=1e-6)
+    assert_same_weights(model, reference_model)
+    assert_tensorboard_matches(run_dir, result.history, EPOCHS)
+
+
+def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
+    uninterrupted, reference_model = reference
+    original = kbn.train.write_json
+    metadata_writes = []
+
+    def write_json(path, obj):
+        if pathlib.Path(path).name == "training_metadata.json":
+            metadata_writes.append(obj)
+            if len(metadata_writes) == 2:  # epoch 2's weights are already on disk
+                raise KeyboardInterrupt
+        return original(path, obj)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kbn.train, "write_json", write_json)
+        with pytest.raises(KeyboardInterrupt):
+            train(fresh_model(), DATA, config(tmp_path, run_name="r"))
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
+    np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"], rtol=1e-6)
+    assert_same_weights(model, reference_model)
+
+
+def test_fresh_run_under_an_existing_name_starts_over(tmp_path, killed, reference):
+    uninterrupted, _ = reference
+    run_dir = copy_run(killed, tmp_path)  # 2 epochs, their TensorBoard events and a backup
+    assert (run_dir / "backup").exists()
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=3))
+    for key in HISTORY_KEYS:
+        assert len(result.history[key]) == 3, key
+    # Epoch 1 again, from fresh weights at eta: not a continuation of the old run.
+    np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"][:3], rtol=1e-6)
+    np.testing.assert_allclose(result.history["learning_rate"][0], ETA, rtol=1e-6)
+    assert read_json(run_dir / "summary.json")["history"] == result.history
+    assert_tensorboard_matches(run_dir, result.history, 3)
+    assert not (run_dir / "backup").exists()
+
+
+def test_zero_epochs_evaluates_the_untrained_model_and_draws_no_curves(tmp_path):
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="zero", epochs=0))
+    assert result.history == {}
+    assert result.diverged is None
+    summary = read_json(tmp_path / "zero" / "summary.json")
+    assert summary["epochs_run"] == 0
+    assert summary["seconds_per_epoch"] is None
+    assert summary["finished"] is True
+    assert summary["history"] == {}
+    final = summary["final"]
+    assert set(final) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
+    assert final["train_acc"] < 0.6  # untrained: near chance, 0.25
+    assert final["train_loss"] == pytest.approx(math.log(NUM_CLASSES), rel=0.5)
+    assert not (tmp_path / "zero" / "curves.png").exists()
+    assert not (tmp_path / "zero" / "backup").exists()
+
+
+def test_gradcheck_every_epoch_records_a_small_error_per_epoch(tmp_path):
+    model = build_mlp([4], NUM_CLASSES, adapt=DATA.train.x, seed=0)
+    result = train(model, DATA, config(tmp_path, run_name="g", epochs=2, gradcheck_every=1))
+    errors = result.history["grad_rel_error"]
+    assert len(errors) == 2
+    assert all(0 <= e < 1e-6 for e in errors)
+    assert sorted(tensorboard(tmp_path / "g" / "train", "epoch_grad_rel_error")) == [
+        (0, pytest.approx(errors[0], rel=1e-5)), (1, pytest.approx(errors[1], rel=1e-5))
+    ]
+
+
+def test_gradcheck_every_other_epoch_keeps_history_lists_one_entry_per_epoch(tmp_path):
+    model = build_mlp([4], NUM_CLASSES, adapt=DATA.train.x, seed=0)
+    result = train(model, DATA, config(tmp_path, run_name="g", epochs=2, gradcheck_every=2))
+    assert len(result.history["grad_rel_error"]) == len(result.history["loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"eta": 0.0}, "eta must be positive"),
+        ({"eta": -0.1}, "eta must be positive"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+        ({"momentum": -0.1}, "momentum must be in"),
+        ({"schedule": "step"}, "schedule must be one of exp, cyclic, constant, got 'step'"),
+        ({"decay": 0.0}, "decay must be in"),
+        ({"eta_min": 0.1}, r"eta_min must be in \(0, eta\]"),
+        ({"step_size": 0}, "step_size must be a positive"),
+        ({"epochs": -1}, "epochs must be 0 or more, got -1"),
+        ({"batch_size": 0}, "batch size must be a positive integer, got 0"),
+        ({"steps_per_execution": 0}, "steps_per_execution must be positive"),
+        ({"divergence_factor": 1.0}, "divergence factor must exceed 1"),
+        ({"gradcheck_every": -1}, "gradcheck_every must be 0 or more"),
+        ({"resume": True}, "resume.*run.name"),
+        ({"save": "model.h5"}, "must end in .keras, got model.h5"),
+    ],
+)
+def test_config_validate_rejects_out_of_range_settings(overrides, match):
+    bad = TrainConfig(**overrides)
+    with pytest.raises(KbnError, match=match):
+        bad.validate()
+
+
+def test_config_validate_accepts_the_defaults_and_edge_values():
+    TrainConfig().validate()
+    TrainConfig(epochs=0, momentum=0.0, decay=1.0, eta_min=0.0864, step_size=1).validate()
+    TrainConfig(resume=True, run_name="r", save="out/m.keras").validate()
+
+
+def test_train_rejects_a_bad_config_before_creating_the_run_dir(tmp_path):
+    with pytest.raises(KbnError, match="batch size"):
+        train(fresh_model(), DATA, config(tmp_path / "logs", run_name="bad", batch_size=0))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_resume_of_a_finished_run_is_refused_and_leaves_it_alone(tmp_path, reference):
+    uninterrupted, _ = reference
+    run_dir = tmp_path / "ref"
+    shutil.copytree(uninterrupted.run_dir, run_dir)
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(KbnError, match="already finished"):
+        train(fresh_model(), DATA, config(tmp_path, run_name="ref", resume=True))
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
