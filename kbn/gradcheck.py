@@ -231,7 +231,15 @@ def _numeric_gradient(cost, params, i, h, entries):
             kinks += tf.cast(kink, tf.int32)
         return grads.stack(), kinks
 
-    values, kinks = all_entries()
+    # One graph per weight is the design, not an accident: keep TensorFlow's
+    # "frequent retracing" warning out of the user's output.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        values, kinks = all_entries()
+    finally:
+        logger.setLevel(level)
     grad = np.full(shape, np.nan)
     grad.flat[entries.numpy()] = values.numpy()
     return grad, int(kinks)

@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+import synthetic
+
 from kbn.cli import main
 
 NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
@@ -24,7 +26,6 @@ NUM_TEST = 100
 VAL_SIZE = 50
 NUM_CLASSES = 3
 CHANCE = 1 / NUM_CLASSES
-LABEL_NOISE = 0.1  # so that accuracies are not all 1.0 and comparisons mean something
 # Tiny runs: two epochs of a one-hidden-layer net of width 8.
 TINY = ["--epochs", "2", "--batch-size", "32", "--hidden", "8", "--val-size", str(VAL_SIZE)]
 TRAIN_FIGURES = (
@@ -34,19 +35,7 @@ TRAIN_FIGURES = (
 
 
 def make_images(n, seed, num_classes=NUM_CLASSES, shape=(4, 4, 1)):
-    """uint8 images of `shape` whose class is the brightest quadrant (of the first
-    `num_classes`), with LABEL_NOISE of the labels replaced by random ones."""
-    rng = np.random.default_rng(seed)
-    height, width = shape[0] // 2, shape[1] // 2
-    corners = [(0, 0), (0, width), (height, 0), (height, width)]
-    x = rng.integers(0, 100, (n,) + shape).astype(np.uint8)
-    y = rng.integers(0, num_classes, n)
-    for image, label in zip(x, y):
-        row, col = corners[label % 4]
-        image[row:row + height, col:col + width] += 120
-    noisy = rng.random(n) < LABEL_NOISE
-    y[noisy] = rng.integers(0, num_classes, int(noisy.sum()))
-    return x, y
+    return synthetic.make_images(n, seed, num_classes, shape)
 
 
 def write_npz(path, num_classes=NUM_CLASSES, shape=(4, 4, 1), test=True):

@@ -7,6 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
+import synthetic
+
 from kbn.data import Dataset, Split, load_data
 from kbn.errors import KbnError
 from kbn.evaluate import evaluate, load_model
@@ -18,23 +20,10 @@ NUM_TEST = 100
 VAL_SIZE = 50
 NUM_CLASSES = 3
 IMAGE_SHAPE = (4, 4, 1)
-LABEL_NOISE = 0.1  # keeps accuracies below 1.0, so that a wrong count would show
 
 
 def make_images(n, seed, num_classes=NUM_CLASSES, shape=IMAGE_SHAPE):
-    """uint8 images of `shape` whose class is the brightest quadrant, with LABEL_NOISE of
-    the labels replaced by random ones."""
-    rng = np.random.default_rng(seed)
-    height, width = shape[0] // 2, shape[1] // 2
-    corners = [(0, 0), (0, width), (height, 0), (height, width)]
-    x = rng.integers(0, 100, (n,) + shape).astype(np.uint8)
-    y = rng.integers(0, num_classes, n)
-    for image, label in zip(x, y):
-        row, col = corners[label % 4]
-        image[row:row + height, col:col + width] += 120
-    noisy = rng.random(n) < LABEL_NOISE
-    y[noisy] = rng.integers(0, num_classes, int(noisy.sum()))
-    return x, y
+    return synthetic.make_images(n, seed, num_classes, shape)
 
 
 @pytest.fixture(scope="module")
