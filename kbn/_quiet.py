@@ -9,6 +9,7 @@ while TensorFlow loads and finds its devices; Python exceptions still
 propagate.
 """
 
+import contextlib
 import os
 import sys
 
@@ -28,3 +29,22 @@ def import_tensorflow():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def tensorflow_warnings_off():
+    """Silence TensorFlow's Python warnings within the block.
+
+    For code that builds many graphs on purpose (one per weight in the
+    gradient check, one model per trial in a search), where TensorFlow's
+    "frequent retracing" warning only alarms the user.
+    """
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

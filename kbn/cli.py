@@ -291,6 +291,85 @@ def _gradcheck(args):
 
 
 # --------------------------------------------------------------------------
+# kbn tune
+# --------------------------------------------------------------------------
+
+
+def _range(text):
+    """'0.01:0.7' -> (0.01, 0.7)."""
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH such as 0.01:0.7, got {text!r}") from None
+    return low, high
+
+
+def _tune_parser(sub):
+    from tuning.search import SearchConfig
+
+    defaults = SearchConfig()
+    p = sub.add_parser("tune", help="coarse-to-fine search of eta and lambda (KerasTuner)")
+    _add_data_options(p)
+    p.add_argument("--rounds", type=int, default=defaults.rounds, help="shrinking intervals (default: 3)")
+    p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all rounds (default: 50)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per trial (default: 10)")
+    p.add_argument("--eta-range", type=_range, default=defaults.eta_range, metavar="LOW:HIGH")
+    p.add_argument("--lam-range", type=_range, default=defaults.lam_range, metavar="LOW:HIGH")
+    p.add_argument("--architecture", action="store_true", help="also search depth, width, batch norm")
+    p.add_argument("--directory", default=defaults.directory, help="searches' root (default: logs/tuning)")
+    p.add_argument("--project", default=defaults.project, help="this search's folder name")
+    p.add_argument("--workers", type=_non_negative_int, default=0, metavar="N",
+                   help="run N worker processes and a chief on 127.0.0.1 (default: 0, one process)")
+    p.add_argument("--resume", action="store_true", help="continue the search --project where it stopped")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_tune)
+
+
+def _tune(args):
+    from tuning.search import SearchConfig, search
+
+    config = SearchConfig(
+        rounds=args.rounds,
+        trials=args.trials,
+        epochs=args.epochs,
+        eta_range=args.eta_range,
+        lam_range=args.lam_range,
+        architecture=args.architecture,
+        directory=args.directory,
+        project=args.project,
+        resume=args.resume,
+        workers=args.workers,
+        seed=args.seed,
+        verbose=0 if args.json else 1,
+    )
+    config.validate()
+    result = search(_load(args), config)
+    if result is None:  # a worker of a search spanning machines: the chief reports
+        return
+    figures = {
+        "best": result.best,
+        "rounds": result.rounds,
+        "trials_completed": result.trials_completed,
+        "trials_by_worker": result.trials_by_worker,
+        "seconds": result.seconds,
+        "project_dir": str(result.project_dir),
+    }
+    best = result.best
+    lines = [
+        f"round {i}: eta {r['eta_range'][0]:.4g}..{r['eta_range'][1]:.4g}, "
+        f"lambda {r['lam_range'][0]:.4g}..{r['lam_range'][1]:.4g}, {r['trials']} trials, "
+        f"best val acc {r['best_val_acc'] if r['best_val_acc'] is None else format(r['best_val_acc'], '.4f')}"
+        for i, r in enumerate(result.rounds, start=1)
+    ]
+    lines.append(
+        f"best: eta {best['eta']:.4g}, lambda {best['lam']:.4g}, val acc {best['val_acc']:.4f}"
+        if best else "best: none (every trial failed)"
+    )
+    lines.append(f"{result.trials_completed} trials in {result.seconds:.0f} s; results in {result.project_dir}")
+    _emit(args, figures, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------
 
 
 def build_parser():
@@ -299,6 +378,7 @@ def build_parser():
     _train_parser(sub)
     _evaluate_parser(sub)
     _gradcheck_parser(sub)
+    _tune_parser(sub)
     return parser
 
 

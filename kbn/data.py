@@ -40,7 +40,6 @@ import operator
 import os
 import pickle
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Callable
 import numpy as np
 
 from kbn.errors import KbnError
+from kbn.fileio import atomic_path
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -739,23 +739,17 @@ def _read_folder_cache(path: Path, count: int) -> np.ndarray | None:
 
 
 def _write_folder_cache(path: Path, x: np.ndarray) -> None:
-    """Write atomically (temporary file, then rename) and drop this folder's stale entries;
-    a cache that cannot be written is skipped, never an error."""
-    tmp = None
+    """Write atomically and drop this folder's stale entries; a cache that cannot be
+    written is skipped, never an error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x)  # uncompressed: loading it back is a plain read
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path) as tmp:
+            np.savez(tmp, x=x)  # uncompressed: loading it back is a plain read
         prefix = path.name.rsplit("-", 1)[0] + "-"
         for stale in path.parent.glob(prefix + "*.npz"):
             if stale != path:
                 stale.unlink(missing_ok=True)
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        pass
 
 
 # --- npz:PATH -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from kbn import model as model_lib
+from kbn._quiet import tensorflow_warnings_off
 from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense, autodiff_backward
 
@@ -231,15 +232,8 @@ def _numeric_gradient(cost, params, i, h, entries):
             kinks += tf.cast(kink, tf.int32)
         return grads.stack(), kinks
 
-    # One graph per weight is the design, not an accident: keep TensorFlow's
-    # "frequent retracing" warning out of the user's output.
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
+    with tensorflow_warnings_off():  # one graph per weight is the design
         values, kinks = all_entries()
-    finally:
-        logger.setLevel(level)
     grad = np.full(shape, np.nan)
     grad.flat[entries.numpy()] = values.numpy()
     return grad, int(kinks)

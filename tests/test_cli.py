@@ -302,6 +302,13 @@ BAD_INPUTS = [
     pytest.param([*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file",
                  id="save-under-a-file"),
     pytest.param([*TRAIN, "--epochs", "1", "--eta", "1e300"], "eta", id="eta-beyond-float32"),
+    pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.7:0.01"], "eta range",
+                 id="tune-eta-range-inverted"),
+    pytest.param(["tune", "--data", "npz:{data}", "--lam-range", "0:0.1"], "lam range",
+                 id="tune-lam-range-not-positive"),
+    pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.1"], "LOW:HIGH",
+                 id="tune-range-malformed"),
+    pytest.param(["tune", "--data", "npz:{data}", "--rounds", "0"], "rounds", id="tune-zero-rounds"),
 ]
 
 

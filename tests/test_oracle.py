@@ -1,0 +1,278 @@
+"""Tests for tuning/oracle.py: the coarse-to-fine oracle, driven like a tuner drives it.
+
+No Keras training: each trial's score is a cheap function of its eta and lam,
+the negative squared log-distance to (ETA_OPT, LAM_OPT), maximized.
+"""
+
+import math
+
+import keras_tuner
+import pytest
+from keras_tuner.engine.trial import TrialStatus
+
+from tuning.oracle import CoarseToFineOracle, narrow, split_trials
+
+ETA_OPT = 0.08
+LAM_OPT = 2e-4
+RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
+OBJECTIVE = keras_tuner.Objective("score", "max")
+
+
+def fake_score(values):
+    """Negative squared distance to the optimum in log10 space (max 0 at the optimum)."""
+    return -(
+        (math.log10(values["eta"]) - math.log10(ETA_OPT)) ** 2
+        + (math.log10(values["lam"]) - math.log10(LAM_OPT)) ** 2
+    )
+
+
+def make_oracle(tmp_path, project="p", **kwargs):
+    settings = dict(objective=OBJECTIVE, max_trials=30, rounds=3, ranges=RANGES, seed=7)
+    settings.update(kwargs)
+    oracle = CoarseToFineOracle(**settings)
+    oracle._set_project_dir(tmp_path, project)  # what `BaseTuner.__init__` does
+    oracle.verbose = 0
+    return oracle
+
+
+def finish(oracle, trial, status=TrialStatus.COMPLETED, score=None):
+    """End `trial` as a tuner does: report the objective, then `end_trial`."""
+    if status == TrialStatus.COMPLETED or score is not None:
+        value = fake_score(trial.hyperparameters.values) if score is None else score
+        oracle.update_trial(trial.trial_id, {"score": value})
+    trial.status = status
+    oracle.end_trial(trial)
+
+
+def run_search(oracle, limit=None):
+    """Create and complete trials one at a time until STOPPED (or `limit` trials)."""
+    trials = []
+    while limit is None or len(trials) < limit:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == TrialStatus.STOPPED:
+            break
+        assert trial.status == TrialStatus.RUNNING  # a lone tuner never has to wait
+        finish(oracle, trial)
+        trials.append(trial)
+    return trials
+
+
+def log_area(box):
+    return math.prod(math.log10(hi / lo) for lo, hi in box.values())
+
+
+def inside(box, values):
+    return all(lo <= values[name] <= hi for name, (lo, hi) in box.items())
+
+
+def contains(outer, inner):
+    return all(
+        outer[name][0] <= inner[name][0] < inner[name][1] <= outer[name][1] for name in outer
+    )
+
+
+def test_rounds_split_max_trials_evenly(tmp_path):
+    assert split_trials(50, 3) == [17, 17, 16]
+    assert split_trials(10, 3) == [4, 3, 3]
+    assert split_trials(5, 5) == [1, 1, 1, 1, 1]
+    oracle = make_oracle(tmp_path, max_trials=10, rounds=3)
+    trials = run_search(oracle)
+    rounds = [oracle.round_of(t.trial_id) for t in trials]
+    assert rounds == [1] * 4 + [2] * 3 + [3] * 3
+    assert [row["trials"] for row in oracle.rounds_summary()] == [4, 3, 3]
+
+
+def test_each_round_narrows_around_the_best_trials(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=120, rounds=3)
+    trials = run_search(oracle)
+    assert len(trials) == 120 and len(oracle.trials) == 120
+    boxes = oracle.boxes
+    assert len(boxes) == 3 and boxes[0] == RANGES
+    for outer, inner in zip(boxes, boxes[1:]):
+        assert contains(outer, inner)
+    assert inside(boxes[-1], {"eta": ETA_OPT, "lam": LAM_OPT})
+    assert log_area(boxes[-1]) < log_area(boxes[0]) / 4
+    for trial in trials:
+        assert inside(boxes[oracle.round_of(trial.trial_id) - 1], trial.hyperparameters.values)
+    # Each box is `narrow` of the previous one on its round's results.
+    for r in (1, 2):
+        results = [
+            (t.hyperparameters.values, t.score) for t in trials if oracle.round_of(t.trial_id) == r
+        ]
+        assert boxes[r] == narrow(boxes[r - 1], results, 0.2, oracle.margin, "max")
+    summary = oracle.rounds_summary()
+    assert [row["round"] for row in summary] == [1, 2, 3]
+    assert summary[0]["eta_range"] == [0.01, 0.7] and summary[0]["lam_range"] == [1e-6, 0.1]
+    assert summary[2]["best"] >= summary[0]["best"]
+
+
+def test_narrow_keeps_the_best_trials_inside_the_new_box():
+    box = {"x": (1e-4, 1.0)}  # log-span 4
+    results = [({"x": 10.0**e}, -abs(e + 2)) for e in (-4, -3, -2.5, -2, -1.5, -1, 0)]
+    new = narrow(box, results, top_fraction=0.4, margin=0.1, direction="max")
+    # Best ceil(0.4 * 7) = 3: 1e-2.5, 1e-2, 1e-1.5, widened by 0.1 * 4 = 0.4 decades.
+    assert new["x"] == pytest.approx((10**-2.9, 10**-1.1))
+    # A loss to minimize picks the same trials when its scores are the negatives.
+    losses = [(values, -score) for values, score in results]
+    assert narrow(box, losses, top_fraction=0.4, margin=0.1, direction="min") == new
+    # The worst trials, near both edges, would keep almost the whole box.
+    worst = narrow(box, results, top_fraction=0.4, margin=0.1, direction="min")
+    assert worst["x"] == (1e-4, 1.0)
+
+
+def test_narrow_never_empties_a_range():
+    box = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
+    span = {name: math.log10(hi / lo) for name, (lo, hi) in box.items()}
+    # All best trials at one interior point: a box of width 2 * margin * span around it.
+    same = [({"eta": 0.08, "lam": 2e-4}, 1.0)] * 5 + [({"eta": 0.5, "lam": 0.05}, -1.0)]
+    new = narrow(box, same, 0.2, 0.1, "max")
+    for name, point in (("eta", 0.08), ("lam", 2e-4)):
+        lo, hi = new[name]
+        assert lo < point < hi
+        assert math.log10(hi / lo) == pytest.approx(0.2 * span[name])
+    # A single completed trial at an edge: clipped, still at least margin * span wide.
+    edge = narrow(box, [({"eta": 0.7, "lam": 1e-6}, 0.5)], 0.2, 0.1, "max")
+    assert edge["eta"][1] == 0.7 and edge["lam"][0] == 1e-6
+    assert math.log10(edge["eta"][1] / edge["eta"][0]) == pytest.approx(0.1 * span["eta"])
+    assert math.log10(edge["lam"][1] / edge["lam"][0]) == pytest.approx(0.1 * span["lam"])
+    # None completed (or no finite score): the box is kept.
+    assert narrow(box, [], 0.2, 0.1, "max") == box
+    assert narrow(box, [({"eta": 0.1, "lam": 1e-3}, None)], 0.2, 0.1, "max") == box
+    assert narrow(box, [({"eta": 0.1, "lam": 1e-3}, float("nan"))], 0.2, 0.1, "max") == box
+
+
+def test_failed_trials_are_ignored_by_the_narrowing(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=24, rounds=2, max_consecutive_failed_trials=None)
+    completed, failed = [], []
+    for i in range(12):
+        trial = oracle.create_trial(f"worker{i}")
+        assert trial.status == TrialStatus.RUNNING
+        if i % 3 == 0:
+            # A crash after reporting a huge score, or before reporting anything.
+            finish(oracle, trial, TrialStatus.FAILED, score=1e9 if i % 2 else None)
+            failed.append(trial)
+        else:
+            finish(oracle, trial)
+            completed.append(trial)
+    trial = oracle.create_trial("worker12")
+    assert oracle.round_of(trial.trial_id) == 2
+    first, second = oracle.boxes
+    results = [(t.hyperparameters.values, t.score) for t in completed]
+    assert second == narrow(first, results, 0.2, oracle.margin, "max")
+    with_failed = results + [(t.hyperparameters.values, 1e9) for t in failed]
+    assert second != narrow(first, with_failed, 0.2, oracle.margin, "max")
+    assert oracle.rounds_summary()[0]["trials"] == len(completed) == 8
+
+
+def test_oracle_waits_for_the_round_before_narrowing(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=6, rounds=2)
+    round_one = [oracle.create_trial(f"worker{i}") for i in range(3)]
+    assert all(t.status == TrialStatus.RUNNING for t in round_one)
+    for trial in round_one[:2]:
+        finish(oracle, trial)
+    # Round 1's quota is created but one trial still runs: another worker waits.
+    for _ in range(2):
+        waiting = oracle.create_trial("worker3")
+        assert waiting.status == TrialStatus.IDLE
+    assert len(oracle.trials) == 3 and len(oracle.boxes) == 1
+    finish(oracle, round_one[2])
+    trial = oracle.create_trial("worker3")
+    assert trial.status == TrialStatus.RUNNING
+    assert oracle.round_of(trial.trial_id) == 2 and oracle.current_round == 2
+    assert inside(oracle.boxes[1], trial.hyperparameters.values)
+
+
+def test_retried_trial_counts_for_its_round(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=6, rounds=2, max_retries_per_trial=1)
+    trials = [oracle.create_trial("tuner0")]
+    trials[0].status = TrialStatus.INVALID  # crashed, one retry left
+    oracle.end_trial(trials[0])
+    retried = oracle.create_trial("tuner0")
+    assert retried.trial_id == trials[0].trial_id
+    finish(oracle, retried)
+    rest = run_search(oracle)
+    assert len(oracle.trials) == 6
+    assert [oracle.round_of(t.trial_id) for t in [retried] + rest] == [1, 1, 1, 2, 2, 2]
+
+
+def test_other_hyperparameters_are_drawn_by_keras_tuner(tmp_path):
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("units", [32, 64, 128])
+    hp.Float("eta", 1e-5, 10.0, sampling="log")  # registered wider: the box still wins
+    oracle = make_oracle(tmp_path, max_trials=12, rounds=2, hyperparameters=hp)
+    trials = run_search(oracle)
+    assert len(trials) == 12
+    assert {t.hyperparameters.values["units"] for t in trials} == {32, 64, 128}
+    for trial in trials:
+        assert inside(oracle.boxes[oracle.round_of(trial.trial_id) - 1], trial.hyperparameters.values)
+
+
+def test_reloaded_oracle_continues_the_same_search(tmp_path):
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("units", [32, 64, 128])
+    settings = dict(max_trials=30, rounds=3, hyperparameters=hp)
+    reference = make_oracle(tmp_path, "reference", **settings)
+    run_search(reference)
+
+    first = make_oracle(tmp_path, "resumed", **settings)
+    run_search(first, limit=14)
+    killed = first.create_trial("tuner0")  # running when the search is killed
+    assert killed.status == TrialStatus.RUNNING
+    assert first.round_of(killed.trial_id) == 2
+
+    resumed = make_oracle(tmp_path, "resumed", **settings)
+    resumed.reload()
+    retried = resumed.create_trial("tuner0")
+    assert retried.trial_id == killed.trial_id
+    assert retried.hyperparameters.values == killed.hyperparameters.values
+    finish(resumed, retried)
+    run_search(resumed)
+
+    assert sorted(resumed.trials) == sorted(reference.trials)
+    assert len(resumed.trials) == 30 and resumed.create_trial("tuner0").status == "STOPPED"
+    assert resumed.boxes == reference.boxes
+    assert resumed.rounds_summary() == reference.rounds_summary()
+    for trial_id, trial in reference.trials.items():
+        assert resumed.trials[trial_id].hyperparameters.values == trial.hyperparameters.values
+        assert resumed.round_of(trial_id) == reference.round_of(trial_id)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    oracle = make_oracle(tmp_path)
+    run_search(oracle, limit=3)
+    other = make_oracle(tmp_path, rounds=2)
+    with pytest.raises(ValueError, match="rounds=2"):
+        other.reload()
+
+
+def test_same_seed_same_trials(tmp_path):
+    def values(project, seed):
+        oracle = make_oracle(tmp_path, project, max_trials=12, seed=seed)
+        return [t.hyperparameters.values for t in run_search(oracle)]
+
+    assert values("a", seed=3) == values("b", seed=3)
+    assert values("a2", seed=3) != values("c", seed=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [
+        ({"ranges": {"eta": (0.7, 0.01)}}, "eta=(0.7, 0.01)"),
+        ({"ranges": {"lam": (0.0, 0.1)}}, "lam=(0.0, 0.1)"),
+        ({"ranges": {"lam": (-1e-6, 0.1)}}, "lam=(-1e-06, 0.1)"),
+        ({"ranges": {"eta": (0.1, 0.1)}}, "eta=(0.1, 0.1)"),
+        ({"ranges": {"eta": 0.1}}, "eta=0.1"),
+        ({"ranges": {}}, "ranges={}"),
+        ({"rounds": 0}, "rounds=0"),
+        ({"rounds": 31}, "rounds=31"),
+        ({"max_trials": 0, "rounds": 1}, "max_trials=0"),
+        ({"top_fraction": 0.0}, "top_fraction=0.0"),
+        ({"top_fraction": 1.5}, "top_fraction=1.5"),
+        ({"margin": 0.0}, "margin=0.0"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(kwargs, received):
+    settings = dict(objective=OBJECTIVE, max_trials=30, rounds=3, ranges=RANGES)
+    settings.update(kwargs)
+    with pytest.raises(ValueError, match=received.replace("(", r"\(").replace(")", r"\)")):
+        CoarseToFineOracle(**settings)

@@ -1,0 +1,378 @@
+"""Coarse-to-fine random search: the report's three shrinking eta/lambda intervals.
+
+The report searched eta and lambda by hand in three intervals, each drawn
+around the best pairs of the previous one. `CoarseToFineOracle` does the same
+inside KerasTuner: the search runs in `rounds`; each round draws its trials
+log-uniformly in the round's box, and when every trial of the round has ended
+the box shrinks around the round's best trials (`narrow`). Boxes, the round of
+each trial and the draw count live in the oracle's saved state, so
+`oracle.reload()` (resume after a kill) and distributed tuning keep working.
+
+    round 1   eta in [0.01, 0.7]     lam in [1e-6, 0.1]      (the report's first box)
+    round 2   narrow(round 1's box, round 1's results)
+    round 3   narrow(round 2's box, round 2's results)
+
+>>> oracle = CoarseToFineOracle(
+...     objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=50, rounds=3,
+...     ranges={"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}, seed=1)
+>>> oracle.round_sizes
+[17, 17, 16]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
+
+from kbn.errors import KbnError
+
+# The report's first, coarse box: 0.01 < eta < 0.7 and 1e-6 < lambda < 0.1.
+DEFAULT_RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
+
+# Key of this oracle's entries in `Oracle.get_state()`; KerasTuner owns the others.
+_STATE_KEY = "coarse_to_fine"
+
+
+def split_trials(max_trials, rounds):
+    """Splits `max_trials` into `rounds` sizes as evenly as possible.
+
+    Earlier rounds take the remainder: `split_trials(50, 3) == [17, 17, 16]`,
+    `split_trials(10, 3) == [4, 3, 3]`.
+
+    Args:
+        max_trials: int >= 1, the trials of the whole search.
+        rounds: int, 1 <= rounds <= max_trials.
+
+    Returns:
+        A list of `rounds` positive ints summing to `max_trials`.
+    """
+    base, extra = divmod(max_trials, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def narrow(box, results, top_fraction, margin, direction):
+    """The next round's box: the previous one shrunk around its best trials.
+
+    Works per hyper-parameter in log10 space. With the previous range
+    `[lo, hi]`, its log-span `S = log10(hi) - log10(lo)` and the kept trials'
+    values `x_1..x_k` (`k = min(n, max(2, ceil(top_fraction * n)))` best of the
+    `n` results with a finite score):
+
+        a = min_i log10(x_i),  b = max_i log10(x_i)
+        new range = [10 ** max(log10(lo), a - margin * S),
+                     10 ** min(log10(hi), b + margin * S)]
+
+    So the new range contains every kept trial, lies inside the previous range
+    (clipped), and is never empty: its width is at least `margin * S` (`2 *
+    margin * S` centred on the point when all kept trials coincide, away from
+    the edges). A kept value outside the previous range counts as its nearest
+    edge. With no finite score at all the box is returned unchanged.
+
+    The margin is a fraction of the previous span, not of the kept spread: the
+    new box reaches `margin * S` beyond the best trials on each side (where
+    the previous box allows) however close together they are, which keeps the
+    optimum inside when only a few trials point at it.
+
+    Args:
+        box: dict name -> (low, high) with 0 < low < high, the round's box.
+        results: iterable of `(values, score)`: `values` a dict holding a
+            value for every name of `box`, `score` a float or None. Results
+            with a None, NaN or infinite score, or a missing name, are ignored
+            (the oracle passes completed trials only; failed ones never
+            arrive here).
+        top_fraction: float in (0, 1], the fraction of results kept.
+        margin: float > 0, the widening on each side, as a fraction of the
+            previous log-span.
+        direction: `"max"` or `"min"`, the objective's direction.
+
+    Returns:
+        A dict name -> (low, high), floats, with the same names as `box`.
+    """
+    scored = [
+        (values, float(score))
+        for values, score in results
+        if score is not None
+        and math.isfinite(score)
+        and all(name in values for name in box)
+    ]
+    if not scored:
+        return {name: (float(low), float(high)) for name, (low, high) in box.items()}
+    scored.sort(key=lambda pair: pair[1], reverse=direction == "max")
+    keep = scored[: max(2, math.ceil(top_fraction * len(scored)))]
+
+    new_box = {}
+    for name, (low, high) in box.items():
+        low, high = float(low), float(high)
+        log_low, log_high = math.log10(low), math.log10(high)
+        pad = margin * (log_high - log_low)
+        # Kept values outside the box (a tuner may rewrite values) count as its edge.
+        kept = [min(max(float(values[name]), low), high) for values, _ in keep]
+        new_low = 10 ** (math.log10(min(kept)) - pad)
+        new_high = 10 ** (math.log10(max(kept)) + pad)
+        # 10 ** log10(x) may miss x by an ulp: clip and include the kept values
+        # in linear space, so both guarantees hold exactly.
+        new_low = max(low, min(new_low, min(kept)))
+        new_high = min(high, max(new_high, max(kept)))
+        new_box[name] = (new_low, new_high)
+    return new_box
+
+
+class CoarseToFineOracle(keras_tuner.Oracle):
+    """Random search in rounds whose log-uniform boxes shrink around the best trials.
+
+    Round `r` (1-based) creates `round_sizes[r - 1]` trials (`max_trials` split
+    as evenly as possible, earlier rounds taking the remainder). Each trial
+    draws every hyper-parameter of `ranges` as `10 ** U(log10(low),
+    log10(high))` inside the round's box; all other hyper-parameters of the
+    search space are drawn by KerasTuner's own `_random_values`. Once a round
+    has created its quota the oracle answers `IDLE` until all of the round's
+    trials have ended (completed or failed, retries included), so the next box
+    sees the round's complete results; then it narrows the box with
+    `narrow(box, results, top_fraction, margin, objective.direction)`:
+
+        [lo', hi'] = 10 ** [max(log10 lo, a - margin * S), min(log10 hi, b + margin * S)]
+
+    per name, where `a`, `b` are the min and max log10 values of the round's
+    best `max(2, ceil(top_fraction * n))` of its `n` completed trials and `S =
+    log10(hi / lo)`. After the last round the oracle answers `STOPPED`.
+
+    The draws of trial `i` come from a generator seeded with `(seed, i)`, so
+    one seed gives the same trials, and a reloaded oracle continues the same
+    sequence. Boxes, each round's trial ids and the draw count are part of
+    `get_state()`: `save()` then `reload()` resumes the search where it was.
+    Trials that were running when the search was killed go back to
+    KerasTuner's retry queue with their ids and values and still count for
+    their round.
+
+    Args:
+        objective: A string, `keras_tuner.Objective` or list of them, as for
+            `keras_tuner.Oracle`; its direction decides which trials are best.
+        max_trials: int >= 1, the trials of the whole search. Defaults to 50,
+            the report's number of pairs.
+        rounds: int, 1 <= rounds <= max_trials, the number of boxes. Defaults
+            to 3, the report's three intervals.
+        ranges: dict name -> (low, high), 0 < low < high, the first box of the
+            hyper-parameters narrowed round by round. Defaults to the report's
+            `{"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}`.
+        top_fraction: float in (0, 1], the fraction of a round's completed
+            trials the next box is drawn around (at least 2). Defaults to 0.2.
+        margin: float > 0, how far the next box reaches beyond the best
+            trials on each side, as a fraction of the previous box's
+            log-span. Defaults to 0.1: with 3 rounds of 17 trials on a
+            quadratic objective in log space, the last box is about 6% of
+            the first one's log-area (median) and holds the optimum 9 times
+            in 10; 0.25 leaves about 35% and always holds it.
+        seed: int, the random seed; None picks one (KerasTuner's rule), saved
+            with the state.
+        **kwargs: the other `keras_tuner.Oracle` arguments:
+            `hyperparameters`, `allow_new_entries`, `tune_new_entries`,
+            `max_retries_per_trial`, `max_consecutive_failed_trials`.
+
+    Reference:
+        Bergstra and Bengio, Random Search for Hyper-Parameter Optimization,
+        JMLR 13, 2012.
+    """
+
+    def __init__(
+        self,
+        objective=None,
+        max_trials=50,
+        rounds=3,
+        ranges=None,
+        top_fraction=0.2,
+        margin=0.1,
+        seed=None,
+        **kwargs,
+    ):
+        ranges = _checked_ranges(DEFAULT_RANGES if ranges is None else ranges)
+        if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+            raise KbnError(
+                f"CoarseToFineOracle needs an int max_trials >= 1. Received: max_trials={max_trials!r}"
+            )
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= max_trials:
+            raise KbnError(
+                "CoarseToFineOracle needs an int 1 <= rounds <= max_trials. "
+                f"Received: rounds={rounds!r}, max_trials={max_trials}"
+            )
+        if not 0 < top_fraction <= 1:
+            raise KbnError(
+                f"CoarseToFineOracle needs 0 < top_fraction <= 1. Received: top_fraction={top_fraction!r}"
+            )
+        if not margin > 0:
+            raise KbnError(f"CoarseToFineOracle needs margin > 0. Received: margin={margin!r}")
+        super().__init__(objective=objective, max_trials=max_trials, seed=seed, **kwargs)
+        if seed is not None:
+            self.seed = seed  # KerasTuner takes seed 0 for "no seed" and draws one
+        self.rounds = rounds
+        self.ranges = ranges
+        self.top_fraction = float(top_fraction)
+        self.margin = float(margin)
+        self.round_sizes = split_trials(max_trials, rounds)
+        # One box per started round: dict name -> (low, high).
+        self._boxes = [dict(ranges)]
+        # The ids of the trials each started round has created, in order.
+        self._round_trial_ids = [[]]
+
+    @property
+    def current_round(self):
+        """The 1-based number of the round now creating or awaiting trials."""
+        return len(self._boxes)
+
+    @property
+    def boxes(self):
+        """The boxes of the started rounds: a list of dicts name -> (low, high)."""
+        return [dict(box) for box in self._boxes]
+
+    def round_of(self, trial_id):
+        """The 1-based round that created `trial_id`; KeyError for an unknown id."""
+        for r, trial_ids in enumerate(self._round_trial_ids):
+            if trial_id in trial_ids:
+                return r + 1
+        raise KeyError(f"No trial {trial_id!r} in this search.")
+
+    def rounds_summary(self):
+        """One dict per started round: its box, completed trials and best score.
+
+        Returns:
+            A list of `{"round": r, f"{name}_range": [low, high], ...,
+            "trials": completed trials, "best": best score or None}`.
+        """
+        summary = []
+        for r, (box, trial_ids) in enumerate(zip(self._boxes, self._round_trial_ids)):
+            scores = [score for _, score in self._completed_results(trial_ids)]
+            finite = [s for s in scores if s is not None and math.isfinite(s)]
+            best = None
+            if finite:
+                best = float(max(finite) if self.objective.direction == "max" else min(finite))
+            row = {"round": r + 1}
+            row.update({f"{name}_range": [low, high] for name, (low, high) in box.items()})
+            row.update({"trials": len(scores), "best": best})
+            summary.append(row)
+        return summary
+
+    def populate_space(self, trial_id):
+        """Draws the next trial in the current box, waits, narrows or stops.
+
+        Args:
+            trial_id: A string, the ID for this Trial.
+
+        Returns:
+            A dict with `"status"` (`"RUNNING"`, `"IDLE"` or `"STOPPED"`) and
+            `"values"` (the trial's values when running, else None).
+        """
+        while True:
+            r = len(self._boxes) - 1
+            trial_ids = self._round_trial_ids[r]
+            if len(trial_ids) < self.round_sizes[r]:
+                values = self._draw_values(self._boxes[r])
+                if values is None:  # KerasTuner's space of the other hps is exhausted.
+                    return {"status": TrialStatus.STOPPED, "values": None}
+                # `create_trial` records every RUNNING answer under `trial_id`.
+                trial_ids.append(trial_id)
+                return {"status": TrialStatus.RUNNING, "values": values}
+            if not self._round_ended(trial_ids):
+                # The next box needs the whole round; KerasTuner asks again
+                # (workers poll the chief in distributed mode).
+                return {"status": TrialStatus.IDLE, "values": None}
+            if r + 1 == self.rounds:
+                return {"status": TrialStatus.STOPPED, "values": None}
+            box = narrow(
+                self._boxes[r],
+                self._completed_results(trial_ids),
+                self.top_fraction,
+                self.margin,
+                self.objective.direction,
+            )
+            self._boxes.append(box)
+            self._round_trial_ids.append([])
+            if self.verbose and self.verbose >= 1:
+                ranges = ", ".join(f"{n} in [{lo:.3g}, {hi:.3g}]" for n, (lo, hi) in box.items())
+                print(f"Round {r + 2} of {self.rounds}: {ranges}")
+
+    def get_state(self):
+        state = super().get_state()
+        state[_STATE_KEY] = {
+            "max_trials": self.max_trials,
+            "rounds": self.rounds,
+            "ranges": {name: list(bounds) for name, bounds in self.ranges.items()},
+            "boxes": [
+                {name: list(bounds) for name, bounds in box.items()} for box in self._boxes
+            ],
+            "round_trial_ids": [list(ids) for ids in self._round_trial_ids],
+        }
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        # A missing key raises KeyError, which `Oracle.reload` reports as an
+        # existing project of another kind.
+        ours = state[_STATE_KEY]
+        saved = (ours["max_trials"], ours["rounds"], _as_tuples(ours["ranges"]))
+        if saved != (self.max_trials, self.rounds, self.ranges):
+            raise KbnError(
+                "A coarse-to-fine search resumes with the settings it started with. "
+                f"Received: max_trials={self.max_trials}, rounds={self.rounds}, "
+                f"ranges={self.ranges}; saved: max_trials={saved[0]}, rounds={saved[1]}, "
+                f"ranges={saved[2]}"
+            )
+        self._boxes = [_as_tuples(box) for box in ours["boxes"]]
+        self._round_trial_ids = [list(ids) for ids in ours["round_trial_ids"]]
+
+    def _draw_values(self, box):
+        """Values for the next trial: KerasTuner's random draw, `box`'s names overridden."""
+        values = self._random_values()
+        if values is None:
+            return None
+        # Seeded by (seed, draw index), not by a running generator, so a
+        # reloaded oracle needs only the count of draws to continue the sequence.
+        draws = sum(len(ids) for ids in self._round_trial_ids)
+        rng = random.Random(f"{self.seed}:{draws}")
+        for name in sorted(box):
+            low, high = box[name]
+            value = 10 ** rng.uniform(math.log10(low), math.log10(high))
+            values[name] = min(max(value, low), high)
+        return values
+
+    def _round_ended(self, trial_ids):
+        # `end_order` holds the trials that will not run again: completed or
+        # failed, not those waiting in the retry queue.
+        ended = set(self.end_order)
+        return all(trial_id in ended for trial_id in trial_ids)
+
+    def _completed_results(self, trial_ids):
+        return [
+            (self.trials[tid].hyperparameters.values, self.trials[tid].score)
+            for tid in trial_ids
+            if tid in self.trials and self.trials[tid].status == TrialStatus.COMPLETED
+        ]
+
+
+def _checked_ranges(ranges):
+    """`ranges` as a dict name -> (float low, float high), or KbnError."""
+    if not isinstance(ranges, dict) or not ranges:
+        raise KbnError(
+            "CoarseToFineOracle needs ranges as a non-empty dict name -> (low, high). "
+            f"Received: ranges={ranges!r}"
+        )
+    checked = {}
+    for name, bounds in ranges.items():
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise KbnError(
+                f"CoarseToFineOracle needs each range as (low, high). Received: {name}={bounds!r}"
+            ) from None
+        if not (0 < low < high and math.isfinite(high)):
+            raise KbnError(
+                "CoarseToFineOracle needs each range with 0 < low < high, finite "
+                f"(it is searched in log scale). Received: {name}={bounds!r}"
+            )
+        checked[name] = (low, high)
+    return checked
+
+
+def _as_tuples(box):
+    return {name: (float(low), float(high)) for name, (low, high) in box.items()}
