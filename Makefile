@@ -10,13 +10,10 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: reproduce test train gradcheck install data clean
 
-# The report's seed net (3 layers [50, 30] with BN, eta 0.0864 decayed by
-# 0.8 per epoch, lambda 1.8245e-4, 10k train / 10k val) and its gradient check.
+# The seed report's four studies (gradient check, BN vs no BN, coarse-to-fine
+# search, eta study) -> reports/<data set>/report.md. QUICK=1: small sizes.
 reproduce: install data
-	$(BIN)/kbn gradcheck
-	$(BIN)/kbn train --data $(DATA) --train-size 10000 --val-size 10000 \
-	    --hidden 50,30 --eta 0.0864 --decay 0.8 --lam 1.8245e-4 --epochs 20 \
-	    --run-name seed-net --save logs/seed-net/model.keras $(ARGS)
+	$(BIN)/kbn reproduce --data $(DATA) $(if $(QUICK),--quick) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

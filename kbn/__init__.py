@@ -9,6 +9,7 @@ from kbn.errors import KbnError  # noqa: E402
 from kbn.gradcheck import check_gradients  # noqa: E402
 from kbn.layers import BatchNorm, Dense  # noqa: E402
 from kbn.model import build_mlp  # noqa: E402
+from kbn.training import TrainConfig, TrainResult, train  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -18,7 +19,10 @@ __all__ = [
     "Dense",
     "KbnError",
     "Split",
+    "TrainConfig",
+    "TrainResult",
     "build_mlp",
     "check_gradients",
     "load_data",
+    "train",
 ]

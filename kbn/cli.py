@@ -107,7 +107,7 @@ def _emit(args, result, text):
 
 
 def _train_parser(sub):
-    from kbn.train import TrainConfig
+    from kbn.training import TrainConfig
 
     defaults = TrainConfig()
     p = sub.add_parser("train", help="train a k-layer network and log it to TensorBoard")
@@ -137,7 +137,7 @@ def _train_parser(sub):
 
 def _train(args):
     from kbn.model import build_mlp
-    from kbn.train import TrainConfig, train
+    from kbn.training import TrainConfig, train
 
     config = TrainConfig(
         eta=args.eta,
@@ -370,6 +370,37 @@ def _tune(args):
 
 
 # --------------------------------------------------------------------------
+# kbn reproduce
+# --------------------------------------------------------------------------
+
+
+def _reproduce_parser(sub):
+    p = sub.add_parser("reproduce", help="the seed report's four studies -> report.md and figures")
+    p.add_argument("--data", required=True, metavar="SPEC")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: reports/<data set name>)")
+    p.add_argument("--quick", action="store_true", help="small sizes: about 5 minutes on 2 cores")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_reproduce)
+
+
+def _reproduce(args):
+    from kbn.report import reproduce
+
+    out = args.out or f"reports/{_report_name(args.data)}"
+    command = "kbn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+    reproduce(args.data, out, quick=args.quick, data_dir=args.data_dir, seed=args.seed,
+              command=command, progress=lambda line: print(line, flush=True))
+
+
+def _report_name(spec):
+    """fashion_mnist -> fashion_mnist; folder:../x/cifar10-jpeg/train -> cifar10-jpeg-train."""
+    name = spec.split(":", 1)[-1].strip("/")
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "-".join(parts[-2:]) if len(parts) > 1 else (parts[0] if parts else "report")
+
+
+# --------------------------------------------------------------------------
 
 
 def build_parser():
@@ -379,6 +410,7 @@ def build_parser():
     _evaluate_parser(sub)
     _gradcheck_parser(sub)
     _tune_parser(sub)
+    _reproduce_parser(sub)
     return parser
 
 

@@ -47,6 +47,51 @@ def write_npz(path, num_classes=NUM_CLASSES, shape=(4, 4, 1), test=True):
     return path
 
 
+def write_bad_data(root):
+    """Data sources each broken in one way, for BAD_INPUTS; {placeholder: path}."""
+    from PIL import Image
+
+    root.mkdir()
+    x, y = make_images(20, 0)
+    paths = {}
+
+    def png(path, image=x[0, ..., 0]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+
+    def npz(name, **arrays):
+        paths[name] = root / f"{name}.npz"
+        np.savez(paths[name], **arrays)
+
+    nan_x = x.astype(np.float32)
+    nan_x[3, 1, 2, 0] = np.nan
+    npz("nan_data", x_train=nan_x, y_train=y)
+    inf_x = x.astype(np.float64)
+    inf_x[7, 0, 0, 0] = -np.inf
+    npz("inf_data", x_train=inf_x, y_train=y)
+    npz("count_data", x_train=x, y_train=y[:-1])
+    out_of_range = y.copy()
+    out_of_range[4] = 5
+    npz("label_range_data", x_train=x, y_train=out_of_range, class_names=np.array(["a", "b", "c"]))
+    float_labels = y.astype(np.float64)
+    float_labels[2] = 1.7
+    npz("float_label_data", x_train=x, y_train=float_labels)
+
+    paths["empty_classes"] = root / "empty_classes"  # class folders, no images
+    for name in ("a", "b"):
+        (paths["empty_classes"] / name).mkdir(parents=True)
+    (paths["empty_classes"] / "a" / "notes.txt").write_text("not an image\n")
+    paths["no_classes"] = root / "no_classes"  # no class folders at all
+    paths["no_classes"].mkdir()
+    png(paths["no_classes"] / "0.png")
+    paths["corrupt"] = root / "corrupt"  # class a readable, class b's image garbage
+    png(paths["corrupt"] / "a" / "0.png")
+    png(paths["corrupt"] / "a" / "1.png")
+    (paths["corrupt"] / "b").mkdir()
+    (paths["corrupt"] / "b" / "0.png").write_bytes(b"\x89PNG garbage, not an image" * 4)
+    return paths
+
+
 def run_main(argv):
     """(exit status, stdout, stderr) of `main(argv)` in this process."""
     out, err = io.StringIO(), io.StringIO()
@@ -82,6 +127,7 @@ def files(tmp_path_factory):
     }
     paths["text_model"].write_text("not a model\n")
     paths["a_file"].write_text("a file, not a folder\n")
+    paths.update(write_bad_data(root / "bad"))
     return paths
 
 
@@ -309,6 +355,20 @@ BAD_INPUTS = [
     pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.1"], "LOW:HIGH",
                  id="tune-range-malformed"),
     pytest.param(["tune", "--data", "npz:{data}", "--rounds", "0"], "rounds", id="tune-zero-rounds"),
+    pytest.param(["train", "--data", "folder:{empty_classes}"], "holds no images",
+                 id="folder-class-folders-without-images"),
+    pytest.param(["train", "--data", "folder:{no_classes}"], "no class sub-folders",
+                 id="folder-without-class-folders"),
+    pytest.param(["train", "--data", "folder:{corrupt}", "--val-size", "0"], "cannot read image",
+                 id="folder-corrupt-image"),
+    pytest.param(["train", "--data", "npz:{nan_data}"], "NaN or infinite", id="npz-nan-in-data"),
+    pytest.param(["train", "--data", "npz:{inf_data}"], "NaN or infinite", id="npz-infinite-in-data"),
+    pytest.param(["train", "--data", "npz:{count_data}"], "20 images but 19 labels",
+                 id="npz-labels-and-images-differ-in-count"),
+    pytest.param(["train", "--data", "npz:{label_range_data}"], "label 5 is out of range",
+                 id="npz-label-out-of-range"),
+    pytest.param(["train", "--data", "npz:{float_label_data}"], "whole class indices, found 1.7",
+                 id="npz-float-labels"),
 ]
 
 

@@ -13,7 +13,7 @@ from kbn.data import Dataset, Split, load_data
 from kbn.errors import KbnError
 from kbn.evaluate import evaluate, load_model
 from kbn.model import build_mlp
-from kbn.train import TrainConfig, train
+from kbn.training import TrainConfig, train
 
 NUM_TRAIN = 300  # the pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
 NUM_TEST = 100

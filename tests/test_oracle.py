@@ -4,7 +4,9 @@ No Keras training: each trial's score is a cheap function of its eta and lam,
 the negative squared log-distance to (ETA_OPT, LAM_OPT), maximized.
 """
 
+import json
 import math
+import pathlib
 
 import keras_tuner
 import pytest
@@ -276,3 +278,27 @@ def test_invalid_arguments_raise_value_error(kwargs, received):
     settings.update(kwargs)
     with pytest.raises(ValueError, match=received.replace("(", r"\(").replace(")", r"\)")):
         CoarseToFineOracle(**settings)
+
+
+def test_a_kill_while_saving_leaves_the_previous_state_files_whole(tmp_path, monkeypatch):
+    oracle = make_oracle(tmp_path, max_trials=4, rounds=2)
+    run_search(oracle, limit=2)
+    trial = oracle.create_trial("tuner0")
+    oracle.save()
+    state_file = tmp_path / "p" / "oracle.json"
+    before = state_file.read_text()
+
+    def torn_write(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise KeyboardInterrupt  # the process dies mid-write
+
+    monkeypatch.setattr(pathlib.Path, "write_text", torn_write)
+    with pytest.raises(KeyboardInterrupt):
+        oracle.save()
+    with pytest.raises(KeyboardInterrupt):
+        oracle._save_trial(trial)
+    monkeypatch.undo()
+    assert state_file.read_text() == before
+    assert json.loads(before)  # still a whole JSON document
+    assert not [p for p in (tmp_path / "p").rglob(".tmp-*")]

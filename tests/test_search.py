@@ -16,7 +16,7 @@ import pytest
 import synthetic
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
-from kbn.train import TrainConfig
+from kbn.training import TrainConfig
 from tuning.hypermodel import KbnHyperModel
 from tuning.search import SearchConfig, search
 

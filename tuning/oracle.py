@@ -22,12 +22,14 @@ each trial and the draw count live in the oracle's saved state, so
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from kbn.errors import KbnError
+from kbn.fileio import write_json
 
 # The report's first, coarse box: 0.01 < eta < 0.7 and 1e-6 < lambda < 0.1.
 DEFAULT_RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
@@ -291,6 +293,15 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             if self.verbose and self.verbose >= 1:
                 ranges = ", ".join(f"{n} in [{lo:.3g}, {hi:.3g}]" for n, (lo, hi) in box.items())
                 print(f"Round {r + 2} of {self.rounds}: {ranges}")
+
+    # KerasTuner writes its state files in place, so a kill mid-write leaves
+    # a torn oracle.json or trial.json that breaks the next reload. kbn's are
+    # written beside the target and renamed over it, whole or not at all.
+    def save(self):
+        write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
 
     def get_state(self):
         state = super().get_state()

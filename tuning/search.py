@@ -38,7 +38,7 @@ from kbn.errors import KbnError
 from kbn.evaluate import load_model
 from kbn.data import Dataset, Split
 from kbn.fileio import atomic_path, read_json, write_json
-from kbn.train import TrainConfig, train
+from kbn.training import TrainConfig, train
 from tuning.hypermodel import ETA_RANGE, LAM_RANGE, KbnHyperModel
 from tuning.oracle import CoarseToFineOracle
 
@@ -133,6 +133,12 @@ class KbnTuner(keras_tuner.Tuner):
             raise keras_tuner.errors.FailedTrialError(result.diverged)
         return _trial_result(result.summary)
 
+    def save(self):
+        """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
     def save_model(self, trial_id, model, step=0):
         """kbn's training already saved the trial's model in its run dir."""
 
@@ -224,7 +230,8 @@ def _search_on_loopback(dataset, config, train_config):
 
     This process is the chief: it serves the oracle on 127.0.0.1 until every
     trial has ended. Each worker is `python -m tuning.worker PROJECT_DIR`,
-    which rebuilds the same tuner from the settings and data written here.
+    which rebuilds the same tuner from the settings and data written here;
+    its output goes to PROJECT_DIR/worker-<i>.log.
 
     Returns:
         the chief's tuner, whose oracle holds every trial.
@@ -249,18 +256,23 @@ def _search_on_loopback(dataset, config, train_config):
                 "TF_NUM_INTRAOP_THREADS": str(threads),
                 "TF_NUM_INTEROP_THREADS": "1",
             }
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tuning.worker", tuner.project_dir],
-                    env=worker_env,
-                    stdout=subprocess.DEVNULL,
+            with open(pathlib.Path(tuner.project_dir) / f"worker-{i}.log", "w") as log:
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "tuning.worker", tuner.project_dir],
+                        env=worker_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
         tuner.search(verbose=config.verbose)
     finally:
         for worker in workers:
             if worker.wait() != 0:
-                raise KbnError(f"search worker {worker.args[-1]} exited with status {worker.returncode}")
+                raise KbnError(
+                    f"a search worker exited with status {worker.returncode}; "
+                    f"its output is in {worker.args[-1]}/worker-*.log"
+                )
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

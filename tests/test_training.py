@@ -1,4 +1,4 @@
-"""Tests for kbn.train: a run learns, writes its run dir (summary.json, curves.png,
+"""Tests for kbn.training: a run learns, writes its run dir (summary.json, curves.png,
 TensorBoard events), repeats itself under a seed, follows its schedule, stops
 cleanly when it diverges, and resumes after a kill with every epoch exactly once."""
 
@@ -17,7 +17,7 @@ import kbn
 from kbn import Dataset, KbnError, Split, build_mlp
 from kbn.callbacks import EpochTensorBoard
 from kbn.fileio import read_json
-from kbn.train import TrainConfig, TrainResult, train
+from kbn.training import TrainConfig, TrainResult, train
 
 NUM_TRAIN = 300
 NUM_VAL = 100
@@ -341,7 +341,7 @@ def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, t
 
 def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
     uninterrupted, reference_model = reference
-    original = kbn.train.write_json
+    original = kbn.training.write_json
     metadata_writes = []
 
     def write_json(path, obj):
@@ -352,7 +352,7 @@ def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_
         return original(path, obj)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kbn.train, "write_json", write_json)
+        patch.setattr(kbn.training, "write_json", write_json)
         with pytest.raises(KeyboardInterrupt):
             train(fresh_model(), DATA, config(tmp_path, run_name="r"))
     model = fresh_model()
