@@ -4,7 +4,7 @@ The report's network, as one Keras functional model that owns its
 preprocessing, so a saved model takes raw pixels exactly as a data source
 yields them:
 
-    pixels (N, H, W, C) -> flatten -> / 255 -> minus the training mean
+    pixels (N, H, W, C) -> flatten -> / 255 minus the training mean
       -> [Dense -> BatchNorm -> ReLU] x (k - 1) -> Dense -> logits (N, K)
 
 The model comes compiled with the loss that matches its logits (softmax
@@ -16,6 +16,7 @@ import numpy as np
 import keras
 
 from kbn.layers import BatchNorm, Dense
+from kbn.preprocessing import Centering
 
 INITS = ("he", "xavier", "small")
 SMALL_INIT_STDDEV = 1e-4  # the report's tiny init: without BN the signal dies
@@ -35,23 +36,6 @@ def kernel_initializer(init, seed=None):
     if init == "small":
         return keras.initializers.RandomNormal(stddev=SMALL_INIT_STDDEV, seed=seed)
     raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
-
-
-def pixel_mean(x, rescale=1 / 255):
-    """Per-feature training mean after rescaling, as the model subtracts it.
-
-    Args:
-        x: training inputs of shape (N, ...), any numeric dtype.
-        rescale: the factor the model applies to raw pixels.
-
-    Returns:
-        float64 array of shape (prod(x.shape[1:]),).
-    """
-    x = np.asarray(x)
-    if len(x) == 0:
-        raise ValueError("adapt needs at least one training example. Received: 0")
-    # dtype=float64 accumulates without a float copy of the whole pool.
-    return x.reshape(len(x), -1).mean(axis=0, dtype=np.float64) * rescale
 
 
 def loss():
@@ -79,8 +63,8 @@ def build_mlp(
 ):
     """Build the report's k-layer network, k = len(hidden) + 1.
 
-    Layers: Flatten, Rescaling(rescale), mean subtraction (a Keras
-    `Normalization` with unit variance), then for each hidden width
+    Layers: Flatten, `Centering` (`x * rescale - training mean`), then for
+    each hidden width
     `Dense -> BatchNorm -> ReLU` (`Dense -> ReLU` without batch norm), then
     `Dense(num_classes)` giving logits. Before a BatchNorm the Dense has no
     bias: the mean subtraction cancels it, and BatchNorm's beta shifts instead.
@@ -122,13 +106,13 @@ def build_mlp(
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
     if adapt is not None:
+        if len(adapt) == 0:
+            raise ValueError("adapt needs at least one training example. Received: 0")
         input_shape = tuple(np.shape(adapt)[1:])
-        mean = pixel_mean(adapt, rescale)
     elif input_shape is None:
         raise ValueError("build_mlp needs adapt (training inputs) or input_shape.")
     else:
         input_shape = tuple(input_shape)
-        mean = np.zeros(int(np.prod(input_shape)))
     dtype = dtype or keras.config.floatx()
 
     def seed_for(i):
@@ -136,12 +120,10 @@ def build_mlp(
 
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(inputs)
-    # A NumPy float keeps float64 models exact: Keras casts a Python float
-    # through float32.
-    x = keras.layers.Rescaling(np.float64(rescale), dtype=dtype, name="rescale")(x)
-    x = keras.layers.Normalization(
-        mean=mean, variance=np.ones_like(mean), dtype=dtype, name="center"
-    )(x)
+    centering = Centering(rescale, dtype=dtype, name="center")
+    x = centering(x)
+    if adapt is not None:
+        centering.adapt(np.reshape(adapt, (len(adapt), -1)))
     for i, width in enumerate(hidden, start=1):
         x = Dense(
             width,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kbn.layers import BatchNorm, Dense
-from kbn.model import build_mlp, kernel_initializer, loss, pixel_mean
+from kbn.model import build_mlp, kernel_initializer, loss
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 6
@@ -45,7 +45,7 @@ def test_builder_makes_k_layers_for_k_from_1_to_9(k, batch_norm):
     # Order after preprocessing: [Dense, (BatchNorm,) ReLU] * (k - 1), Dense.
     block = ["Dense", "BatchNorm", "ReLU"] if batch_norm else ["Dense", "ReLU"]
     names = [type(layer).__name__ for layer in model.layers]
-    assert names == ["InputLayer", "Flatten", "Rescaling", "Normalization"] + block * (k - 1) + [
+    assert names == ["InputLayer", "Flatten", "Centering"] + block * (k - 1) + [
         "Dense"
     ]
     logits = model(np.ones((5, NUM_FEATURES), "float32"))
@@ -62,7 +62,8 @@ def test_dense_before_batch_norm_has_no_bias_and_the_last_dense_has_one(batch_no
         assert len(layer.trainable_weights) == (1 if batch_norm else 2)
     assert last.use_bias and len(last.trainable_weights) == 2
     num_params = (6 * 8 + 8 * 8 + 8 * 3 + 3) + (2 * (2 * 8) if batch_norm else 2 * 8)
-    assert model.count_params() == num_params + (2 * 2 * 8 if batch_norm else 0)  # + moving
+    # + moving statistics, + the centering mean (one per input feature)
+    assert model.count_params() == num_params + (2 * 2 * 8 if batch_norm else 0) + NUM_FEATURES
 
 
 def test_batch_norm_options_reach_every_batch_norm_layer():
@@ -88,23 +89,13 @@ def test_l2_reaches_every_kernel():
 # --- preprocessing ------------------------------------------------------------------------
 
 
-def test_pixel_mean_rescales_the_per_feature_mean():
-    x = np.array([[[0, 255], [51, 0]], [[255, 255], [153, 0]]], "uint8")  # (2, 2, 2)
-    np.testing.assert_allclose(pixel_mean(x), [0.5, 1.0, 0.4, 0.0])
-    np.testing.assert_allclose(pixel_mean(x, rescale=1.0), [127.5, 255.0, 102.0, 0.0])
-    assert pixel_mean(x).dtype == np.float64
-
-
 def test_preprocessing_maps_raw_pixels_to_unit_range_minus_the_adapt_mean():
     x = raw_images()
     model = build_mlp([8], NUM_CLASSES, adapt=x)
     assert model.input_shape == (None, *IMAGE_SHAPE)
 
-    rescaled = keras.Model(model.input, model.get_layer("rescale").output)(x).numpy()
-    assert rescaled.shape == (NUM_SAMPLES, int(np.prod(IMAGE_SHAPE)))
-    assert rescaled.min() == 0.0 and rescaled.max() == pytest.approx(1.0)
-
     centered = keras.Model(model.input, model.get_layer("center").output)(x).numpy()
+    assert centered.shape == (NUM_SAMPLES, int(np.prod(IMAGE_SHAPE)))
     np.testing.assert_allclose(centered.mean(axis=0), 0.0, atol=1e-6)
     flat = x.reshape(NUM_SAMPLES, -1) / 255.0
     assert np.abs(flat.mean(axis=0)).min() > 0.3  # the mean was really subtracted
@@ -188,7 +179,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_different_ones():
         return [w.numpy() for w in model.weights]
 
     first, again, other = weights(7), weights(7), weights(8)
-    assert len(first) == len(again) == len(other) == 12
+    assert len(first) == len(again) == len(other) == 13  # 12 + the centering mean
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     kernels = [i for i, w in enumerate(first) if w.ndim == 2]
@@ -246,7 +237,7 @@ def test_float64_model_has_only_float64_weights(global_floatx):
         dtype = "float64"
     x = raw_images(n=8)
     model = build_mlp([8, 8], NUM_CLASSES, adapt=x, dtype=dtype)
-    assert len(model.weights) == 12
+    assert len(model.weights) == 13  # 12 + the centering mean
     for w in model.weights:
         assert keras.backend.standardize_dtype(w.dtype) == "float64", w.path
     logits = model(x.astype("float64"), training=True)
