@@ -320,6 +320,8 @@ def _tune_parser(sub):
     p.add_argument("--project", default=defaults.project, help="this search's folder name")
     p.add_argument("--workers", type=_non_negative_int, default=0, metavar="N",
                    help="run N worker processes and a chief on 127.0.0.1 (default: 0, one process)")
+    p.add_argument("--recycle-after", type=_positive_int, default=defaults.recycle_after, metavar="N",
+                   help="with --workers: restart a worker after N trials, keeping memory flat")
     p.add_argument("--resume", action="store_true", help="continue the search --project where it stopped")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_tune)
@@ -339,6 +341,7 @@ def _tune(args):
         project=args.project,
         resume=args.resume,
         workers=args.workers,
+        recycle_after=args.recycle_after,
         seed=args.seed,
         verbose=0 if args.json else 1,
     )

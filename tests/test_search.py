@@ -189,9 +189,11 @@ def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
 
 
 def test_two_workers_on_loopback_share_the_trials(tmp_path):
-    result = search(DATA, _config(tmp_path, workers=2), TRAIN)
+    # Each worker process is replaced after 2 trials: the search goes on regardless.
+    result = search(DATA, _config(tmp_path, workers=2, recycle_after=2), TRAIN)
     assert result.trials_completed == TRIALS
     assert len({t["trial_id"] for t in result.trials}) == TRIALS
     assert set(result.trials_by_worker) <= {"tuner0", "tuner1"}
     assert sum(result.trials_by_worker.values()) == TRIALS
     assert [r["trials"] for r in result.rounds] == [3, 3]
+    assert all(t["peak_rss_mb"] > 0 for t in result.trials)

@@ -24,6 +24,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import keras
@@ -59,6 +60,7 @@ class SearchConfig:
     project: str = "search"
     resume: bool = False  # continue the search in directory/project
     workers: int = 0  # 0: this process; N: a chief (this process) and N workers on 127.0.0.1
+    recycle_after: int = 10  # a worker restarts after this many trials: flat memory
     seed: int = 0
     verbose: int = 1  # KerasTuner's trial-by-trial display: 0 silent
 
@@ -75,6 +77,7 @@ class SearchConfig:
             (self.trials >= self.rounds, f"trials must be at least the number of rounds ({self.rounds}), got {self.trials}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
+            (self.recycle_after >= 1, f"recycle_after must be at least 1, got {self.recycle_after}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,14 +96,24 @@ class KbnTuner(keras_tuner.Tuner):
         dataset: the `kbn.Dataset` every trial trains on.
         train_config: the base `TrainConfig`; eta, run_name, logdir, save
             and resume are set per trial.
+        trials_before_exit: a worker process exits after this many trials
+            (the chief starts a fresh one); None: never.
         **kwargs: `keras_tuner.Tuner` arguments (oracle, hypermodel,
             directory, project_name, overwrite).
     """
 
-    def __init__(self, dataset, train_config, **kwargs):
+    def __init__(self, dataset, train_config, trials_before_exit=None, **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.train_config = train_config
+        self.trials_before_exit = trials_before_exit
+        self._trials_run = 0
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the trial is recorded by the oracle first
+        self._trials_run += 1
+        if self.trials_before_exit and self._trials_run >= self.trials_before_exit:
+            raise SystemExit(RECYCLE_EXIT)  # the chief starts a fresh worker
 
     def run_dir(self, trial_id):
         return pathlib.Path(self.project_dir) / "runs" / f"trial_{trial_id}"
@@ -225,13 +238,19 @@ def search(dataset, config=None, train_config=None):
     return result
 
 
+RECYCLE_EXIT = 75  # a worker that ends this way asks to be started afresh
+
+
 def _search_on_loopback(dataset, config, train_config):
     """KerasTuner's distributed mode on this machine: a chief and N workers.
 
     This process is the chief: it serves the oracle on 127.0.0.1 until every
     trial has ended. Each worker is `python -m tuning.worker PROJECT_DIR`,
     which rebuilds the same tuner from the settings and data written here;
-    its output goes to PROJECT_DIR/worker-<i>.log.
+    its output goes to PROJECT_DIR/worker-<i>.log. TensorFlow keeps a few
+    megabytes for every model a process has built, freed or not, so a worker
+    exits after `config.recycle_after` trials and the chief starts a fresh
+    one: memory stays flat however long the search.
 
     Returns:
         the chief's tuner, whose oracle holds every trial.
@@ -242,43 +261,68 @@ def _search_on_loopback(dataset, config, train_config):
     }
     saved = {k: os.environ.get(k) for k in (*env, "KERASTUNER_TUNER_ID")}
     os.environ.update(env, KERASTUNER_TUNER_ID="chief")
-    workers = []
     try:
         tuner = _tuner(dataset, config, train_config)
-        _write_worker_files(pathlib.Path(tuner.project_dir), dataset, config, train_config)
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
-        for i in range(config.workers):
-            worker_env = {
-                **os.environ,
-                **env,
-                "KERASTUNER_TUNER_ID": f"tuner{i}",
-                # N processes share the cores instead of each claiming all.
-                "TF_NUM_INTRAOP_THREADS": str(threads),
-                "TF_NUM_INTEROP_THREADS": "1",
-            }
-            with open(pathlib.Path(tuner.project_dir) / f"worker-{i}.log", "w") as log:
-                workers.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "tuning.worker", tuner.project_dir],
-                        env=worker_env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        tuner.search(verbose=config.verbose)
+        project_dir = pathlib.Path(tuner.project_dir)
+        _write_worker_files(project_dir, dataset, config, train_config)
+        _serve_workers(tuner, project_dir, config)
     finally:
-        for worker in workers:
-            if worker.wait() != 0:
-                raise KbnError(
-                    f"a search worker exited with status {worker.returncode}; "
-                    f"its output is in {worker.args[-1]}/worker-*.log"
-                )
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
     return tuner
+
+
+def _serve_workers(tuner, project_dir, config):
+    """Run the chief's search while N workers run trials, restarting recycled ones."""
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+
+    def start(i):
+        worker_env = {
+            **os.environ,
+            "KERASTUNER_TUNER_ID": f"tuner{i}",
+            # N processes share the cores instead of each claiming all.
+            "TF_NUM_INTRAOP_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": "1",
+        }
+        with open(project_dir / f"worker-{i}.log", "a") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "tuning.worker", str(project_dir)],
+                env=worker_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    workers = {i: start(i) for i in range(config.workers)}
+    done = threading.Event()
+    failures = []
+
+    def restart_recycled_workers():
+        while not done.wait(0.2):
+            for i, worker in list(workers.items()):
+                status = worker.poll()
+                if status == RECYCLE_EXIT:
+                    workers[i] = start(i)
+                elif status not in (None, 0) and worker not in failures:
+                    failures.append(worker)
+
+    monitor = threading.Thread(target=restart_recycled_workers, daemon=True)
+    monitor.start()
+    try:
+        tuner.search(verbose=config.verbose)
+    finally:
+        done.set()
+        monitor.join()
+        for worker in workers.values():
+            if worker.wait() not in (0, RECYCLE_EXIT) and worker not in failures:
+                failures.append(worker)
+    if failures:
+        raise KbnError(
+            f"a search worker exited with status {failures[0].returncode}; "
+            f"its output is in {project_dir}/worker-*.log"
+        )
 
 
 WORKER_SETTINGS = "worker.json"
@@ -344,9 +388,11 @@ def _tuner(dataset, config, train_config):
         architecture=config.architecture,
         seed=config.seed,
     )
+    role = os.environ.get("KERASTUNER_TUNER_ID")
     return KbnTuner(
         dataset,
         train_config,
+        trials_before_exit=config.recycle_after if role and role != "chief" else None,
         oracle=oracle,
         hypermodel=hypermodel,
         directory=config.directory,
