@@ -107,7 +107,8 @@ def train(model, dataset, config=None):
 
     Args:
         model: a Keras model from raw inputs to logits, e.g. `build_mlp`;
-            its compiled loss is kept (softmax cross-entropy by default).
+            it is compiled here with softmax cross-entropy on its logits,
+            the run's SGD and accuracy (`kbn.model.compile_model`).
         dataset: a `kbn.Dataset`; its val split drives the validation curves.
         config: a `TrainConfig`; defaults to the report's protocol.
 

@@ -197,3 +197,31 @@ def test_two_workers_on_loopback_share_the_trials(tmp_path):
     assert sum(result.trials_by_worker.values()) == TRIALS
     assert [r["trials"] for r in result.rounds] == [3, 3]
     assert all(t["peak_rss_mb"] > 0 for t in result.trials)
+
+
+def test_workers_stop_when_their_chief_is_killed(tmp_path):
+    data = tmp_path / "data.npz"
+    x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
+    np.savez(data, x_train=x, y_train=y)
+    argv = [
+        sys.executable, "-m", "kbn.cli", "tune", "--data", f"npz:{data}", "--val-size", "100",
+        "--rounds", "2", "--trials", "40", "--epochs", "3", "--workers", "1",
+        "--directory", str(tmp_path), "--project", "p", "--json",
+    ]
+    chief = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "p" / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(runs.glob("trial_*/summary.json")):
+        time.sleep(0.2)
+
+    def workers_alive():
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        return [line for line in ps.splitlines() if "tuning.worker" in line and str(tmp_path) in line]
+
+    assert workers_alive()  # a worker is training when the chief dies
+    chief.send_signal(signal.SIGKILL)
+    chief.wait()
+    deadline = time.monotonic() + 15
+    while workers_alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert workers_alive() == []
