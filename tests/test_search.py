@@ -150,17 +150,22 @@ def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
         search(DATA, _config(tmp_path, **overrides), TRAIN)
 
 
-def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
+def _tune_command(tmp_path, *options):
+    """`kbn tune` in a new process on a tiny npz in tmp_path, project tmp_path/p."""
     data = tmp_path / "data.npz"
     x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
     np.savez(data, x_train=x, y_train=y)
-    argv = [
+    return [
         sys.executable, "-m", "kbn.cli", "tune", "--data", f"npz:{data}", "--val-size", "100",
-        "--rounds", "2", "--trials", str(TRIALS), "--epochs", "3",
-        "--directory", str(tmp_path), "--project", "p", "--json",
+        "--rounds", "2", "--epochs", "3", "--directory", str(tmp_path), "--project", "p", "--json",
+        *options,
     ]
+
+
+def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
+    argv = _tune_command(tmp_path, "--trials", str(TRIALS))
     runs = tmp_path / "p" / "runs"
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     # Kill it once two trials have finished and a third is under way.
     while time.monotonic() < deadline:
@@ -200,14 +205,7 @@ def test_two_workers_on_loopback_share_the_trials(tmp_path):
 
 
 def test_workers_stop_when_their_chief_is_killed(tmp_path):
-    data = tmp_path / "data.npz"
-    x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
-    np.savez(data, x_train=x, y_train=y)
-    argv = [
-        sys.executable, "-m", "kbn.cli", "tune", "--data", f"npz:{data}", "--val-size", "100",
-        "--rounds", "2", "--trials", "40", "--epochs", "3", "--workers", "1",
-        "--directory", str(tmp_path), "--project", "p", "--json",
-    ]
+    argv = _tune_command(tmp_path, "--trials", "40", "--workers", "1")
     chief = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "p" / "runs"
     deadline = time.monotonic() + 120
