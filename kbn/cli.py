@@ -244,23 +244,14 @@ def _gradcheck_parser(sub):
 
 
 def _gradcheck(args):
-    import numpy as np
-
     from kbn.errors import KbnError
-    from kbn.gradcheck import format_table, gradient_table
+    from kbn.gradcheck import check_inputs, format_table, gradient_table
 
     if not args.batch_sizes:
         raise KbnError("--batch-sizes needs at least one batch size, e.g. 10,20,30")
-    n = max(args.batch_sizes)
-    if args.data:
-        from kbn.data import load_data
-
-        dataset = load_data(args.data, val_size=0, seed=args.seed, data_dir=args.data_dir)
-        x, y, classes = dataset.train.x[:n], dataset.train.y[:n], dataset.num_classes
-    else:
-        rng = np.random.default_rng(args.seed)
-        x, y, classes = rng.integers(0, 256, (n, args.dim)), rng.integers(0, 10, n), 10
-    x = np.asarray(x).reshape(len(x), -1)[:, : args.dim]
+    x, y, classes = check_inputs(
+        max(args.batch_sizes), args.dim, spec=args.data, data_dir=args.data_dir, seed=args.seed
+    )
     rows = gradient_table(
         x,
         y,
@@ -388,19 +379,12 @@ def _reproduce_parser(sub):
 
 
 def _reproduce(args):
-    from kbn.report import reproduce
+    from kbn.report import default_out, reproduce
 
-    out = args.out or f"reports/{_report_name(args.data)}"
+    out = args.out or default_out(args.data)
     command = "kbn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     reproduce(args.data, out, quick=args.quick, data_dir=args.data_dir, seed=args.seed,
               command=command, progress=lambda line: print(line, flush=True))
-
-
-def _report_name(spec):
-    """fashion_mnist -> fashion_mnist; folder:../x/cifar10-jpeg/train -> cifar10-jpeg-train."""
-    name = spec.split(":", 1)[-1].strip("/")
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return "-".join(parts[-2:]) if len(parts) > 1 else (parts[0] if parts else "report")
 
 
 # --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from kbn import model as model_lib
 from kbn._quiet import tensorflow_warnings_off
+from kbn.data import load_data
 from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense, autodiff_backward
 
@@ -305,6 +306,29 @@ def check_gradients(
             )
         )
     return checks
+
+
+def check_inputs(n, dim, *, spec=None, data_dir=None, seed=0):
+    """A batch for the report's table: n examples, their first `dim` features.
+
+    Args:
+        n: number of examples (the largest batch size).
+        dim: input features kept; the report's check on a reduced input.
+        spec: a data SPEC to take the first training examples of; None draws
+            random 8-bit pixels and labels of 10 classes.
+        data_dir: where the data set's files are.
+        seed: seeds the split or the draw.
+
+    Returns:
+        x of shape (n, dim), y of shape (n,), the number of classes.
+    """
+    if spec:
+        dataset = load_data(spec, val_size=0, seed=seed, data_dir=data_dir)
+        x, y, classes = dataset.train.x[:n], dataset.train.y[:n], dataset.num_classes
+    else:
+        rng = np.random.default_rng(seed)
+        x, y, classes = rng.integers(0, 256, (n, dim)), rng.integers(0, 10, n), 10
+    return np.asarray(x).reshape(len(x), -1)[:, :dim], y, classes
 
 
 def gradient_table(

@@ -111,6 +111,14 @@ def reproduce(spec, out, *, quick=False, sizes=None, data_dir=None, seed=0, comm
     return path
 
 
+def default_out(spec):
+    """reports/<name>: fashion_mnist -> reports/fashion_mnist,
+    folder:../x/cifar10-jpeg/train -> reports/cifar10-jpeg-train."""
+    name = spec.split(":", 1)[-1].replace("\\", "/")
+    parts = [p for p in name.split("/") if p not in ("", ".", "..")]
+    return f"reports/{'-'.join(parts[-2:]) if parts else 'report'}"
+
+
 def _default_command(spec, out, quick):
     return shlex.join(["kbn", "reproduce", "--data", spec, "--out", str(out), *(["--quick"] if quick else [])])
 
