@@ -1,8 +1,12 @@
-"""kbn: k-layer networks with hand-written batch-norm backward passes, in Keras 3."""
+"""kbn: k-layer networks with hand-written batch-norm backward passes, in Keras 3.
+
+The Python API of DESIGN.md: `load_data` -> `build_mlp` -> `train`, and
+`check_gradients`; the layers `Dense` and `BatchNorm`.
+"""
 
 from kbn._quiet import import_tensorflow
 
-import_tensorflow()
+import_tensorflow()  # before anything imports TensorFlow: its start-up notices stay quiet
 
 from kbn.data import Dataset, Split, load_data  # noqa: E402
 from kbn.errors import KbnError  # noqa: E402
