@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -223,3 +222,19 @@ def test_workers_stop_when_their_chief_is_killed(tmp_path):
     while workers_alive() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert workers_alive() == []
+
+
+def test_a_trial_that_diverged_before_a_kill_is_still_failed_on_retry(tmp_path):
+    from types import SimpleNamespace
+
+    from kbn.fileio import write_json
+    from tuning.search import _tuner
+
+    tuner = _tuner(DATA, _config(tmp_path), TRAIN)
+    run_dir = tuner.run_dir("07")
+    write_json(run_dir / "summary.json", {"finished": True, "diverged": "training cost became nan",
+                                          "final": {"val_acc": 0.3}})
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="became nan"):
+        tuner.run_trial(SimpleNamespace(trial_id="07", hyperparameters=None))
+    write_json(run_dir / "summary.json", {"finished": True, "diverged": None, "final": {"val_acc": 0.8}})
+    assert tuner.run_trial(SimpleNamespace(trial_id="07", hyperparameters=None)) == {"val_accuracy": 0.8}

@@ -120,11 +120,16 @@ class KbnTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs):
         run_dir = self.run_dir(trial.trial_id)
-        done = read_json(run_dir / "summary.json")
-        if done and done.get("finished"):  # killed after training, before the record
-            return _trial_result(done)
-        hp = trial.hyperparameters
-        keras.backend.clear_session()  # keeps memory flat across trials
+        summary = read_json(run_dir / "summary.json")
+        if not (summary and summary.get("finished")):  # else killed before the record
+            summary = self._train(trial.hyperparameters, run_dir)
+        if summary["diverged"]:
+            raise keras_tuner.errors.FailedTrialError(summary["diverged"])
+        return {"val_accuracy": summary["final"]["val_acc"]}
+
+    def _train(self, hp, run_dir):
+        """Train (or resume) the trial's model in run_dir; return its summary."""
+        keras.backend.clear_session()  # Keras's global state; flat memory needs workers
         model = self.hypermodel.build(hp)
         config = dataclasses.replace(
             self.train_config,
@@ -142,9 +147,7 @@ class KbnTuner(keras_tuner.Tuner):
         # trials, or KerasTuner's known growth (its issues 395, 873, 1031).
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         write_json(run_dir / "process.json", {"worker": self.tuner_id, "peak_rss_mb": peak_kib / 1024})
-        if result.diverged:
-            raise keras_tuner.errors.FailedTrialError(result.diverged)
-        return _trial_result(result.summary)
+        return result.summary
 
     def save(self):
         """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
@@ -157,10 +160,6 @@ class KbnTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         return load_model(self.run_dir(trial.trial_id) / "model.keras")
-
-
-def _trial_result(summary):
-    return {"val_accuracy": summary["final"]["val_acc"]}
 
 
 def _log_hparams(run_dir, values, summary):
