@@ -18,10 +18,8 @@ import datetime
 import pathlib
 import shutil
 import statistics
-import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kbn import model as model_lib
@@ -242,9 +240,8 @@ def _start_run_dir(run_dir, resume):
             "or without --resume to start it over"
         )
     history = (summary or {}).get("history") or {}
-    for stale in ("backup", "train", "validation"):
-        if not resume or stale != "backup":
-            shutil.rmtree(run_dir / stale, ignore_errors=True)
+    for stale in ("train", "validation") if resume else ("backup", "train", "validation"):
+        shutil.rmtree(run_dir / stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return history
 
@@ -328,18 +325,16 @@ class _RunLog(keras.callbacks.Callback):
 
 def _replay_tensorboard(run_dir, history):
     """Write the recorded epochs into fresh TensorBoard event files."""
-    for split, prefix in (("train", ""), ("validation", "val_")):
+    validation = [k for k in history if k.startswith("val_")]
+    training = [k for k in history if k not in validation and k != "seconds"]
+    for split, keys in (("train", training), ("validation", validation)):
         writer = tf.summary.create_file_writer(str(run_dir / split))
         with writer.as_default():
-            for key, values in history.items():
-                if key == "seconds" or (prefix and not key.startswith(prefix)):
-                    continue
-                if not prefix and key.startswith("val_"):
-                    continue
-                for epoch, value in enumerate(values):
-                    if value is None:
-                        continue
-                    tf.summary.scalar(f"epoch_{key[len(prefix):]}", value, step=epoch)
+            for key in keys:
+                name = f"epoch_{key.removeprefix('val_')}"  # as Keras's TensorBoard names it
+                for epoch, value in enumerate(history[key]):
+                    if value is not None:
+                        tf.summary.scalar(name, value, step=epoch)
         writer.close()
 
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kbn import layers
+from kbn.gradcheck import max_entry_error
 from kbn.layers import BatchNorm, Dense, autodiff_backward
 
 NUM_SAMPLES = 64
@@ -306,7 +307,7 @@ def numerical_gradient(f, x, h=1e-5):
 
 
 def relative_error(a, n):
-    return np.max(np.abs(a - n) / np.maximum(1e-8, np.abs(a) + np.abs(n)))
+    return max_entry_error(a, n, eps=1e-8)
 
 
 def test_backward_functions_match_finite_differences():
