@@ -8,7 +8,7 @@ DATA   ?= fashion_mnist
 ARGS   ?=
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce test train gradcheck install data clean
+.PHONY: reproduce test train gradcheck bench install data clean
 
 # The seed report's four studies (gradient check, BN vs no BN, coarse-to-fine
 # search, eta study) -> reports/<data set>/report.md. QUICK=1: small sizes.
@@ -23,6 +23,11 @@ train: install data
 
 gradcheck: install
 	$(BIN)/kbn gradcheck $(ARGS)
+
+# Seconds per epoch of the seed net: NumPy vs Keras's own layers vs kbn.
+# ARGS="--data folder:../shared/data/cifar10-jpeg/train" for real images.
+bench: install
+	$(BIN)/kbn bench $(ARGS)
 
 install: $(BIN)/kbn
 

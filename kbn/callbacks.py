@@ -88,6 +88,26 @@ class GradientCheck(keras.callbacks.Callback):
         logs["grad_rel_error"] = max(c.rel_error for c in checks)
 
 
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds the validation split's metrics to every epoch's logs, as `val_<name>`.
+
+    What `fit(validation_data=...)` does, from a function the caller
+    compiles once (`kbn.loop.evaluate`); callbacks after this one in the
+    list, and Keras's progress bar and History, see the `val_` entries.
+
+    Args:
+        evaluate: a function of no argument returning {name: float}.
+    """
+
+    def __init__(self, evaluate):
+        super().__init__()
+        self.evaluate = evaluate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in self.evaluate().items()})
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Seconds of wall time per epoch (training and validation together).
 

@@ -54,6 +54,10 @@ def _number(text, kind, ok, expected):
     return value
 
 
+def _fraction(text):
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
 def _int_list(text):
     """'50,30' -> [50, 30]; '' -> [] (no hidden layer)."""
     if not text.strip():
@@ -107,24 +111,39 @@ def _emit(args, result, text):
 
 
 def _train_parser(sub):
+    from kbn.presets import PRESETS
+    from kbn.schedules import SCHEDULES
     from kbn.training import TrainConfig
 
     defaults = TrainConfig()
     p = sub.add_parser("train", help="train a k-layer network and log it to TensorBoard")
     _add_data_options(p)
+    p.add_argument("--preset", choices=PRESETS, metavar="NAME",
+                   help=f"a recipe ({', '.join(PRESETS)}) whose settings become the defaults; "
+                        "flags given override them")
     p.add_argument("--test-data", metavar="SPEC", help="a second SPEC whose images form the test split")
     p.add_argument("--hidden", type=_int_list, default=[50, 30], help="hidden widths (default: 50,30)")
     p.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm after the hidden layers")
+    p.add_argument("--no-gamma-beta", action="store_true",
+                   help="BatchNorm without its learnable scale gamma and shift beta")
     p.add_argument("--init", choices=("he", "xavier", "small"), default="he")
+    p.add_argument("--dropout", type=_fraction, default=0.0, help="dropout rate after each hidden layer")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                   help="random horizontal flips of the training images")
+    p.add_argument("--translate", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="random shifts of the training images, up to this fraction of their size")
     p.add_argument("--eta", type=_positive_float, default=defaults.eta, help="learning rate")
     p.add_argument("--lam", type=_non_negative_float, default=1.8245e-4, help="L2 penalty lambda")
     p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--schedule", choices=("exp", "cyclic", "constant"), default=defaults.schedule)
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
     p.add_argument("--decay", type=_positive_float, default=defaults.decay, help="exp: factor per epoch")
-    p.add_argument("--eta-min", type=_positive_float, help="cyclic: bottom of the cycle (default eta/10)")
+    p.add_argument("--eta-min", type=_positive_float,
+                   help="cyclic: bottom of the cycle (default eta/10); cosine: the end (default 0)")
     p.add_argument("--step-size", type=_positive_int, help="cyclic: steps per half cycle (default 2 epochs)")
     p.add_argument("--epochs", type=_non_negative_int, default=defaults.epochs)
     p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    p.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="EPSILON",
+                   help="weight of the uniform target mixed into the labels")
     p.add_argument("--gradcheck-every", type=_non_negative_int, default=0, metavar="N",
                    help="re-run the gradient check every N epochs (0: never)")
     p.add_argument("--logdir", default=defaults.logdir, help="TensorBoard log root (default: logs)")
@@ -132,7 +151,28 @@ def _train_parser(sub):
     p.add_argument("--save", metavar="MODEL.keras", help="write the trained model there")
     p.add_argument("--resume", action="store_true", help="continue the run --run-name where it stopped")
     p.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, apply_preset=_apply_preset(p))
+
+
+# A preset's settings under the names of the train command's options.
+_PRESET_OPTIONS = {"l2": "lam"}
+
+
+def _apply_preset(parser):
+    """Make a preset's settings the train command's defaults, then reparse:
+    flags on the command line still win."""
+
+    def apply(name):
+        from kbn.presets import get_preset
+
+        preset = get_preset(name)
+        settings = {**preset.data, **preset.model, **preset.train}
+        defaults = {_PRESET_OPTIONS.get(k, k): v for k, v in settings.items()}
+        defaults["no_batch_norm"] = not defaults.pop("batch_norm", True)
+        defaults["no_gamma_beta"] = not (defaults.pop("center", True) and defaults.pop("scale", True))
+        parser.set_defaults(**defaults)
+
+    return apply
 
 
 def _train(args):
@@ -148,6 +188,7 @@ def _train(args):
         step_size=args.step_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        label_smoothing=args.label_smoothing,
         seed=args.seed,
         gradcheck_every=args.gradcheck_every,
         logdir=args.logdir,
@@ -164,6 +205,11 @@ def _train(args):
         batch_norm=not args.no_batch_norm,
         init=args.init,
         l2=args.lam,
+        center=not args.no_gamma_beta,
+        scale=not args.no_gamma_beta,
+        dropout=args.dropout,
+        flip=args.flip,
+        translate=args.translate,
         adapt=dataset.train.x,
         seed=args.seed,
     )
@@ -171,7 +217,8 @@ def _train(args):
         print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
               f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes")
         print(f"model: hidden={args.hidden} batch_norm={not args.no_batch_norm} "
-              f"init={args.init} lambda={args.lam:g}")
+              f"init={args.init} lambda={args.lam:g} dropout={args.dropout:g} "
+              f"flip={args.flip} translate={args.translate:g}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
     result = train(model, dataset, config)
     final = result.summary["final"]
@@ -388,6 +435,42 @@ def _reproduce(args):
 
 
 # --------------------------------------------------------------------------
+# kbn bench
+# --------------------------------------------------------------------------
+
+
+def _bench_parser(sub):
+    from kbn.bench import IMPLEMENTATIONS
+
+    p = sub.add_parser("bench", help="seconds per epoch of the seed net: NumPy vs Keras vs kbn")
+    p.add_argument("--data", default="synthetic", metavar="SPEC",
+                   help="synthetic (random CIFAR-10-shaped pixels, the default) or a data SPEC")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--train-size", type=_positive_int, default=10_000, metavar="N")
+    p.add_argument("--val-size", type=_non_negative_int, default=0, metavar="N",
+                   help="validation images evaluated every epoch (default: 0)")
+    p.add_argument("--epochs", type=_positive_int, default=6, help="per run; the first is warm-up")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="runs per implementation")
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--only", type=lambda text: text.split(","), default=list(IMPLEMENTATIONS),
+                   metavar="NAMES", help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args):
+    from kbn.bench import epoch_times, format_result
+
+    result = epoch_times(
+        args.data, train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
+        repeats=args.repeats, batch_size=args.batch_size, implementations=args.only,
+        data_dir=args.data_dir, seed=args.seed,
+    )
+    _emit(args, dataclasses.asdict(result), format_result(result))
+
+
+# --------------------------------------------------------------------------
 
 
 def build_parser():
@@ -398,6 +481,7 @@ def build_parser():
     _gradcheck_parser(sub)
     _tune_parser(sub)
     _reproduce_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -406,7 +490,11 @@ def main(argv=None):
     from kbn.errors import KbnError
 
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "preset", None):
+            args.apply_preset(args.preset)
+            args = parser.parse_args(argv)
         args.func(args)
     except (_UsageError, KbnError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

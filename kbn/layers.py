@@ -99,6 +99,33 @@ def _dense_op(x, W, *b):
 
 
 @keras.saving.register_keras_serializable(package="kbn")
+class L2Penalty(keras.regularizers.Regularizer):
+    """The report's penalty `l2 * sum(W ** 2)`, with l2 held in a variable.
+
+    The compiled training step reads lambda from the variable, so `assign`
+    changes it without tracing the step again (a search's trials reuse one
+    compiled model). Kept in float64 and cast to the kernel's dtype.
+
+    Args:
+        l2: float >= 0, lambda.
+    """
+
+    def __init__(self, l2):
+        self.l2 = float(l2)
+        self._variable = tf.Variable(self.l2, trainable=False, dtype=tf.float64)
+
+    def __call__(self, kernel):
+        return tf.cast(self._variable, kernel.dtype) * tf.reduce_sum(tf.square(kernel))
+
+    def assign(self, l2):
+        self.l2 = float(l2)
+        self._variable.assign(self.l2)
+
+    def get_config(self):
+        return {"l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="kbn")
 class Dense(keras.layers.Layer):
     """Fully connected layer with a hand-written backward pass.
 
@@ -107,6 +134,7 @@ class Dense(keras.layers.Layer):
     the kernel carries the report's penalty `l2 * sum(W ** 2)` through Keras's
     regularizer mechanism, so `model.losses`, `fit` and the reported loss
     include it: the report's cost `J = mean cross-entropy + lambda ||W||^2`.
+    Setting `layer.l2` on a built layer changes lambda in place (`L2Penalty`).
 
     Args:
         units: positive int, output width M.
@@ -149,19 +177,39 @@ class Dense(keras.layers.Layer):
         if not l2 >= 0:
             raise ValueError(f"Dense needs l2 >= 0. Received: l2={l2!r}")
         self.units = int(units)
-        self.l2 = float(l2)
+        self._l2 = float(l2)
+        self.penalty = None
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
+    @property
+    def l2(self):
+        """Lambda of the kernel's penalty, a float."""
+        return self._l2
+
+    @l2.setter
+    def l2(self, value):
+        if not value >= 0:
+            raise ValueError(f"Dense needs l2 >= 0. Received: l2={value!r}")
+        if self.built and (self.penalty is None) != (value == 0):
+            raise ValueError(
+                f"{self.name} was built {'without' if self.penalty is None else 'with'} an L2 "
+                f"penalty; only its value can change. Received: l2={value!r}"
+            )
+        self._l2 = float(value)
+        if self.penalty is not None:
+            self.penalty.assign(value)
+
     def build(self, input_shape):
         input_dim = input_shape[-1]
+        self.penalty = L2Penalty(self._l2) if self._l2 else None
         self.kernel = self.add_weight(
             name="kernel",
             shape=(input_dim, self.units),
             initializer=self.kernel_initializer,
-            regularizer=keras.regularizers.L2(self.l2) if self.l2 else None,
+            regularizer=self.penalty,
         )
         self.bias = (
             self.add_weight(

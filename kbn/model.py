@@ -4,8 +4,9 @@ The report's network, as one Keras functional model that owns its
 preprocessing, so a saved model takes raw pixels exactly as a data source
 yields them:
 
-    pixels (N, H, W, C) -> flatten -> / 255 minus the training mean
-      -> [Dense -> BatchNorm -> ReLU] x (k - 1) -> Dense -> logits (N, K)
+    pixels (N, H, W, C) -> [random flip, random shift: training only]
+      -> flatten -> / 255 minus the training mean
+      -> [Dense -> BatchNorm -> ReLU -> (Dropout)] x (k - 1) -> Dense -> logits (N, K)
 
 The model comes compiled with the loss that matches its logits (softmax
 cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
@@ -38,9 +39,43 @@ def kernel_initializer(init, seed=None):
     raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
 
 
-def loss():
-    """The loss that matches build_mlp's logits: softmax cross-entropy."""
+def loss(label_smoothing=0.0):
+    """The loss that matches build_mlp's logits: softmax cross-entropy.
+
+    Args:
+        label_smoothing: float in [0, 1): the target puts 1 - label_smoothing
+            on the true class and spreads label_smoothing evenly over all K
+            classes (Szegedy et al., 2016); 0 is the report's plain loss.
+    """
+    if label_smoothing:
+        return SmoothedCrossentropy(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Softmax cross-entropy of logits against label-smoothed integer labels.
+
+    `-sum_k t_k log p_k` with `t = (1 - e) onehot(y) + e / K`. Keras's
+    sparse cross-entropy has no smoothing, its dense one needs one-hot labels:
+    this takes kbn's integer labels of shape (N,) and logits of shape (N, K).
+    """
+
+    def __init__(self, label_smoothing, name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1). Received: {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                                   keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def build_mlp(
@@ -57,16 +92,21 @@ def build_mlp(
     epsilon=1e-3,
     center=True,
     scale=True,
+    dropout=0.0,
+    flip=False,
+    translate=0.0,
     dtype=None,
     seed=None,
     name="mlp",
 ):
     """Build the report's k-layer network, k = len(hidden) + 1.
 
-    Layers: Flatten, `Centering` (`x * rescale - training mean`), then for
-    each hidden width
-    `Dense -> BatchNorm -> ReLU` (`Dense -> ReLU` without batch norm), then
-    `Dense(num_classes)` giving logits. Before a BatchNorm the Dense has no
+    Layers: optional augmentation (random horizontal flips and shifts of the
+    images, active in training only), Flatten, `Centering` (`x * rescale -
+    training mean`), then for each hidden width
+    `Dense -> BatchNorm -> ReLU` (`Dense -> ReLU` without batch norm), with
+    `Dropout` after each ReLU when `dropout > 0`, then `Dense(num_classes)`
+    giving logits. Before a BatchNorm the Dense has no
     bias: the mean subtraction cancels it, and BatchNorm's beta shifts instead.
 
     Args:
@@ -85,6 +125,13 @@ def build_mlp(
         momentum: BatchNorm's moving-average momentum (the report's alpha).
         epsilon: BatchNorm's epsilon.
         center, scale: BatchNorm's learnable beta and gamma.
+        dropout: rate in [0, 1) of `keras.layers.Dropout` after each hidden
+            ReLU; 0 adds none.
+        flip: random horizontal flips of the images in training
+            (`keras.layers.RandomFlip`); needs inputs of shape (H, W, C).
+        translate: random shifts of the images in training, up to this
+            fraction of their height and width (`keras.layers.RandomTranslation`,
+            edges reflected); 0 adds none. Needs inputs of shape (H, W, C).
         dtype: "float32" (default floatx) or "float64".
         seed: int seeding the kernel initializers, for repeatable models.
         name: the model's name.
@@ -103,6 +150,10 @@ def build_mlp(
             raise ValueError(
                 f"hidden widths must be positive integers. Received: hidden={hidden}"
             )
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    if not 0 <= translate < 1:
+        raise ValueError(f"translate must be in [0, 1). Received: translate={translate!r}")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
     if adapt is not None:
@@ -113,13 +164,27 @@ def build_mlp(
         raise ValueError("build_mlp needs adapt (training inputs) or input_shape.")
     else:
         input_shape = tuple(input_shape)
+    if (flip or translate) and len(input_shape) != 3:
+        raise ValueError(
+            f"flip and translate augment images of shape (H, W, C). "
+            f"Received: input_shape={input_shape}"
+        )
     dtype = dtype or keras.config.floatx()
 
     def seed_for(i):
         return None if seed is None else seed + i
 
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
-    x = keras.layers.Flatten(dtype=dtype, name="flatten")(inputs)
+    x = inputs
+    # Augmentation layers are identity maps at inference: a saved model
+    # classifies the images as given.
+    if flip:
+        x = keras.layers.RandomFlip("horizontal", seed=seed_for(1000), dtype=dtype, name="flip")(x)
+    if translate:
+        x = keras.layers.RandomTranslation(
+            translate, translate, seed=seed_for(2000), dtype=dtype, name="translate"
+        )(x)
+    x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     centering = Centering(rescale, dtype=dtype, name="center")
     x = centering(x)
     if adapt is not None:
@@ -143,6 +208,8 @@ def build_mlp(
                 name=f"batch_norm{i}",
             )(x)
         x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, seed=seed_for(3000 + i), dtype=dtype, name=f"dropout{i}")(x)
     k = len(hidden) + 1
     logits = Dense(
         num_classes,
@@ -156,7 +223,7 @@ def build_mlp(
     return model
 
 
-def compile_model(model, optimizer, steps_per_execution=1):
+def compile_model(model, optimizer, steps_per_execution=1, label_smoothing=0.0):
     """Compile a kbn classifier with the loss matching its logits and accuracy.
 
     The loss is made in the model's own dtype: Keras builds losses in floatx,
@@ -166,6 +233,7 @@ def compile_model(model, optimizer, steps_per_execution=1):
         model: a Keras model from inputs to logits.
         optimizer: a Keras optimizer.
         steps_per_execution: steps per call of the compiled train function.
+        label_smoothing: see `loss`.
     """
     dtype = model.weights[0].dtype if model.weights else keras.config.floatx()
     floatx = keras.config.floatx()
@@ -173,7 +241,7 @@ def compile_model(model, optimizer, steps_per_execution=1):
     try:
         model.compile(
             optimizer=optimizer,
-            loss=loss(),
+            loss=loss(label_smoothing),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=steps_per_execution,
         )

@@ -5,17 +5,81 @@ optimizer, `BackupAndRestore` and `.keras` files carry them.
 
     exp       eta * decay ** epoch            (the report: decay per epoch)
     cyclic    triangular eta_min -> eta_max -> eta_min, half-cycle step_size
+    cosine    eta -> eta_min along half a cosine over the whole run
     constant  eta
+
+Each schedule keeps its numbers in variables that the compiled training step
+reads, not in constants traced into it: `assign` gives an already compiled
+model a new schedule of the same kind without tracing its training step
+again, which is what lets a search run its trials back to back.
 """
 
+import math
+
 import keras
+import tensorflow as tf
 from keras import ops
 
-SCHEDULES = ("exp", "cyclic", "constant")
+SCHEDULES = ("exp", "cyclic", "cosine", "constant")
+
+
+class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule whose numbers (`_fields`) live in float32 variables.
+
+    The Python values stay as attributes too: `get_config` gives them back
+    exactly as they were passed.
+    """
+
+    _fields = ()
+
+    def __init__(self, **values):
+        self._variables = {}
+        for name in self._fields:
+            setattr(self, name, values[name])
+            self._variables[name] = tf.Variable(float(values[name]), trainable=False, dtype=tf.float32)
+
+    def _read(self, name):
+        return self._variables[name].read_value()
+
+    def assign(self, other):
+        """Take `other`'s numbers (a schedule of the same class), in place."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot assign a {type(other).__name__} to a {type(self).__name__}")
+        for name in self._fields:
+            setattr(self, name, getattr(other, name))
+            self._variables[name].assign(float(getattr(other, name)))
+
+    def get_config(self):
+        return {name: getattr(self, name) for name in self._fields}
 
 
 @keras.saving.register_keras_serializable(package="kbn")
-class Triangular(keras.optimizers.schedules.LearningRateSchedule):
+class Exponential(_Schedule):
+    """The report's decay: `eta_t = eta * decay ** floor(t / steps_per_epoch)`.
+
+    Args:
+        eta: float > 0, the rate of the first epoch.
+        decay: float in (0, 1], the factor per epoch.
+        steps_per_epoch: positive int, optimizer steps in one epoch.
+    """
+
+    _fields = ("eta", "decay", "steps_per_epoch")
+
+    def __init__(self, eta, decay, steps_per_epoch):
+        if not eta > 0 or not 0 < decay <= 1 or steps_per_epoch < 1:
+            raise ValueError(
+                f"Exponential needs eta > 0, 0 < decay <= 1, steps_per_epoch >= 1. "
+                f"Received: eta={eta}, decay={decay}, steps_per_epoch={steps_per_epoch}"
+            )
+        super().__init__(eta=float(eta), decay=float(decay), steps_per_epoch=int(steps_per_epoch))
+
+    def __call__(self, step):
+        epoch = ops.floor(ops.cast(step, "float32") / self._read("steps_per_epoch"))
+        return self._read("eta") * ops.power(self._read("decay"), epoch)
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class Triangular(_Schedule):
     """Cyclical learning rate, triangular policy (Smith, 2017).
 
     `eta_t` rises linearly from eta_min to eta_max over `step_size` steps
@@ -32,6 +96,8 @@ class Triangular(keras.optimizers.schedules.LearningRateSchedule):
         https://arxiv.org/abs/1506.01186
     """
 
+    _fields = ("eta_min", "eta_max", "step_size")
+
     def __init__(self, eta_min, eta_max, step_size):
         if not 0 < eta_min <= eta_max:
             raise ValueError(
@@ -40,40 +106,70 @@ class Triangular(keras.optimizers.schedules.LearningRateSchedule):
             )
         if step_size < 1:
             raise ValueError(f"Triangular needs step_size >= 1. Received: {step_size}")
-        self.eta_min = float(eta_min)
-        self.eta_max = float(eta_max)
-        self.step_size = int(step_size)
+        super().__init__(eta_min=float(eta_min), eta_max=float(eta_max), step_size=int(step_size))
 
     def __call__(self, step):
-        t = ops.cast(step, "float32") / self.step_size
+        t = ops.cast(step, "float32") / self._read("step_size")
         phase = 1.0 - ops.abs(ops.mod(t, 2.0) - 1.0)  # 0 -> 1 -> 0 per cycle
-        return self.eta_min + (self.eta_max - self.eta_min) * phase
-
-    def get_config(self):
-        return {"eta_min": self.eta_min, "eta_max": self.eta_max, "step_size": self.step_size}
+        eta_min = self._read("eta_min")
+        return eta_min + (self._read("eta_max") - eta_min) * phase
 
 
-def learning_rate(schedule, *, eta, steps_per_epoch, decay=0.8, eta_min=None, step_size=None):
+@keras.saving.register_keras_serializable(package="kbn")
+class Cosine(_Schedule):
+    """Half a cosine from eta down to eta_min over `decay_steps`, then eta_min.
+
+    `eta_t = eta_min + (eta - eta_min) * (1 + cos(pi * min(t / decay_steps, 1))) / 2`
+    (Loshchilov and Hutter, SGDR, 2017, without restarts).
+
+    Args:
+        eta: float > 0, the first rate.
+        eta_min: float in [0, eta], the last.
+        decay_steps: positive int, the run's length in steps.
+    """
+
+    _fields = ("eta", "eta_min", "decay_steps")
+
+    def __init__(self, eta, eta_min, decay_steps):
+        if not 0 <= eta_min <= eta or not eta > 0 or decay_steps < 1:
+            raise ValueError(
+                f"Cosine needs 0 <= eta_min <= eta, eta > 0, decay_steps >= 1. "
+                f"Received: eta={eta}, eta_min={eta_min}, decay_steps={decay_steps}"
+            )
+        super().__init__(eta=float(eta), eta_min=float(eta_min), decay_steps=int(decay_steps))
+
+    def __call__(self, step):
+        done = ops.minimum(ops.cast(step, "float32") / self._read("decay_steps"), 1.0)
+        eta_min = self._read("eta_min")
+        return eta_min + (self._read("eta") - eta_min) * 0.5 * (1.0 + ops.cos(math.pi * done))
+
+
+def learning_rate(
+    schedule, *, eta, steps_per_epoch, decay=0.8, eta_min=None, step_size=None, epochs=None
+):
     """The optimizer's learning rate for a kbn schedule name.
 
     Args:
-        schedule: one of `exp`, `cyclic`, `constant`.
-        eta: the initial rate (exp, constant) or the top of the cycle
-            (cyclic).
+        schedule: one of `exp`, `cyclic`, `cosine`, `constant`.
+        eta: the initial rate (exp, cosine, constant) or the top of the
+            cycle (cyclic).
         steps_per_epoch: optimizer steps in one epoch.
         decay: exp's factor per epoch.
-        eta_min: cyclic's bottom; default eta / 10.
+        eta_min: cyclic's bottom, default eta / 10; cosine's end, default 0.
         step_size: cyclic's half cycle in steps; default 2 epochs.
+        epochs: the run's length, over which cosine decays.
 
     Returns:
-        a float or a `LearningRateSchedule`.
+        a float (constant) or a kbn `LearningRateSchedule`.
     """
     if schedule == "constant":
         return eta
     if schedule == "exp":
-        return keras.optimizers.schedules.ExponentialDecay(
-            eta, decay_steps=steps_per_epoch, decay_rate=decay, staircase=True
-        )
+        return Exponential(eta, decay, steps_per_epoch)
+    if schedule == "cosine":
+        if not epochs:
+            raise ValueError("the cosine schedule needs the run's number of epochs")
+        return Cosine(eta, eta_min or 0.0, epochs * steps_per_epoch)
     if schedule == "cyclic":
         return Triangular(
             eta_min if eta_min is not None else eta / 10,

@@ -202,6 +202,53 @@ def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files,
         assert 0.0 <= figures[key] <= 1.0
 
 
+def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
+    status, stdout, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--dropout", "0.2", "--flip", "--no-gamma-beta",
+         "--translate", "0.25", "--label-smoothing", "0.1", "--schedule", "cosine",
+         "--logdir", tmp_path, "--run-name", "reg", "--save", tmp_path / "reg.keras", "--json"]
+    )
+    assert status == 0, stderr
+    summary = json.loads((tmp_path / "reg" / "summary.json").read_text())
+    assert summary["config"]["label_smoothing"] == 0.1
+    assert summary["config"]["schedule"] == "cosine"
+    assert summary["history"]["learning_rate"][0] == pytest.approx(summary["config"]["eta"], rel=1e-6)
+    import keras
+
+    model = keras.models.load_model(tmp_path / "reg.keras")
+    layers = [type(layer).__name__ for layer in model.layers]
+    assert layers[:4] == ["InputLayer", "RandomFlip", "RandomTranslation", "Flatten"]
+    assert layers.count("Dropout") == 1
+    batch_norm = next(layer for layer in model.layers if type(layer).__name__ == "BatchNorm")
+    assert (batch_norm.center, batch_norm.scale, batch_norm.trainable_weights) == (False, False, [])
+
+
+def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path):
+    from kbn.presets import get_preset
+
+    preset = get_preset("cifar10-mlp")
+    status, stdout, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", "--preset", "cifar10-mlp", "--epochs", "1",
+         "--hidden", "8", "--val-size", str(VAL_SIZE), "--no-flip", "--logdir", tmp_path,
+         "--run-name", "preset", "--save", tmp_path / "preset.keras", "--json"]
+    )
+    assert status == 0, stderr
+    config = json.loads((tmp_path / "preset" / "summary.json").read_text())["config"]
+    for key in ("eta", "schedule", "batch_size", "label_smoothing"):
+        assert config[key] == preset.train[key], key
+    assert config["epochs"] == 1  # given on the command line
+    import keras
+
+    model = keras.models.load_model(tmp_path / "preset.keras")
+    names = [type(layer).__name__ for layer in model.layers]
+    assert "RandomFlip" not in names  # --no-flip wins over the preset's flips
+    assert ("RandomTranslation" in names) is bool(preset.model["translate"])
+    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [8, NUM_CLASSES]
+    dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
+    assert dense.l2 == preset.model["l2"]
+    assert last_json(stdout)["epochs_run"] == 1
+
+
 # --- kbn evaluate --------------------------------------------------------------------------
 
 
@@ -341,6 +388,9 @@ BAD_INPUTS = [
     pytest.param([*EVALUATE, "npz:{no_test_data}"], "no test split", id="evaluate-no-test-split"),
     pytest.param(["gradcheck", "--batch-sizes", "0"], "--batch-sizes", id="gradcheck-batch-zero"),
     pytest.param([*TRAIN, "--resume"], "resume", id="resume-without-run-name"),
+    pytest.param([*TRAIN, "--preset", "resnet"], "--preset", id="unknown-preset"),
+    pytest.param([*TRAIN, "--dropout", "1"], "--dropout", id="dropout-one"),
+    pytest.param([*TRAIN, "--label-smoothing", "-0.1"], "--label-smoothing", id="label-smoothing-negative"),
     pytest.param([], "required", id="no-subcommand"),
     pytest.param([*TRAIN, "--save", "{root}/m.h5"], ".keras", id="save-not-keras"),
     pytest.param(["gradcheck", "--batch-sizes", ""], "batch size", id="gradcheck-empty-batch-sizes"),

@@ -58,6 +58,19 @@ def test_four_layer_net_with_gamma_beta_and_l2_checks_below_1e_6():
     assert max(c.rel_error_autodiff for c in checks) < 1e-12
 
 
+def test_net_with_dropout_and_augmentation_checks_below_1e_6_under_one_fixed_mask():
+    # Every evaluation of the check reuses the layers' seed state: one dropout mask,
+    # one flip and shift, so the numeric and hand-written gradients see the same function.
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (20, 4, 4, 3)).astype("float64")
+    y = rng.integers(0, NUM_CLASSES, 20)
+    model = build_mlp([30, 20], NUM_CLASSES, adapt=x, dropout=0.5, flip=True, translate=0.25,
+                      dtype="float64", seed=2)
+    checks = check_gradients(model, x, y)
+    assert max(c.rel_error for c in checks) < 1e-6
+    assert max(c.rel_error_autodiff for c in checks) < 1e-12
+
+
 def test_l2_penalty_is_part_of_the_checked_gradient():
     x, y = _batch(10)
     plain = build_mlp([8], NUM_CLASSES, adapt=x, dtype="float64", seed=0)

@@ -719,3 +719,23 @@ def test_saved_model_predicts_identically_in_a_fresh_process(tmp_path, run_pytho
         assert info[path]["types"] == ["InputLayer", "Dense", "BatchNorm", "ReLU", "Dense"]
         assert info[path]["dtypes"] == [dtype]
         assert info[path]["bn"] == 0.5 and info[path]["l2"] == 1e-3
+
+
+def test_setting_l2_on_a_built_dense_changes_its_penalty_in_place():
+    layer = Dense(4, l2=0.1, kernel_initializer="ones")
+    layer(np.zeros((2, 3), "float32"))
+    assert float(layer.losses[0]) == pytest.approx(0.1 * 12)
+    penalty = tf.function(lambda: layer.losses[0])
+    layer.l2 = 0.5
+    assert layer.l2 == 0.5 and layer.get_config()["l2"] == 0.5
+    assert float(penalty()) == pytest.approx(0.5 * 12)  # a traced function sees it too
+
+
+def test_a_dense_built_without_penalty_cannot_be_given_one():
+    layer = Dense(4)
+    layer(np.zeros((2, 3), "float32"))
+    assert layer.losses == []
+    with pytest.raises(ValueError, match="built without an L2 penalty"):
+        layer.l2 = 0.1
+    with pytest.raises(ValueError, match="l2 >= 0"):
+        Dense(4, l2=0.1).l2 = -1.0

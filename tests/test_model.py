@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kbn.layers import BatchNorm, Dense
-from kbn.model import build_mlp, kernel_initializer, loss
+from kbn.model import build_mlp, compile_model, kernel_initializer, loss
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 6
@@ -318,3 +318,83 @@ def test_empty_adapt_raises_value_error():
 def test_numpy_integer_widths_are_accepted():
     model = build_mlp(np.array([8, 4]), np.int64(NUM_CLASSES), input_shape=(NUM_FEATURES,))
     assert [layer.units for layer in kbn_layers(model, Dense)] == [8, 4, NUM_CLASSES]
+
+
+# --- regularisers of the cifar10-mlp recipe: dropout, augmentation, label smoothing ------
+
+
+def test_dropout_follows_every_hidden_relu_and_acts_only_in_training():
+    model = build_mlp([8, 8], NUM_CLASSES, input_shape=(NUM_FEATURES,), dropout=0.5, seed=0)
+    names = [type(layer).__name__ for layer in model.layers]
+    assert names[3:] == ["Dense", "BatchNorm", "ReLU", "Dropout"] * 2 + ["Dense"]
+    assert all(layer.rate == 0.5 for layer in model.layers if type(layer).__name__ == "Dropout")
+    x = np.random.default_rng(0).normal(size=(16, NUM_FEATURES)).astype("float32")
+    inference = model(x, training=False).numpy()
+    np.testing.assert_array_equal(model(x, training=False).numpy(), inference)
+    assert not np.allclose(model(x, training=True).numpy(), model(x, training=True).numpy())
+
+
+def test_horizontal_flip_gives_the_image_or_its_mirror_in_training_and_the_image_at_inference():
+    x = raw_images(32)
+    model = build_mlp([], NUM_CLASSES, adapt=x, flip=True, seed=0)
+    assert [type(layer).__name__ for layer in model.layers][:3] == ["InputLayer", "RandomFlip", "Flatten"]
+    plain = model(x, training=False).numpy()
+    mirrored = model(x[:, :, ::-1], training=False).numpy()
+    assert not np.allclose(plain, mirrored, atol=1e-4)
+    trained = model(x, training=True).numpy()
+    is_plain = np.isclose(trained, plain, atol=1e-4).all(axis=1)
+    is_mirrored = np.isclose(trained, mirrored, atol=1e-4).all(axis=1)
+    assert (is_plain | is_mirrored).all()
+    assert 0 < is_mirrored.sum() < len(x)  # about half of them flipped
+
+
+def test_translation_shifts_training_images_within_its_fraction_and_leaves_inference_alone():
+    x = np.zeros((8, 8, 8, 1), "uint8")
+    x[:, 3:5, 3:5] = 255  # a bright 2x2 square in the middle
+    model = build_mlp([], NUM_CLASSES, input_shape=x.shape[1:], translate=0.25, seed=0)
+    layer = model.get_layer("translate")
+    np.testing.assert_array_equal(layer(x.astype("float32"), training=False), x)
+    shifted = keras.ops.convert_to_numpy(layer(x.astype("float32"), training=True))
+    assert not np.allclose(shifted, x)
+    # The square moves by at most 0.25 * 8 = 2 pixels each way: its centre of mass stays
+    # inside the 4x4 block around the image's centre.
+    rows, cols = np.indices((8, 8))
+    weight = shifted[..., 0].sum(axis=(1, 2))
+    centre_row = (shifted[..., 0] * rows).sum(axis=(1, 2)) / weight
+    centre_col = (shifted[..., 0] * cols).sum(axis=(1, 2)) / weight
+    assert (np.abs(centre_row - 3.5) <= 2.0 + 1e-4).all() and (np.abs(centre_col - 3.5) <= 2.0 + 1e-4).all()
+
+
+@pytest.mark.parametrize("kwargs", [{"flip": True}, {"translate": 0.1}])
+def test_augmentation_of_inputs_that_are_not_images_raises_value_error(kwargs):
+    with pytest.raises(ValueError, match=r"augment images of shape \(H, W, C\).*\(6,\)"):
+        build_mlp([8], NUM_CLASSES, input_shape=(NUM_FEATURES,), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"dropout": 1.0}, {"dropout": -0.1}, {"translate": 1.5}])
+def test_rates_outside_zero_to_one_raise_value_error(kwargs):
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\)"):
+        build_mlp([8], NUM_CLASSES, input_shape=IMAGE_SHAPE, **kwargs)
+
+
+def test_label_smoothing_loss_is_cross_entropy_against_the_smoothed_one_hot_target():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 1, 2])
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    target = 0.9 * np.eye(4)[labels] + 0.1 / 4
+    expected = -(target * log_p).sum(axis=1).mean()
+    assert float(loss(0.1)(labels, logits)) == pytest.approx(expected, rel=1e-6)
+    plain = -log_p[np.arange(5), labels].mean()
+    assert float(loss(0.0)(labels, logits)) == pytest.approx(plain, rel=1e-6)
+    assert float(loss(0.1)(labels, logits)) > plain  # the smoothed target costs confidence
+
+
+def test_a_model_compiled_with_label_smoothing_saves_and_loads_with_it(tmp_path):
+    model = build_mlp([8], NUM_CLASSES, adapt=raw_images(), flip=True, translate=0.1, dropout=0.3, seed=0)
+    compile_model(model, keras.optimizers.SGD(0.1), label_smoothing=0.2)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.loss.get_config()["label_smoothing"] == 0.2
+    x = raw_images(8, seed=1)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

@@ -4,8 +4,9 @@ serialization, and the learning rate each kbn schedule name gives."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from kbn.schedules import SCHEDULES, Triangular, learning_rate
+from kbn.schedules import SCHEDULES, Cosine, Exponential, Triangular, learning_rate
 
 ETA_MIN = 0.01
 ETA_MAX = 0.11
@@ -126,8 +127,67 @@ def test_cyclic_schedule_takes_explicit_bounds_and_step_size():
     assert value(schedule, 2) == pytest.approx(0.11, rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (0, 0.1),  # starts at eta
+        (15, 0.01 + 0.09 * 0.5),  # half way through the run: half way down
+        (30, 0.01),  # ends at eta_min
+        (40, 0.01),  # and stays there
+    ],
+)
+def test_cosine_schedule_falls_along_half_a_cosine_over_the_run(step, expected):
+    schedule = learning_rate("cosine", eta=0.1, eta_min=0.01, steps_per_epoch=STEPS_PER_EPOCH, epochs=3)
+    assert value(schedule, step) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cosine_schedule_ends_at_zero_by_default_and_needs_the_run_length():
+    schedule = learning_rate("cosine", eta=0.1, steps_per_epoch=STEPS_PER_EPOCH, epochs=2)
+    assert value(schedule, 5) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)), rel=1e-5)
+    assert value(schedule, 20) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="cosine schedule needs the run's number of epochs"):
+        learning_rate("cosine", eta=0.1, steps_per_epoch=STEPS_PER_EPOCH)
+
+
 def test_learning_rate_names_every_schedule_and_rejects_an_unknown_one():
     for name in SCHEDULES:
-        learning_rate(name, eta=0.1, steps_per_epoch=STEPS_PER_EPOCH)
-    with pytest.raises(ValueError, match="schedule must be one of exp, cyclic, constant.*'step'"):
+        learning_rate(name, eta=0.1, steps_per_epoch=STEPS_PER_EPOCH, epochs=1)
+    with pytest.raises(ValueError, match="schedule must be one of exp, cyclic, cosine, constant.*'step'"):
         learning_rate("step", eta=0.1, steps_per_epoch=STEPS_PER_EPOCH)
+
+
+@pytest.mark.parametrize(
+    "schedule, other",
+    [
+        (Exponential(0.1, 0.5, 10), Exponential(0.3, 0.9, 5)),
+        (Triangular(0.01, 0.1, 10), Triangular(0.02, 0.4, 4)),
+        (Cosine(0.1, 0.0, 20), Cosine(0.5, 0.1, 8)),
+    ],
+    ids=["exp", "cyclic", "cosine"],
+)
+def test_assign_gives_a_traced_schedule_the_new_numbers(schedule, other):
+    traced = tf.function(lambda step: schedule(step))
+    steps = [0, 3, 7, 12, 30]
+    expected = [value(other, t) for t in steps]
+    schedule.assign(other)
+    assert schedule.get_config() == other.get_config()
+    assert [float(traced(tf.constant(t))) for t in steps] == pytest.approx(expected, rel=1e-6)
+
+
+def test_assign_refuses_another_kind_of_schedule():
+    with pytest.raises(TypeError, match="cannot assign a Cosine to a Exponential"):
+        Exponential(0.1, 0.5, 10).assign(Cosine(0.1, 0.0, 20))
+
+
+def test_exponential_equals_keras_staircase_exponential_decay():
+    ours = Exponential(0.0864, 0.8, 100)
+    keras_decay = keras.optimizers.schedules.ExponentialDecay(0.0864, 100, 0.8, staircase=True)
+    for step in (0, 99, 100, 1234, 1999):
+        assert value(ours, step) == pytest.approx(value(keras_decay, step), rel=1e-6)
+
+
+@pytest.mark.parametrize("schedule", [Exponential(0.1, 0.5, 10), Cosine(0.1, 0.01, 20)], ids=["exp", "cosine"])
+def test_schedules_survive_keras_serialization(schedule):
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert type(clone) is type(schedule) and clone.get_config() == schedule.get_config()
+    assert value(clone, 7) == pytest.approx(value(schedule, 7), rel=1e-6)

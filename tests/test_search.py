@@ -101,6 +101,20 @@ def test_trials_share_the_schedule_epochs_and_seed(finished):
     assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (2, 32, "exp", 0)
 
 
+def test_a_later_trial_on_the_shared_model_scores_as_a_fresh_model_would(finished, tmp_path):
+    # Trials after the first reuse the first one's model and compiled step, reset to its
+    # initial weights with the trial's lambda; the numbers must not depend on that.
+    import dataclasses
+
+    from kbn import build_mlp, train
+
+    last = finished.trials[-1]
+    model = build_mlp([50, 30], NUM_CLASSES, l2=last["lam"], adapt=DATA.train.x, seed=0)
+    config = dataclasses.replace(TRAIN, eta=last["eta"], epochs=2, logdir=str(tmp_path), verbose=0)
+    fresh = train(model, DATA, config)
+    assert fresh.summary["final"]["val_acc"] == pytest.approx(last["val_acc"], abs=1e-6)
+
+
 def test_a_diverging_trial_is_recorded_as_failed_not_a_crash(tmp_path):
     # eta of 1e3 to 1e4 without batch norm's help blows every trial up.
     result = search(

@@ -270,7 +270,7 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, referen
     run_dir = copy_run(killed, tmp_path)
     before = read_json(run_dir / "summary.json")["history"]
     assert len(before["loss"]) == 2
-    assert (run_dir / "backup" / "epoch-0.weights.h5").exists()  # after epoch 2
+    assert (run_dir / "backup" / "epoch-0.npz").exists()  # after epoch 2
 
     model = fresh_model()
     result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
@@ -320,7 +320,7 @@ def test_resumed_tensorboard_curves_equal_an_uninterrupted_runs(tmp_path, killed
 @pytest.mark.parametrize(
     "name, torn",
     [
-        ("epoch-0.weights.h5", b""),  # the weights the record names
+        ("epoch-0.npz", b""),  # the weights the record names
         ("training_metadata.json", b'{"epo'),
     ],
 )
@@ -417,7 +417,7 @@ def test_gradcheck_every_other_epoch_keeps_history_lists_one_entry_per_epoch(tmp
         ({"eta": -0.1}, "eta must be positive"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
         ({"momentum": -0.1}, "momentum must be in"),
-        ({"schedule": "step"}, "schedule must be one of exp, cyclic, constant, got 'step'"),
+        ({"schedule": "step"}, "schedule must be one of exp, cyclic, cosine, constant, got 'step'"),
         ({"decay": 0.0}, "decay must be in"),
         ({"eta_min": 0.1}, r"eta_min must be in \(0, eta\]"),
         ({"step_size": 0}, "step_size must be a positive"),
@@ -456,3 +456,54 @@ def test_resume_of_a_finished_run_is_refused_and_leaves_it_alone(tmp_path, refer
     with pytest.raises(KbnError, match="already finished"):
         train(fresh_model(), DATA, config(tmp_path, run_name="ref", resume=True))
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+
+
+# --- one compiled model, many runs (a search's trials) -------------------------------------
+
+
+def compiled_loops(model):
+    """The training and evaluation loops kbn compiled for `model` (kbn.loop)."""
+    return list(model._kbn_compiled[2:])
+
+
+def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_model(tmp_path):
+    model = fresh_model(l2=1e-3)
+    initial = model.get_weights()
+    train(model, DATA, config(tmp_path, run_name="first", eta=0.2, epochs=2))
+    loops = compiled_loops(model)
+    traces = [loop.experimental_get_tracing_count() for loop in loops]
+    model.set_weights(initial)
+    for layer in model.layers:
+        if isinstance(layer, kbn.Dense):
+            layer.l2 = 1e-2
+    second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3))
+    assert compiled_loops(model) == loops  # the same compiled loops,
+    assert [loop.experimental_get_tracing_count() for loop in loops] == traces  # not traced again
+    fresh = train(fresh_model(l2=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
+    np.testing.assert_allclose(second.history["learning_rate"], [0.05, 0.025, 0.0125], rtol=1e-6)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        np.testing.assert_allclose(second.history[key], fresh.history[key], rtol=1e-5, err_msg=key)
+
+
+def test_a_run_with_another_schedule_kind_or_momentum_compiles_a_new_step(tmp_path):
+    model = fresh_model()
+    train(model, DATA, config(tmp_path, run_name="exp", epochs=1))
+    loops = compiled_loops(model)
+    train(model, DATA, config(tmp_path, run_name="constant", schedule="constant", epochs=1))
+    assert compiled_loops(model) != loops
+    loops = compiled_loops(model)
+    result = train(model, DATA, config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1))
+    assert compiled_loops(model) == loops
+    assert result.history["learning_rate"] == [pytest.approx(0.01)]
+    train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1))
+    assert compiled_loops(model) != loops
+
+
+def test_after_train_the_models_own_fit_trains_on_the_data_it_is_given(tmp_path):
+    model = fresh_model()
+    train(model, DATA, config(tmp_path, run_name="kbn", epochs=1))
+    history = model.fit(DATA.val.x, DATA.val.y, batch_size=20, epochs=1, verbose=0)
+    assert len(DATA.val.x) // 20 == 5
+    # Keras's own step, one per batch of the data given, after kbn's STEPS_PER_EPOCH steps.
+    assert model.optimizer.iterations.numpy() == STEPS_PER_EPOCH + 5
+    assert np.isfinite(history.history["loss"][0])

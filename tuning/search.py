@@ -3,7 +3,7 @@
     Dataset --KbnHyperModel + CoarseToFineOracle + KbnTuner--> DIRECTORY/PROJECT/
         oracle.json, trial_*/      KerasTuner's own state (resumable, distributed)
         runs/trial_<id>/           each trial's kbn run: TensorBoard (with HParams),
-                                   summary.json, curves.png, backup while unfinished
+                                   summary.json, model.keras, backup while unfinished
         results.csv, results.md    eta, lambda, validation accuracy, round, status
         search.png                 log eta vs log lambda, coloured by accuracy, rounds' boxes
 
@@ -39,6 +39,7 @@ from kbn.errors import KbnError
 from kbn.evaluate import load_model
 from kbn.data import Dataset, Split
 from kbn.fileio import atomic_path, read_json, write_json
+from kbn.layers import Dense
 from kbn.training import TrainConfig, train
 from tuning.hypermodel import ETA_RANGE, LAM_RANGE, KbnHyperModel
 from tuning.oracle import CoarseToFineOracle
@@ -60,7 +61,9 @@ class SearchConfig:
     project: str = "search"
     resume: bool = False  # continue the search in directory/project
     workers: int = 0  # 0: this process; N: a chief (this process) and N workers on 127.0.0.1
-    recycle_after: int = 10  # a worker restarts after this many trials: flat memory
+    # A worker restarts after this many trials. Trials of one architecture share a model
+    # (flat memory); each new architecture leaves a few MB in TensorFlow.
+    recycle_after: int = 50
     seed: int = 0
     verbose: int = 1  # KerasTuner's trial-by-trial display: 0 silent
 
@@ -108,6 +111,7 @@ class KbnTuner(keras_tuner.Tuner):
         self.train_config = train_config
         self.trials_before_exit = trials_before_exit
         self._trials_run = 0
+        self._warm = None  # (architecture values, model, its initial weights)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the trial is recorded by the oracle first
@@ -129,8 +133,7 @@ class KbnTuner(keras_tuner.Tuner):
 
     def _train(self, hp, run_dir):
         """Train (or resume) the trial's model in run_dir; return its summary."""
-        keras.backend.clear_session()  # Keras's global state; flat memory needs workers
-        model = self.hypermodel.build(hp)
+        model = self._model_for(hp)
         config = dataclasses.replace(
             self.train_config,
             eta=hp.get("eta"),
@@ -139,6 +142,7 @@ class KbnTuner(keras_tuner.Tuner):
             save=str(run_dir / "model.keras"),
             resume=run_dir.exists(),
             verbose=0,
+            plot_curves=False,  # TensorBoard and search.png show the trials; a PNG each costs 0.25 s
         )
         with tensorflow_warnings_off():  # a new model, new graphs, every trial
             result = train(model, self.dataset, config)
@@ -148,6 +152,28 @@ class KbnTuner(keras_tuner.Tuner):
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         write_json(run_dir / "process.json", {"worker": self.tuner_id, "peak_rss_mb": peak_kib / 1024})
         return result.summary
+
+    def _model_for(self, hp):
+        """The trial's model, at its initial weights.
+
+        Trials that differ only in eta and lambda share one model: it goes back
+        to the weights it was built with, its kernels take the trial's lambda,
+        and `kbn.train` reuses its compiled training step. Tracing a new model
+        costs more than its ten epochs, and every model built stays in
+        TensorFlow's memory.
+        """
+        architecture = {k: v for k, v in hp.values.items() if k not in ("eta", "lam")}
+        if self._warm and self._warm[0] == architecture:
+            _, model, initial = self._warm
+            model.set_weights(initial)
+            for layer in model.layers:
+                if isinstance(layer, Dense):
+                    layer.l2 = hp.get("lam")
+            return model
+        keras.backend.clear_session()  # Keras's global state; flat memory needs workers
+        model = self.hypermodel.build(hp)
+        self._warm = (architecture, model, model.get_weights())
+        return model
 
     def save(self):
         """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
@@ -246,10 +272,11 @@ def _search_on_loopback(dataset, config, train_config):
     This process is the chief: it serves the oracle on 127.0.0.1 until every
     trial has ended. Each worker is `python -m tuning.worker PROJECT_DIR`,
     which rebuilds the same tuner from the settings and data written here;
-    its output goes to PROJECT_DIR/worker-<i>.log. TensorFlow keeps a few
-    megabytes for every model a process has built, freed or not, so a worker
-    exits after `config.recycle_after` trials and the chief starts a fresh
-    one: memory stays flat however long the search.
+    its output goes to PROJECT_DIR/worker-<i>.log. Trials that differ only in
+    eta and lambda share one model, but TensorFlow keeps a few megabytes for
+    every model a process has built, freed or not (an architecture search
+    builds many), so a worker exits after `config.recycle_after` trials and
+    the chief starts a fresh one: memory stays bounded however long the search.
 
     Returns:
         the chief's tuner, whose oracle holds every trial.

@@ -1,0 +1,85 @@
+"""Named recipes: a data split, a network and a training run that go together.
+
+    kbn train --data folder:cifar10-jpeg/train --preset cifar10-mlp
+
+A preset is plain settings for the three API calls, so a script can use one
+as the CLI does and override any part:
+
+    preset = get_preset("cifar10-mlp")
+    data = load_data(spec, **preset.data)
+    model = build_mlp(num_classes=data.num_classes, adapt=data.train.x, **preset.model)
+    result = train(model, data, TrainConfig(**preset.train))
+"""
+
+import dataclasses
+import types
+
+from kbn.errors import KbnError
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Settings for `load_data`, `build_mlp` and `TrainConfig`.
+
+    Attributes:
+        name: what `--preset` takes.
+        description: one line on what it is for and what it reaches.
+        data: `load_data` keyword arguments (train_size, val_size).
+        model: `build_mlp` keyword arguments.
+        train: `TrainConfig` fields.
+    """
+
+    name: str
+    description: str
+    data: types.MappingProxyType
+    model: types.MappingProxyType
+    train: types.MappingProxyType
+
+
+def _preset(name, description, *, data, model, train):
+    frozen = types.MappingProxyType
+    return Preset(name, description, frozen(data), frozen(model), frozen(train))
+
+
+PRESETS = {
+    preset.name: preset
+    for preset in (
+        _preset(
+            "report",
+            "the seed report's network and protocol: [50, 30] with BN, eta 0.0864 decayed 0.8 per epoch",
+            data={"train_size": 10000, "val_size": 10000},
+            model={"hidden": [50, 30], "batch_norm": True, "init": "he", "l2": 1.8245e-4},
+            train={"eta": 0.0864, "schedule": "exp", "decay": 0.8, "epochs": 20, "batch_size": 100},
+        ),
+        _preset(
+            "cifar10-mlp",
+            "the best fully connected CIFAR-10 net found: 49k images, wide BN net, dropout, "
+            "flips and shifts, label smoothing, cosine eta",
+            data={"val_size": 1000},
+            model={
+                "hidden": [2048, 1024, 512],
+                "batch_norm": True,
+                "init": "he",
+                "l2": 5e-4,
+                "dropout": 0.2,
+                "flip": True,
+                "translate": 0.125,
+            },
+            train={
+                "eta": 0.05,
+                "schedule": "cosine",
+                "epochs": 100,
+                "batch_size": 100,
+                "label_smoothing": 0.1,
+            },
+        ),
+    )
+}
+
+
+def get_preset(name):
+    """The `Preset` called `name`; KbnError naming the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KbnError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None

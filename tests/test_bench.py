@@ -1,0 +1,87 @@
+"""Tests for kbn.bench and kbn.numpy_reference: the three implementations time the same
+seed net on the same images, ratios are to NumPy, and the NumPy reference is a correct,
+learning implementation of the report's network."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kbn import KbnError
+from kbn.bench import epoch_times, format_result
+from kbn.cli import main
+from kbn.numpy_reference import NumpyMLP, gradient_check
+
+
+def test_every_implementation_is_timed_and_ratios_are_to_numpy():
+    result = epoch_times(train_size=300, val_size=100, epochs=2, repeats=2)
+    assert list(result.seconds_per_epoch) == ["numpy", "keras", "kbn"]
+    for name, runs in result.runs.items():
+        assert len(runs) == 2 and all(s > 0 for s in runs)
+        assert result.seconds_per_epoch[name] == pytest.approx(np.median(runs))
+        assert result.ratio_to_numpy[name] == pytest.approx(
+            result.seconds_per_epoch[name] / result.seconds_per_epoch["numpy"]
+        )
+    assert result.ratio_to_numpy["numpy"] == 1.0
+    assert (result.train_size, result.val_size) == (300, 100)
+    table = format_result(result)
+    assert "| kbn |" in table and "| numpy | " in table and "1.00x" in table
+
+
+def test_without_numpy_there_are_no_ratios(tmp_path):
+    result = epoch_times(train_size=200, epochs=2, repeats=1, implementations=["kbn"])
+    assert list(result.seconds_per_epoch) == ["kbn"] and result.ratio_to_numpy == {}
+    assert "| kbn |" in format_result(result) and "| - |" in format_result(result)
+
+
+def test_bench_reads_any_data_spec(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (150, 8, 8, 3), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 150))
+    result = epoch_times(f"npz:{tmp_path / 'd.npz'}", train_size=100, val_size=50, epochs=2,
+                         repeats=1, implementations=["numpy"])
+    assert (result.train_size, result.val_size) == (100, 50)
+
+
+def test_data_with_more_classes_than_the_seed_net_is_a_user_error(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (60, 4, 4, 1), dtype=np.uint8),
+             y_train=np.arange(60) % 12)
+    with pytest.raises(KbnError, match="seed net has 10 classes"):
+        epoch_times(f"npz:{tmp_path / 'd.npz'}", train_size=40, val_size=20, epochs=2, repeats=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"implementations": ["torch"]}, "unknown implementation 'torch'"),
+     ({"epochs": 1}, "at least 2 epochs"),
+     ({"repeats": 0}, "repeats must be at least 1")],
+)
+def test_bad_settings_raise_kbn_error(kwargs, match):
+    with pytest.raises(KbnError, match=match):
+        epoch_times(train_size=100, **kwargs)
+
+
+def test_kbn_bench_json_is_the_result(capsys):
+    status = main(["bench", "--train-size", "200", "--epochs", "2", "--repeats", "1",
+                   "--only", "numpy,kbn", "--json"])
+    assert status == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures["seconds_per_epoch"]) == {"numpy", "kbn"}
+    assert figures["train_size"] == 200 and figures["repeats"] == 1
+
+
+def test_numpy_reference_backward_matches_finite_differences():
+    assert gradient_check() < 1e-6
+
+
+def test_numpy_reference_learns_a_separable_problem():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 20))
+    y = rng.integers(0, 3, 600)
+    x = (centres[y] + rng.normal(0, 1, (600, 20))).astype(np.float32)
+    net = NumpyMLP((16,), 3, l2=0.0, seed=0, input_dim=20)
+    before = net.accuracy(x, y)
+    for epoch in range(5):
+        net.train_epoch(x, y, 0.05, batch_size=50, rng=np.random.default_rng(epoch))
+    assert before < 0.7 < 0.95 <= net.accuracy(x, y)
