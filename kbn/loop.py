@@ -13,7 +13,8 @@ and calls Keras's own `train_step` (loss, penalties, metrics, optimizer):
       -> train_function(x, y, chunk): for i < s: train_step(x[chunk[i]], y[chunk[i]])
 
 Everything around the loop is `fit`'s: callbacks, progress bar (counting
-chunks), validation, TensorBoard, BackupAndRestore.
+chunks), TensorBoard, BackupAndRestore. Validation runs in a compiled loop
+of its own (`compiled_evaluation`), from a callback.
 """
 
 import tensorflow as tf
