@@ -7,10 +7,11 @@
         backup/               BackupAndRestore state while the run is unfinished
         model.keras           with `save`, or wherever `save` points
 
-Everything else is Keras's: `SGD(momentum)`, a `LearningRateSchedule`, the
-progress bar, `TensorBoard`, `BackupAndRestore`. kbn adds the report's
-divergence guard, an optional periodic gradient check, atomic files, and a
-resume that keeps every epoch exactly once.
+Everything else is Keras's: `SGD(momentum)` (`kbn.sgd.SGD`: the same
+update fused into one op), a `LearningRateSchedule`, the progress bar,
+`TensorBoard`, `BackupAndRestore`. kbn adds the report's divergence guard,
+an optional periodic gradient check, atomic files, and a resume that keeps
+every epoch exactly once.
 """
 
 import dataclasses
@@ -30,8 +31,9 @@ from kbn import plots
 from kbn.callbacks import DivergenceGuard, EpochTensorBoard, EpochTimer, GradientCheck, ValidationMetrics
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
-from kbn.loop import EpochChunks, compiled_evaluation, compiled_loop, evaluate, train_function
+from kbn.loop import EpochChunks, Loops
 from kbn.schedules import SCHEDULES, learning_rate
+from kbn.sgd import SGD
 
 
 @dataclasses.dataclass
@@ -144,22 +146,24 @@ def train(model, dataset, config=None):
         step_size=config.step_size,
         epochs=max(config.epochs, 1),
     )
-    run_chunk, run_split = _compile(model, rate, config)
+    loops = _compile(model, rate, config)
+    # The data as the loops take it: through the model's fixed input stages.
+    x_in = loops.inputs(x)
     # fit runs the train_function it finds: kbn's loop over chunks of this data.
-    model.train_function = train_function(run_chunk, x, y)
+    model.train_function = loops.train_function(x_in, y)
     batch = max(config.batch_size, 1000)
 
     guard = DivergenceGuard(
         config.divergence_factor,
         first_loss=_first(previous, "loss"),
-        initial_loss=evaluate(run_split, model, x[:1000], y[:1000], batch)["loss"],  # J before training
+        initial_loss=loops.evaluate(x_in[:1000], y[:1000], batch)["loss"],  # J before training
     )
     timer = EpochTimer()
     run_log = _RunLog(run_dir, config, previous, timer)
     callbacks = [guard]
-    if len(dataset.val):
-        x_val, y_val = tf.convert_to_tensor(dataset.val.x), tf.convert_to_tensor(dataset.val.y)
-        callbacks.append(ValidationMetrics(lambda: evaluate(run_split, model, x_val, y_val, batch)))
+    x_val = loops.inputs(dataset.val.x) if len(dataset.val) else None
+    if x_val is not None:
+        callbacks.append(ValidationMetrics(lambda: loops.evaluate(x_val, dataset.val.y, batch)))
     if config.gradcheck_every:
         callbacks.append(GradientCheck(x[:20], y[:20], every=config.gradcheck_every))
     callbacks += [
@@ -190,7 +194,7 @@ def train(model, dataset, config=None):
     history = run_log.history
     model_path = _save_model(model, config.save) if config.save else None
     summary = run_log.summary(
-        final=_final_metrics(run_split, model, dataset, batch),
+        final=_final_metrics(loops, dataset, batch, {"train": x_in, "val": x_val}),
         diverged=guard.reason,
         model_path=model_path,
     )
@@ -220,8 +224,8 @@ def _seed(seed):
 def _compile(model, rate, config):
     """Compile `model` for this run, or reuse the training loop it already has.
 
-    Returns the compiled loops (`kbn.loop`): over a chunk of mini-batches
-    for training, over a split for evaluation.
+    Returns the model's compiled `kbn.loop.Loops`: over a chunk of
+    mini-batches for training, over a split for evaluation.
 
     Tracing the loops costs as much as seven epochs of the seed net, so a
     model that kbn compiled before with the same traced structure (schedule
@@ -238,15 +242,15 @@ def _compile(model, rate, config):
         else:
             optimizer._learning_rate.assign(rate)
         _reset_optimizer(optimizer)
-        return previous[2:]
+        return previous[2]
     model_lib.compile_model(
         model,
-        keras.optimizers.SGD(rate, momentum=config.momentum),
+        SGD(rate, momentum=config.momentum),
         label_smoothing=config.label_smoothing,
     )
-    loops = compiled_loop(model), compiled_evaluation(model)
+    loops = Loops(model)
     # Past Keras's attribute tracking: a note for kbn, not part of the model.
-    object.__setattr__(model, "_kbn_compiled", (key, model.optimizer, *loops))
+    object.__setattr__(model, "_kbn_compiled", (key, model.optimizer, loops))
     return loops
 
 
@@ -432,14 +436,19 @@ class _AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
-def _final_metrics(run_split, model, dataset, batch_size):
-    """Loss and accuracy of the trained model on every split, in inference mode."""
+def _final_metrics(loops, dataset, batch_size, inputs):
+    """Loss and accuracy of the trained model on every split, in inference mode.
+
+    `inputs` holds the splits already through the loops' `inputs`, by name.
+    """
     final = {}
     splits = {"train": dataset.train, "val": dataset.val, "test": dataset.test}
     for name, split in splits.items():
         if split is None or not len(split):
             continue
-        metrics = evaluate(run_split, model, split.x, split.y, batch_size)
+        x = inputs.get(name)
+        x = loops.inputs(split.x) if x is None else x
+        metrics = loops.evaluate(x, split.y, batch_size)
         final[f"{name}_loss"] = metrics["loss"]
         final[f"{name}_acc"] = metrics["accuracy"]
     return final

@@ -10,7 +10,7 @@ import pytest
 from kbn import KbnError
 from kbn.bench import epoch_times, format_result
 from kbn.cli import main
-from kbn.numpy_reference import NumpyMLP, gradient_check
+from kbn.numpy_reference import NumpyMLP, gradient_check, run
 
 
 def test_every_implementation_is_timed_and_ratios_are_to_numpy():
@@ -85,3 +85,11 @@ def test_numpy_reference_learns_a_separable_problem():
     for epoch in range(5):
         net.train_epoch(x, y, 0.05, batch_size=50, rng=np.random.default_rng(epoch))
     assert before < 0.7 < 0.95 <= net.accuracy(x, y)
+
+
+def test_numpy_reference_protocol_records_the_validation_curve_and_times_both_passes():
+    result = run(data="synthetic", train_size=300, val_size=200, epochs=3, verbose=False)
+    assert len(result["val_costs"]) == len(result["val_accs"]) == 3
+    assert result["val_accs"][-1] == result["val_acc"]  # the last epoch's is the final one
+    assert result["val_costs"][-1] == pytest.approx(result["val_cost"])
+    assert result["seconds_per_epoch_with_validation"] > result["seconds_per_epoch"] > 0

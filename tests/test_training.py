@@ -462,8 +462,9 @@ def test_resume_of_a_finished_run_is_refused_and_leaves_it_alone(tmp_path, refer
 
 
 def compiled_loops(model):
-    """The training and evaluation loops kbn compiled for `model` (kbn.loop)."""
-    return list(model._kbn_compiled[2:])
+    """The training and evaluation loops kbn compiled for `model` (kbn.loop.Loops)."""
+    loops = model._kbn_compiled[2]
+    return [loops.run_chunk, loops.run_split]
 
 
 def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_model(tmp_path):
