@@ -92,7 +92,7 @@ class ValidationMetrics(keras.callbacks.Callback):
     """Adds the validation split's metrics to every epoch's logs, as `val_<name>`.
 
     What `fit(validation_data=...)` does, from a function the caller
-    compiles once (`kbn.loop.evaluate`); callbacks after this one in the
+    compiles once (`kbn.loop.Loops.evaluate`); callbacks after this one in the
     list, and Keras's progress bar and History, see the `val_` entries.
 
     Args:

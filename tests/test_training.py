@@ -14,6 +14,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kbn
+import kbn.loop
 from kbn import Dataset, KbnError, Split, build_mlp
 from kbn.callbacks import EpochTensorBoard
 from kbn.fileio import read_json
@@ -498,6 +499,18 @@ def test_a_run_with_another_schedule_kind_or_momentum_compiles_a_new_step(tmp_pa
     assert result.history["learning_rate"] == [pytest.approx(0.01)]
     train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1))
     assert compiled_loops(model) != loops
+
+
+def test_training_after_the_fixed_stages_matches_kerass_own_train_step(tmp_path, monkeypatch):
+    split = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="split"))
+    assert kbn.loop.split_fixed_stages(fresh_model()) is not None
+    monkeypatch.setattr(kbn.loop, "split_fixed_stages", lambda model: None)
+    whole = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="whole"))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(split.history[key], whole.history[key], rtol=1e-5, err_msg=key)
+    for key, value in whole.summary["final"].items():
+        assert split.summary["final"][key] == pytest.approx(value, rel=1e-5), key
+    assert split.history["accuracy"][-1] > 0.5  # it learnt, in both
 
 
 def test_after_train_the_models_own_fit_trains_on_the_data_it_is_given(tmp_path):
