@@ -550,6 +550,12 @@ def run(
         if verbose:
             print(f"epoch {e + 1:2d}  eta {eta * decay**e:.5f}  train cost {cost:.4f}  "
                   f"({seconds[-1]:.3f} s)", flush=True)
+    train_cost, train_acc = net.evaluate(xt, y_train)
+    # The last epoch's validation pass is the final one: the net has not changed since.
+    if val_costs:
+        val_cost, val_acc = val_costs[-1], val_accs[-1]
+    else:
+        val_cost, val_acc = net.evaluate(xv, y_val) if len(xv) else (None, None)
     result = {
         "data": data,
         "train_size": len(xt),
@@ -566,10 +572,10 @@ def run(
         "train_costs": costs,
         "val_costs": val_costs,
         "val_accs": val_accs,
-        "train_cost": net.cost(xt, y_train),
-        "val_cost": net.cost(xv, y_val) if len(xv) else None,
-        "train_acc": net.accuracy(xt, y_train),
-        "val_acc": net.accuracy(xv, y_val) if len(xv) else None,
+        "train_cost": train_cost,
+        "val_cost": val_cost,
+        "train_acc": train_acc,
+        "val_acc": val_acc,
         "seconds_per_epoch": _median_after_first(seconds),
         "seconds_per_epoch_all": seconds,
         # What kbn's seconds_per_epoch covers: the training pass and the validation pass.
