@@ -13,7 +13,8 @@ from kbn.errors import KbnError  # noqa: E402
 from kbn.gradcheck import check_gradients  # noqa: E402
 from kbn.layers import BatchNorm, Dense  # noqa: E402
 from kbn.model import build_mlp  # noqa: E402
-from kbn.training import TrainConfig, TrainResult, train  # noqa: E402
+from kbn.config import TrainConfig  # noqa: E402
+from kbn.training import TrainResult, train  # noqa: E402
 
 __version__ = "0.1.0"
 
