@@ -1,0 +1,106 @@
+"""Tests for kbn.runlock: one writer per folder; a second one, in another process or in
+this one, gets an error naming the first; a SIGKILLed holder leaves the folder free."""
+
+import contextlib
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from kbn.errors import KbnError
+from kbn.runlock import RunLock
+
+
+@contextlib.contextmanager
+def held_in_another_process(folder):
+    """Fork a child that holds `folder` until killed; yield its pid once it holds it.
+
+    fork, not a fresh interpreter: the child needs no imports, so the test stays fast.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: hold the folder, say so, wait to be killed
+        try:
+            os.close(read_end)
+            with RunLock(folder):
+                os.write(write_end, b"held")
+                time.sleep(120)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 4) == b"held", "the child could not take the lock"
+        yield pid
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):  # a test killed it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_second_holder_in_another_process_gets_an_error_naming_the_first(tmp_path):
+    folder = tmp_path / "run"
+    with held_in_another_process(folder) as pid:
+        with pytest.raises(KbnError) as error:
+            with RunLock(folder):
+                pytest.fail("took a folder another process holds")
+    message = str(error.value)
+    assert f"run folder {folder} is in use by process {pid} on {socket.gethostname()}" in message
+    assert "\n" not in message  # the CLI prints it as one line
+
+
+def test_message_names_what_is_held(tmp_path):
+    with held_in_another_process(tmp_path):
+        with pytest.raises(KbnError, match=f"^search project {tmp_path} is in use by process"):
+            RunLock(tmp_path, what="search project").__enter__()
+
+
+def test_a_sigkilled_holder_leaves_the_folder_free(tmp_path):
+    folder = tmp_path / "run"
+    with held_in_another_process(folder) as pid:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        # The dead holder's pid is still written in the file; only the flock counts.
+        assert (folder / ".lock").read_text().split()[0] == str(pid)
+        with RunLock(folder):
+            assert (folder / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_nested_use_of_one_folder_in_one_process_raises(tmp_path):
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(KbnError, match=f"in use by process {os.getpid()} "):
+            with RunLock(tmp_path / "run"):
+                pytest.fail("took a folder this process already holds")
+
+
+def test_other_folders_are_independent(tmp_path):
+    with RunLock(tmp_path / "a"), RunLock(tmp_path / "b"):
+        pass
+
+
+def test_leaving_releases_the_folder_and_clears_the_holder(tmp_path):
+    folder = tmp_path / "deep" / "run"
+    with RunLock(folder):
+        assert folder.is_dir()
+    assert (folder / ".lock").read_text() == ""
+    with RunLock(folder):  # taken again at once
+        pass
+
+
+def test_leaving_on_an_exception_releases_the_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RunLock(tmp_path):
+            raise RuntimeError("the run failed")
+    with RunLock(tmp_path):
+        pass
+
+
+def test_one_runlock_cannot_be_entered_twice(tmp_path):
+    lock = RunLock(tmp_path)
+    with lock:
+        with pytest.raises(KbnError, match="already held"):
+            lock.__enter__()
+    with lock:  # reusable once released
+        pass
