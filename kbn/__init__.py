@@ -16,6 +16,7 @@ from kbn.model import build_mlp  # noqa: E402
 from kbn.config import TrainConfig  # noqa: E402
 from kbn.training import TrainResult, train  # noqa: E402
 
+# The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 __all__ = [
