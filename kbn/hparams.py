@@ -1,0 +1,147 @@
+"""HParams: a run's settings beside its own curves, for TensorBoard's HParams dashboard.
+
+    run_dir/                 one HParams session: the run's settings and its status
+        train/, validation/  Keras's TensorBoard curves: epoch_loss, epoch_accuracy
+
+The session is written in the run folder itself, the folder that holds the
+`train/` and `validation/` runs, so the dashboard finds each run's metrics
+(validation `epoch_accuracy` and `epoch_loss`, the last epoch's values) in
+the run's own curves: every run under one `--logdir`, `kbn train`, a search
+trial or a `kbn reproduce` study, compares with every other. A run that
+ended early says so in its `status` hparam; no metric value is ever written
+here, so a stopped or diverged run shows only the epochs it really ran.
+
+>>> hparams = run_hparams(model, config)   # {"hidden": "50,30", "batch_norm": True, ...}
+>>> write_hparams(run_dir, {**hparams, "round": 2}, "finished")
+"""
+
+import numbers
+import pathlib
+
+import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from kbn.layers import BatchNorm, Dense
+from kbn.model import SMALL_INIT_STDDEV
+
+STATUSES = ("finished", "diverged", "stopped", "failed")
+
+# (group, tag): the group is the sub-run of the run folder that holds the tag.
+METRICS = (
+    ("validation", "epoch_accuracy", "validation accuracy"),
+    ("validation", "epoch_loss", "validation loss"),
+    ("train", "epoch_accuracy", "training accuracy"),
+    ("train", "epoch_loss", "training loss"),
+)
+
+_EVENTS = "events.out.tfevents.*"
+
+
+def run_hparams(model, config):
+    """The settings that tell one run from another, from its model and `TrainConfig`.
+
+    Args:
+        model: a kbn model (`build_mlp`, or one loaded from a `.keras` file).
+        config: the run's `kbn.TrainConfig`.
+
+    Returns:
+        A dict of plain values: `hidden` (widths as "50,30", "" for none),
+        `batch_norm`, `init` ("he", "xavier", "small"; absent when the
+        kernel initializer is none of kbn's), `eta`, `lam` (the first layer's
+        lambda), `schedule`, `batch_size`, `dropout`, `flip`, `translate`
+        and `seed`.
+    """
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    dropout = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    translate = [
+        layer.height_factor
+        for layer in model.layers
+        if isinstance(layer, keras.layers.RandomTranslation)
+    ]
+    values = {
+        "hidden": ",".join(str(layer.units) for layer in dense[:-1]),
+        "batch_norm": any(isinstance(layer, BatchNorm) for layer in model.layers),
+        "init": _init_name(dense[0].kernel_initializer) if dense else None,
+        "eta": config.eta,
+        "lam": dense[0].l2 if dense else 0.0,
+        "schedule": config.schedule,
+        "batch_size": config.batch_size,
+        "dropout": max(dropout, default=0.0),
+        "flip": any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers),
+        # RandomTranslation keeps a factor as given: a float or (low, high).
+        "translate": float(abs(_high(translate[0]))) if translate else 0.0,
+        "seed": config.seed,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def write_hparams(run_dir, hparams, status):
+    """Write the run's HParams session in `run_dir`, replacing an earlier one.
+
+    The session holds `hparams` and `status` as hparams, and the experiment
+    names the metrics the dashboard reads from the run's own curves
+    (`METRICS`). Lists and tuples become comma-separated strings, None values
+    are left out.
+
+    Args:
+        run_dir: the run's folder, which holds (or will hold) `train/` and
+            `validation/`.
+        hparams: dict name -> bool, int, float, str, list or None.
+        status: one of `STATUSES`: "finished", "diverged", "stopped" (ended
+            early on purpose, e.g. by a search's pruning) or "failed".
+
+    Raises:
+        ValueError: for an unknown status or a value of another type.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}. Received: status={status!r}")
+    values = {name: _plain(name, value) for name, value in hparams.items() if value is not None}
+    values["status"] = status
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Only this function writes events at the top of a run folder: a resumed
+    # run's new session replaces the old one instead of standing beside it.
+    for old in run_dir.glob(_EVENTS):
+        old.unlink()
+    writer = tf.summary.create_file_writer(str(run_dir))
+    with writer.as_default():
+        hparams_api.hparams_config(
+            hparams=[hparams_api.HParam(name) for name in sorted(values)],
+            metrics=[
+                hparams_api.Metric(tag, group=group, display_name=label)
+                for group, tag, label in METRICS
+            ],
+        )
+        hparams_api.hparams(values, trial_id=run_dir.name)
+    writer.close()
+
+
+def _plain(name, value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise ValueError(f"hparam {name} must be a bool, number or string. Received: {value!r}")
+
+
+def _high(factor):
+    return factor[1] if isinstance(factor, (list, tuple)) else factor
+
+
+def _init_name(initializer):
+    """kbn's name for a kernel initializer (see `kbn.model.kernel_initializer`), or None."""
+    if isinstance(initializer, keras.initializers.HeNormal):
+        return "he"
+    if isinstance(initializer, keras.initializers.GlorotNormal):
+        return "xavier"
+    if (
+        isinstance(initializer, keras.initializers.RandomNormal)
+        and initializer.stddev == SMALL_INIT_STDDEV
+    ):
+        return "small"
+    return None

@@ -1,0 +1,93 @@
+"""Tests for kbn/hparams.py: a run's HParams session beside its own curves."""
+
+import pytest
+import tensorflow as tf
+from tensorboard.plugins.hparams import metadata
+
+import synthetic
+from kbn import build_mlp, train
+from kbn.config import TrainConfig
+from kbn.data import Dataset, Split
+from kbn.hparams import run_hparams, write_hparams
+
+NUM_CLASSES = 3
+
+
+def _events(folder):
+    """{tag: [(step, event.summary.value)]} from every event file directly in `folder`."""
+    found = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value))
+    return found
+
+
+def _session(folder):
+    """(hparams dict, experiment) of the HParams session written in `folder`."""
+    events = _events(folder)
+    start = events[metadata.SESSION_START_INFO_TAG][-1][1]
+    info = metadata.parse_session_start_info_plugin_data(start.metadata.plugin_data.content)
+    experiment = metadata.parse_experiment_plugin_data(
+        events[metadata.EXPERIMENT_TAG][-1][1].metadata.plugin_data.content
+    )
+    values = {}
+    for name, value in info.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[name] = getattr(value, kind)
+    return values, experiment
+
+
+def test_run_hparams_reads_the_model_and_the_config():
+    x, _ = synthetic.make_images(20, seed=0)
+    model = build_mlp([8, 6], NUM_CLASSES, batch_norm=False, init="xavier", l2=1e-3, dropout=0.25,
+                      flip=True, translate=0.125, adapt=x, seed=3)
+    config = TrainConfig(eta=0.05, schedule="cosine", batch_size=16, seed=3)
+    assert run_hparams(model, config) == {
+        "hidden": "8,6", "batch_norm": False, "init": "xavier", "eta": 0.05, "lam": 1e-3,
+        "schedule": "cosine", "batch_size": 16, "dropout": 0.25, "flip": True,
+        "translate": 0.125, "seed": 3,
+    }
+    plain = run_hparams(build_mlp([5], NUM_CLASSES, init="small", adapt=x), TrainConfig())
+    assert (plain["hidden"], plain["batch_norm"], plain["init"], plain["dropout"], plain["flip"],
+            plain["translate"]) == ("5", True, "small", 0.0, False, 0.0)
+
+
+def test_write_hparams_writes_a_session_with_status_and_the_validation_metrics(tmp_path):
+    run = tmp_path / "trial_03"
+    write_hparams(run, {"eta": 0.1, "round": 2, "hidden": [50, 30], "init": None}, "stopped")
+    values, experiment = _session(run)
+    assert values == {"eta": pytest.approx(0.1), "round": 2.0, "hidden": "50,30", "status": "stopped"}
+    metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert {("validation", "epoch_accuracy"), ("validation", "epoch_loss")} <= metrics
+    # The status is an hparam, never a metric value: nothing but the session is written.
+    assert set(_events(run)) == {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG}
+
+
+def test_a_second_write_replaces_the_first_session(tmp_path):
+    write_hparams(tmp_path, {"eta": 0.1}, "stopped")
+    write_hparams(tmp_path, {"eta": 0.1}, "finished")
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+    assert _session(tmp_path)[0]["status"] == "finished"
+
+
+@pytest.mark.parametrize("hparams, status", [({"eta": 0.1}, "done"), ({"eta": object()}, "finished")])
+def test_bad_status_or_value_is_refused(tmp_path, hparams, status):
+    with pytest.raises(ValueError):
+        write_hparams(tmp_path, hparams, status)
+
+
+def test_a_trained_run_folder_holds_the_session_beside_its_curves(tmp_path):
+    # The dashboard reads a session's metrics from the run's own sub-runs: the
+    # session must be in the folder that holds validation/ with epoch_loss.
+    x, y = synthetic.make_images(120, seed=0, num_classes=NUM_CLASSES)
+    data = Dataset("synthetic", Split(x[:80], y[:80]), Split(x[80:], y[80:]), None, ("a", "b", "c"))
+    model = build_mlp([8], NUM_CLASSES, adapt=data.train.x, seed=0)
+    config = TrainConfig(epochs=2, batch_size=20, logdir=str(tmp_path), run_name="r", verbose=0,
+                         plot_curves=False)
+    result = train(model, data, config)
+    write_hparams(result.run_dir, run_hparams(model, config), "finished")
+    values, _ = _session(result.run_dir)
+    assert values["hidden"] == "8" and values["status"] == "finished"
+    losses = [step for step, _ in _events(result.run_dir / "validation")["epoch_loss"]]
+    assert losses == [0, 1]
