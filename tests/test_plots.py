@@ -62,9 +62,16 @@ def test_plot_curves_draws_one_subplot_per_metric_side_by_side(tmp_path):
     assert both.shape[1] > 1.5 * loss_only.shape[1]
 
 
-def test_plot_curves_creates_missing_parent_folders(tmp_path):
+def test_plot_curves_creates_missing_parent_folders(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     out = plots.plot_curves(HISTORY, tmp_path / "runs" / "a" / "b" / "curves.png", title="t")
+    assert out == tmp_path / "runs" / "a" / "b" / "curves.png"
     assert_png(out)
+    (fig,) = figures
+    loss_ax, acc_ax = fig.axes
+    assert series(loss_ax) == {"training": HISTORY["loss"], "validation": HISTORY["val_loss"]}
+    assert series(acc_ax) == {"training": HISTORY["accuracy"],
+                              "validation": HISTORY["val_accuracy"]}
 
 
 def test_plot_curves_accepts_a_string_path(tmp_path):
@@ -73,29 +80,66 @@ def test_plot_curves_accepts_a_string_path(tmp_path):
     assert_png(out)
 
 
-def test_plot_curves_handles_a_history_without_validation(tmp_path):
+def test_plot_curves_handles_a_history_without_validation(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     history = {"loss": HISTORY["loss"], "accuracy": HISTORY["accuracy"]}
     assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="t"))
+    (fig,) = figures
+    loss_ax, acc_ax = fig.axes
+    assert fig.get_suptitle() == "t"
+    assert series(loss_ax) == {"training": HISTORY["loss"]}
+    assert series(acc_ax) == {"training": HISTORY["accuracy"]}
+    assert legend(loss_ax) == legend(acc_ax) == ["training"]
+    assert (loss_ax.get_ylabel(), acc_ax.get_ylabel()) == ("loss (cross-entropy + L2)", "accuracy")
 
 
-def test_plot_curves_handles_a_single_epoch(tmp_path):
+def test_plot_curves_handles_a_single_epoch(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     history = {key: values[:1] for key, values in HISTORY.items()}
     assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="one epoch"))
+    (fig,) = figures
+    for ax, metric in zip(fig.axes, ("loss", "accuracy")):
+        assert series(ax) == {"training": history[metric], "validation": history[f"val_{metric}"]}
+        # A lone point is a marker, at epoch 1, inside a view of some width.
+        assert all(line.get_marker() == "o" for line in ax.lines)
+        assert all(list(line.get_xdata()) == [1] for line in ax.lines)
+        lo, hi = ax.get_xlim()
+        assert lo < 1 < hi and hi - lo >= 1
+        assert 1 in ax.get_xticks()
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_plot_curves_survives_a_diverged_run(tmp_path, bad):
+def test_plot_curves_survives_a_diverged_run(tmp_path, monkeypatch, bad):
+    figures = record_figures(monkeypatch)
     history = {
         "loss": [2.3, 5.0, 80.0, bad, bad],
         "val_loss": [2.3, 6.0, bad, bad, bad],
         "accuracy": [0.1, 0.1, 0.1, 0.1, 0.1],
     }
-    assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="diverged"))
+    assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="run"))
+    (fig,) = figures
+    loss_ax, acc_ax = fig.axes
+    assert fig.get_suptitle() == "run (diverged)"
+    # The finite points are drawn, the rest are gaps.
+    assert series(loss_ax) == {"training (diverged at epoch 4)": [2.3, 5.0, 80.0, NAN, NAN],
+                               "validation (diverged at epoch 3)": [2.3, 6.0, NAN, NAN, NAN]}
+    assert series(acc_ax) == {"training": history["accuracy"]}
+    # A dotted line marks each divergence, and the view stays finite with every point in it.
+    assert sorted(vertical_lines(loss_ax)) == [3, 4]
+    lo, hi = loss_ax.get_ylim()
+    assert math.isfinite(lo) and math.isfinite(hi) and lo <= 2.3 and hi >= 80.0
 
 
-def test_plot_curves_survives_a_run_that_is_nan_from_the_start(tmp_path):
+def test_plot_curves_survives_a_run_that_is_nan_from_the_start(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     history = {"loss": [math.nan] * NUM_EPOCHS, "val_loss": [None] * NUM_EPOCHS}
     assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="t"))
+    (fig,) = figures
+    (ax,) = fig.axes  # no accuracy in the history: no accuracy subplot
+    assert fig.get_suptitle() == "t (diverged)"
+    assert legend(ax) == ["training (diverged at epoch 1)", "validation (diverged at epoch 1)"]
+    assert vertical_lines(ax) == [1, 1]
+    assert ax.get_xlim() == pytest.approx((1 - 0.5, NUM_EPOCHS + 0.5), abs=0.2)
 
 
 def test_plot_curves_marks_divergence_in_the_legend_and_title(tmp_path, monkeypatch):
@@ -149,9 +193,22 @@ def test_plot_comparison_draws_solid_training_and_dashed_validation(tmp_path, mo
             != lines["without BN training (diverged at epoch 2)"].get_color())
 
 
-def test_plot_comparison_handles_runs_without_validation_and_of_one_epoch(tmp_path):
+def test_plot_comparison_handles_runs_without_validation_and_of_one_epoch(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     runs = {"a": {"accuracy": [0.3]}, "b": {"accuracy": [0.2, 0.3], "val_accuracy": [0.2, 0.25]}}
     assert_png(plots.plot_comparison(runs, tmp_path / "acc.png", title="t", metric="accuracy"))
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert ax.get_title() == "t"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "accuracy")
+    assert series(ax) == {"a training": [0.3], "b training": [0.2, 0.3],
+                          "b validation": [0.2, 0.25]}
+    lines = {line.get_label(): line for line in ax.lines}
+    assert lines["a training"].get_marker() == "o"  # the one-epoch run still shows
+    assert lines["a training"].get_color() != lines["b training"].get_color()
+    assert lines["b validation"].get_linestyle() == "--"
+    lo, hi = ax.get_xlim()
+    assert lo < 1 and hi > 2  # the longer run sets the epochs shown
 
 
 def test_plot_comparison_rejects_a_run_without_the_metric(tmp_path):
@@ -183,18 +240,51 @@ def test_plot_search_draws_trials_failures_best_and_boxes(tmp_path, monkeypatch)
     assert x_lo <= 0.01 and x_hi >= 0.7 and y_lo <= 1e-6 and y_hi >= 0.1
 
 
-def test_plot_search_handles_trials_without_rounds_and_without_boxes(tmp_path):
+def test_plot_search_handles_trials_without_rounds_and_without_boxes(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     trials = [{"eta": t["eta"], "lam": t["lam"], "val_acc": t["val_acc"]} for t in TRIALS]
     assert_png(plots.plot_search(trials, tmp_path / "search.png", title="t"))
+    (fig,) = figures
+    ax, colorbar_ax = fig.axes
+    assert colorbar_ax.get_ylabel() == "validation accuracy"
+    assert len(ax.patches) == len(ax.texts) == 0  # no boxes, no round labels
+    finished, failed, best = ax.collections
+    assert points(finished) == [(0.01, 1e-6), (0.3, 1e-2), (0.09, 2e-4)]
+    assert list(finished.get_array()) == [0.31, 0.25, 0.44]
+    assert points(failed) == [(0.6, 1e-3), (0.12, 1e-3)]
+    assert points(best) == [(0.09, 2e-4)]
+    assert fig_legend(fig) == ["failed (2)", "best: eta=0.09, lambda=2.000e-04, val acc=0.44"]
+    assert ax.get_title() == "t\n3 of 5 trials finished"
 
 
-def test_plot_search_handles_a_single_trial(tmp_path):
+def test_plot_search_handles_a_single_trial(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     assert_png(plots.plot_search(TRIALS[:1], tmp_path / "search.png", title="t"))
+    (fig,) = figures
+    ax, colorbar_ax = fig.axes
+    trial, best = ax.collections
+    assert points(trial) == points(best) == [(0.01, 1e-6)]
+    # One accuracy still gets a colour scale of some width, around it.
+    lo, hi = trial.norm.vmin, trial.norm.vmax
+    assert lo < 0.31 < hi
+    assert fig_legend(fig) == ["round 1 trials", "best: eta=0.01, lambda=1.000e-06, val acc=0.31"]
+    (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
+    assert x_lo < 0.01 < x_hi and y_lo < 1e-6 < y_hi
+    assert ax.get_title() == "t"
 
 
-def test_plot_search_handles_only_failed_trials(tmp_path):
+def test_plot_search_handles_only_failed_trials(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
     failed = [t for t in TRIALS if t["val_acc"] is None or math.isnan(t["val_acc"])]
     assert_png(plots.plot_search(failed, tmp_path / "search.png", title="t", boxes=BOXES))
+    (fig,) = figures
+    (ax,) = fig.axes  # no accuracy, no colorbar
+    (crosses,) = ax.collections  # no coloured trials, no best
+    assert points(crosses) == [(0.6, 1e-3), (0.12, 1e-3)]
+    assert len(ax.patches) == len(BOXES)
+    assert {t.get_text() for t in ax.texts} == {"round 1", "round 2"}
+    assert fig_legend(fig) == ["round 1 trials", "round 2 trials", "failed (2)"]
+    assert ax.get_title() == "t\n0 of 2 trials finished"
 
 
 def test_plot_search_rejects_a_non_positive_eta_and_a_bad_box(tmp_path):
@@ -237,6 +327,36 @@ def test_a_failed_save_leaves_the_previous_png_untouched(tmp_path, monkeypatch):
             draw()
         assert path.read_bytes() == good
         assert list(tmp_path.iterdir()) == [path]
+
+
+NAN = "nan"  # how `series` shows a gap
+
+
+def series(ax):
+    """{legend label: y values} of the curves on `ax`, gaps (NaN) shown as NAN."""
+    return {
+        line.get_label(): [NAN if math.isnan(y) else pytest.approx(y) for y in line.get_ydata()]
+        for line in ax.lines if not line.get_label().startswith("_")
+    }
+
+
+def legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def fig_legend(fig):
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def vertical_lines(ax):
+    """The epochs marked by unlabelled vertical lines (divergence markers)."""
+    return [line.get_xdata()[0] for line in ax.lines
+            if line.get_label().startswith("_") and len(set(line.get_xdata())) == 1]
+
+
+def points(collection):
+    """The (x, y) data points of a scatter collection, rounded for comparison."""
+    return [(float(f"{x:.6g}"), float(f"{y:.6g}")) for x, y in collection.get_offsets()]
 
 
 def record_figures(monkeypatch):
