@@ -97,6 +97,7 @@ def build_mlp(
     translate=0.0,
     dtype=None,
     seed=None,
+    class_names=None,
     name="mlp",
 ):
     """Build the report's k-layer network, k = len(hidden) + 1.
@@ -134,6 +135,9 @@ def build_mlp(
             edges reflected); 0 adds none. Needs inputs of shape (H, W, C).
         dtype: "float32" (default floatx) or "float64".
         seed: int seeding the kernel initializers, for repeatable models.
+        class_names: optional num_classes strings, the name of each class
+            (e.g. `dataset.class_names`); the saved model keeps them and
+            `class_names(model)` gives them back.
         name: the model's name.
 
     Returns:
@@ -156,6 +160,14 @@ def build_mlp(
         raise ValueError(f"translate must be in [0, 1). Received: translate={translate!r}")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
+    if class_names is not None:
+        if isinstance(class_names, str) or len(class_names) != num_classes or not all(
+            isinstance(c, str) for c in class_names
+        ):
+            raise ValueError(
+                f"class_names must be {num_classes} strings, one per class. "
+                f"Received: class_names={class_names!r}"
+            )
     if adapt is not None:
         if len(adapt) == 0:
             raise ValueError("adapt needs at least one training example. Received: 0")
@@ -185,7 +197,7 @@ def build_mlp(
             translate, translate, seed=seed_for(2000), dtype=dtype, name="translate"
         )(x)
     x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
-    centering = Centering(rescale, dtype=dtype, name="center")
+    centering = Centering(rescale, class_names=class_names, dtype=dtype, name="center")
     x = centering(x)
     if adapt is not None:
         centering.adapt(np.reshape(adapt, (len(adapt), -1)))
@@ -221,6 +233,27 @@ def build_mlp(
     model = keras.Model(inputs, logits, name=name)
     compile_model(model, keras.optimizers.SGD())
     return model
+
+
+def class_names(model):
+    """The names of `model`'s classes, in the order of its logits.
+
+    The names `build_mlp(class_names=...)` stored in the model (they survive
+    saving and loading); for a model without them (one saved before kbn
+    kept names, or built another way), "0", "1", ..., "K-1".
+
+    Args:
+        model: a Keras classifier with outputs of shape (N, K).
+
+    Returns:
+        list of K strings.
+    """
+    num_classes = model.output_shape[-1]
+    for layer in model.layers:
+        names = getattr(layer, "class_names", None)
+        if isinstance(layer, Centering) and names is not None and len(names) == num_classes:
+            return list(names)
+    return [str(i) for i in range(num_classes)]
 
 
 def compile_model(model, optimizer, steps_per_execution=1, label_smoothing=0.0):

@@ -14,8 +14,15 @@ class Centering(keras.layers.Layer):
     so a saved model keeps it exactly, in its own dtype, and takes raw pixels
     as a data source yields them.
 
+    The layer also carries the model's class names (`class_names`), so that
+    a saved model brings them back with its config: the input stage is in
+    every kbn model and runs once per split in training, so the names cost
+    nothing there. `kbn.model.class_names(model)` reads them.
+
     Args:
         scale: float, raw value to [0, 1] (1/255 for 8-bit pixels).
+        class_names: optional sequence of K strings, the name of each of the
+            model's output classes; the layer's computation ignores them.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -28,9 +35,12 @@ class Centering(keras.layers.Layer):
     >>> layer.adapt(x_train.reshape(len(x_train), -1))
     """
 
-    def __init__(self, scale=1 / 255, **kwargs):
+    def __init__(self, scale=1 / 255, class_names=None, **kwargs):
         super().__init__(**kwargs)
         self.scale = float(scale)
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+        self.class_names = class_names
 
     def build(self, input_shape):
         self.mean = self.add_weight(
@@ -58,4 +68,4 @@ class Centering(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
+        return {**super().get_config(), "scale": self.scale, "class_names": self.class_names}

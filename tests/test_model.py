@@ -398,3 +398,31 @@ def test_a_model_compiled_with_label_smoothing_saves_and_loads_with_it(tmp_path)
     assert loaded.loss.get_config()["label_smoothing"] == 0.2
     x = raw_images(8, seed=1)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+# --- class names -----------------------------------------------------------------------------
+
+
+def test_class_names_survive_saving_and_loading(tmp_path):
+    from kbn.model import class_names
+
+    x = np.random.default_rng(0).integers(0, 255, (NUM_SAMPLES,) + IMAGE_SHAPE).astype("uint8")
+    model = build_mlp([4], NUM_CLASSES, adapt=x, class_names=("cat", "dog", "ship"))
+    assert class_names(model) == ["cat", "dog", "ship"]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert class_names(loaded) == ["cat", "dog", "ship"]
+
+
+def test_class_names_of_a_model_without_names_are_the_indices():
+    from kbn.model import class_names
+
+    assert class_names(build_mlp([4], NUM_CLASSES, input_shape=IMAGE_SHAPE)) == ["0", "1", "2"]
+    plain = keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(4)])
+    assert class_names(plain) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("names", [("a", "b"), "abc", ("a", "b", 3)], ids=["too-few", "a-string", "not-str"])
+def test_class_names_must_be_one_string_per_class(names):
+    with pytest.raises(ValueError, match="class_names"):
+        build_mlp([4], NUM_CLASSES, input_shape=IMAGE_SHAPE, class_names=names)
