@@ -302,3 +302,106 @@ def test_a_kill_while_saving_leaves_the_previous_state_files_whole(tmp_path, mon
     assert state_file.read_text() == before
     assert json.loads(before)  # still a whole JSON document
     assert not [p for p in (tmp_path / "p").rglob(".tmp-*")]
+
+
+# Pruning: a trial's fake learning curve rises towards exp(fake_score), so the
+# order of trials is the same at every epoch and the best trial is known.
+EPOCHS = 9
+
+
+def fake_curve(values, epoch):
+    return math.exp(fake_score(values)) * epoch / (epoch + 1)
+
+
+def train_reporting(oracle, trial):
+    """Report epochs 1..EPOCHS until the oracle answers STOPPED; return the epochs run."""
+    for epoch in range(1, EPOCHS + 1):
+        answer = oracle.update_trial(trial.trial_id, {"score": fake_curve(trial.hyperparameters.values, epoch)},
+                                     step=epoch)
+        if answer.status == TrialStatus.STOPPED:
+            return epoch
+    return EPOCHS
+
+
+def pruned_search(oracle):
+    epochs = {}
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == TrialStatus.STOPPED:
+            return epochs
+        epochs[trial.trial_id] = train_reporting(oracle, trial)
+        trial.status = TrialStatus.COMPLETED  # what KerasTuner's tuner says of a run that returned
+        oracle.end_trial(trial)
+
+
+def test_asha_stops_hopeless_trials_at_its_rungs_and_keeps_each_rounds_best(tmp_path):
+    from tuning.pruning import Asha
+
+    oracle = make_oracle(tmp_path, max_trials=30, rounds=2, pruning=Asha(EPOCHS))
+    epochs = pruned_search(oracle)
+    stopped = {tid for tid, t in oracle.trials.items() if t.status == TrialStatus.STOPPED}
+    completed = {tid for tid, t in oracle.trials.items() if t.status == TrialStatus.COMPLETED}
+    assert stopped and completed and stopped | completed == set(oracle.trials)
+    assert {epochs[tid] for tid in stopped} <= {1, 3}
+    assert oracle.trials_stopped == {tid: epochs[tid] for tid in stopped}
+    assert sum(epochs.values()) < 0.5 * EPOCHS * len(epochs)
+    for round_ids in oracle._round_trial_ids:
+        best = max(round_ids, key=lambda tid: fake_score(oracle.trials[tid].hyperparameters.values))
+        assert best in completed
+    # A stopped trial is scored by its last report and counted apart from failed ones.
+    some = next(iter(stopped))
+    assert oracle.trials[some].score == pytest.approx(
+        fake_curve(oracle.trials[some].hyperparameters.values, epochs[some]))
+    assert [r["stopped"] for r in oracle.rounds_summary()] == [
+        sum(1 for tid in ids if tid in stopped) for ids in oracle._round_trial_ids]
+    assert sum(r["trials"] for r in oracle.rounds_summary()) == len(completed)
+
+
+def test_a_stopped_trial_is_not_run_again_after_a_reload(tmp_path):
+    from tuning.pruning import Asha
+
+    oracle = make_oracle(tmp_path, max_trials=8, rounds=1, pruning=Asha(EPOCHS))
+    pruned_search(oracle)
+    stopped = {tid for tid, t in oracle.trials.items() if t.status == TrialStatus.STOPPED}
+    assert stopped
+    resumed = make_oracle(tmp_path, max_trials=8, rounds=1, pruning=Asha(EPOCHS))
+    resumed.reload()
+    assert resumed.trials_stopped == oracle.trials_stopped
+    assert {tid for tid, t in resumed.trials.items() if t.status == TrialStatus.STOPPED} == stopped
+    assert resumed.create_trial("tuner0").status == TrialStatus.STOPPED  # nothing left to run
+
+
+def test_a_trial_stopped_before_a_kill_stops_again_when_retried(tmp_path):
+    from tuning.pruning import Asha
+
+    oracle = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS))
+    first = oracle.create_trial("tuner0")
+    assert train_reporting(oracle, first) == EPOCHS
+    first.status = TrialStatus.COMPLETED
+    oracle.end_trial(first)
+    worse = oracle.create_trial("tuner0")
+    oracle.update_trial(worse.trial_id, {"score": -1.0}, step=1)  # hopeless: stopped at rung 1
+    resumed = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS))
+    resumed.reload()  # killed before the trial ended: it is retried
+    retried = resumed.create_trial("tuner1")
+    assert retried.trial_id == worse.trial_id
+    assert resumed.update_trial(retried.trial_id, {"score": -1.0}, step=2).status == TrialStatus.STOPPED
+
+
+def test_resume_with_another_pruning_is_refused(tmp_path):
+    from tuning.pruning import Asha
+
+    oracle = make_oracle(tmp_path, pruning=Asha(EPOCHS))
+    run_search(oracle, limit=2)
+    with pytest.raises(ValueError, match="pruning=none"):
+        make_oracle(tmp_path).reload()
+
+
+def test_a_released_workers_trial_goes_to_another_worker(tmp_path):
+    oracle = make_oracle(tmp_path, max_trials=4, rounds=1)
+    lost = oracle.create_trial("tuner0")
+    oracle.release("tuner0")  # tuner0 died mid-trial
+    assert "tuner0" not in oracle.tuner_ids and not oracle.ongoing_trials
+    taken = oracle.create_trial("tuner1")
+    assert taken.trial_id == lost.trial_id
+    assert taken.hyperparameters.values == lost.hyperparameters.values

@@ -169,6 +169,14 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             in 10; 0.25 leaves about 35% and always holds it.
         seed: int, the random seed; None picks one (KerasTuner's rule), saved
             with the state.
+        pruning: None, or a stopping rule of `tuning.pruning` (`Asha`,
+            `Median`): a trial that reports its objective after each epoch
+            (`update_trial(trial_id, metrics, step=epochs_run)`) is judged
+            against the trials of its round that reached the same epoch, and
+            a hopeless one gets back status `STOPPED`. It ends as a `STOPPED`
+            trial scored by its last report: never retried, counted apart
+            from failed ones, and left out of the narrowing, which compares
+            trials that ran every epoch.
         **kwargs: the other `keras_tuner.Oracle` arguments:
             `hyperparameters`, `allow_new_entries`, `tune_new_entries`,
             `max_retries_per_trial`, `max_consecutive_failed_trials`.
@@ -187,6 +195,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         top_fraction=0.2,
         margin=0.1,
         seed=None,
+        pruning=None,
         **kwargs,
     ):
         ranges = _checked_ranges(DEFAULT_RANGES if ranges is None else ranges)
@@ -217,6 +226,12 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         self._boxes = [dict(ranges)]
         # The ids of the trials each started round has created, in order.
         self._round_trial_ids = [[]]
+        self.pruning = pruning
+        # trial id -> the epoch the rule stopped it at.
+        self._stopped = {}
+        # trial id -> the rungs it has passed: a retried trial that reports
+        # a rung again is not judged against trials that came after it.
+        self._passed = {}
 
     @property
     def current_round(self):
@@ -252,6 +267,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             row = {"round": r + 1}
             row.update({f"{name}_range": [low, high] for name, (low, high) in box.items()})
             row.update({"trials": len(scores), "best": best})
+            row["stopped"] = sum(1 for tid in trial_ids if tid in self._stopped)
             summary.append(row)
         return summary
 
@@ -274,6 +290,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                     return {"status": TrialStatus.STOPPED, "values": None}
                 # `create_trial` records every RUNNING answer under `trial_id`.
                 trial_ids.append(trial_id)
+                # In the values, the round reaches workers too (and their HParams).
+                values["round"] = r + 1
                 return {"status": TrialStatus.RUNNING, "values": values}
             if not self._round_ended(trial_ids):
                 # The next box needs the whole round; KerasTuner asks again
@@ -294,6 +312,96 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 ranges = ", ".join(f"{n} in [{lo:.3g}, {hi:.3g}]" for n, (lo, hi) in box.items())
                 print(f"Round {r + 2} of {self.rounds}: {ranges}")
 
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        """Records a trial's report; answers `STOPPED` when the pruning rule stops it.
+
+        Args:
+            trial_id: A string, a running trial's id.
+            metrics: dict metric name -> value, holding the objective.
+            step: int, the epochs the trial has run.
+
+        Returns:
+            The `Trial`; its status is `STOPPED` when it should end now.
+        """
+        trial = super().update_trial(trial_id, metrics, step=step)
+        if self.pruning is None:
+            return trial
+        if trial_id not in self._stopped and self._should_stop(trial_id, step):
+            self._stopped[trial_id] = step
+            self.save()
+        if trial_id in self._stopped:
+            trial.status = TrialStatus.STOPPED
+        return trial
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        """KerasTuner's `end_trial`; a trial the rule stopped ends as `STOPPED`."""
+        super().end_trial(trial)
+        ended = self.trials[trial.trial_id]
+        if trial.trial_id in self._stopped and ended.status == TrialStatus.COMPLETED:
+            ended.status = TrialStatus.STOPPED
+            self._save_trial(ended)
+            self.save()
+
+    def score_trial(self, trial):
+        """A trial's score is its last report: the model it ends with, not its best epoch."""
+        name = self.objective.name
+        if trial.metrics.exists(name) and trial.metrics.get_history(name):
+            last = trial.metrics.get_history(name)[-1]
+            trial.score, trial.best_step = float(last.mean()), last.step
+        else:
+            super().score_trial(trial)
+
+    @keras_tuner.synchronized
+    def release(self, tuner_id):
+        """Forget a worker that died; its running trial goes back to the queue.
+
+        The next worker that asks for a trial gets it (and resumes it from its
+        last finished epoch); the chief stops waiting for the dead one.
+        """
+        trial = self.ongoing_trials.pop(tuner_id, None)
+        if trial is not None and trial.trial_id not in self._retry_queue:
+            self._retry_queue.append(trial.trial_id)
+        self.tuner_ids.discard(tuner_id)
+        self.save()
+
+    @property
+    def trials_stopped(self):
+        """The ids of the trials the pruning rule stopped, with their epochs."""
+        return dict(self._stopped)
+
+    def _should_stop(self, trial_id, step):
+        """The rule's verdict on `trial_id` at epoch `step`, each rung judged once."""
+        if step not in self.pruning.rungs or step in self._passed.get(trial_id, ()):
+            return False
+        value = self._value_at(trial_id, step)
+        if value is None:
+            return False
+        try:
+            round_ids = self._round_trial_ids[self.round_of(trial_id) - 1]
+        except KeyError:
+            return False
+        others = [self._value_at(tid, step) for tid in round_ids if tid != trial_id]
+        others = [v for v in others if v is not None]
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        if self.pruning.should_stop(step, sign * value, [sign * v for v in others]):
+            return True
+        self._passed.setdefault(trial_id, []).append(step)
+        return False
+
+    def _value_at(self, trial_id, step):
+        """The objective `trial_id` reported at `step`, or None (not reached, or not finite)."""
+        trial = self.trials.get(trial_id)
+        name = self.objective.name
+        if trial is None or not trial.metrics.exists(name):
+            return None
+        for observation in trial.metrics.get_history(name):
+            if observation.step == step:
+                value = float(observation.mean())
+                return value if math.isfinite(value) else None
+        return None
+
     # KerasTuner writes its state files in place, so a kill mid-write leaves
     # a torn oracle.json or trial.json that breaks the next reload. kbn's are
     # written beside the target and renamed over it, whole or not at all.
@@ -313,6 +421,9 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 {name: list(bounds) for name, bounds in box.items()} for box in self._boxes
             ],
             "round_trial_ids": [list(ids) for ids in self._round_trial_ids],
+            "pruning": self.pruning.name if self.pruning else "none",
+            "stopped": dict(self._stopped),
+            "passed": {tid: list(rungs) for tid, rungs in self._passed.items()},
         }
         return state
 
@@ -321,16 +432,19 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         # A missing key raises KeyError, which `Oracle.reload` reports as an
         # existing project of another kind.
         ours = state[_STATE_KEY]
-        saved = (ours["max_trials"], ours["rounds"], _as_tuples(ours["ranges"]))
-        if saved != (self.max_trials, self.rounds, self.ranges):
+        pruning = self.pruning.name if self.pruning else "none"
+        saved = (ours["max_trials"], ours["rounds"], _as_tuples(ours["ranges"]), ours.get("pruning", "none"))
+        if saved != (self.max_trials, self.rounds, self.ranges, pruning):
             raise KbnError(
                 "A coarse-to-fine search resumes with the settings it started with. "
                 f"Received: max_trials={self.max_trials}, rounds={self.rounds}, "
-                f"ranges={self.ranges}; saved: max_trials={saved[0]}, rounds={saved[1]}, "
-                f"ranges={saved[2]}"
+                f"ranges={self.ranges}, pruning={pruning}; saved: max_trials={saved[0]}, "
+                f"rounds={saved[1]}, ranges={saved[2]}, pruning={saved[3]}"
             )
         self._boxes = [_as_tuples(box) for box in ours["boxes"]]
         self._round_trial_ids = [list(ids) for ids in ours["round_trial_ids"]]
+        self._stopped = dict(ours.get("stopped", {}))
+        self._passed = {tid: list(rungs) for tid, rungs in ours.get("passed", {}).items()}
 
     def _draw_values(self, box):
         """Values for the next trial: KerasTuner's random draw, `box`'s names overridden."""
