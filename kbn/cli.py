@@ -212,6 +212,7 @@ def _train(args):
         translate=args.translate,
         adapt=dataset.train.x,
         seed=args.seed,
+        class_names=dataset.class_names,
     )
     if not args.json:
         print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
@@ -243,10 +244,13 @@ def _train(args):
 
 
 def _evaluate_parser(sub):
-    p = sub.add_parser("evaluate", help="accuracy and loss of a saved model on a data split")
+    p = sub.add_parser("evaluate", help="accuracy, loss, per-class accuracy and confusion matrix "
+                                        "of a saved model on a data split")
     p.add_argument("model", metavar="MODEL.keras")
     _add_data_options(p)
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
+    p.add_argument("--confusion", metavar="PATH.png",
+                   help="draw the confusion matrix (of all the splits evaluated) there")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_evaluate)
 
@@ -259,10 +263,79 @@ def _evaluate(args):
         args.train_size, args.val_size = None, 0  # the test split needs no cut of the pool
     dataset = _load(args)
     result = evaluate(model, dataset, args.split)
-    text = "\n".join(
-        f"{name}: accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}, n {r['n']}"
+    # One line per split, its name first; the per-class accuracies on the same line.
+    lines = [
+        f"{name}: accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}, n {r['n']}; per class: "
+        + ", ".join(f"{c} {'-' if a is None else format(a, '.4f')}" for c, a in r["per_class"].items())
         for name, r in result["splits"].items()
-    )
+    ]
+    if args.confusion:
+        from kbn.plots import plot_confusion
+
+        splits = "+".join(result["splits"])
+        result["confusion_png"] = str(plot_confusion(
+            result["confusion"], result["class_names"], args.confusion,
+            title=f"{args.model} on {dataset.name} ({splits})",
+        ))
+        lines.append(f"confusion matrix: {result['confusion_png']}")
+    _emit(args, result, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------
+# kbn predict
+# --------------------------------------------------------------------------
+
+
+def _predict_parser(sub):
+    p = sub.add_parser("predict", help="the class of each image file, with its probability")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (JPEG, PNG, ...) or folders of them (searched recursively)")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                   help="the K most probable classes per image (default: 1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args):
+    from kbn.evaluate import load_model
+    from kbn.predict import predict
+
+    predictions = predict(load_model(args.model), args.images, top=args.top)
+    lines = [
+        f"{p['path']}: " + ", ".join(f"{t['class']} {t['probability']:.4f}" for t in p["top"])
+        + (f" (resized from {p['resized'][1]}x{p['resized'][0]})" if p["resized"] else "")
+        for p in predictions
+    ]
+    _emit(args, {"predictions": predictions}, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------
+# kbn export
+# --------------------------------------------------------------------------
+
+
+def _export_parser(sub):
+    p = sub.add_parser("export", help="a TensorFlow SavedModel serving raw uint8 images")
+    p.add_argument("model", metavar="MODEL.keras")
+    p.add_argument("directory", metavar="DIR", help="the SavedModel's folder (new, or empty)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_export)
+
+
+def _export(args):
+    from kbn.evaluate import load_model
+    from kbn.export import SIGNATURE, export
+    from kbn.model import class_names
+
+    model = load_model(args.model)
+    directory = export(model, args.directory)
+    result = {"directory": str(directory), "signature": SIGNATURE,
+              "input_shape": [None, *model.input_shape[1:]], "class_names": class_names(model)}
+    shape = ", ".join(str(d) for d in result["input_shape"])
+    text = (f"SavedModel in {directory}: {SIGNATURE}(images: uint8 ({shape})) -> "
+            f"probabilities float32 (None, {len(result['class_names'])}), classes int64 (None,), "
+            f"class_names string (None,)")
     _emit(args, result, text)
 
 
@@ -478,6 +551,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _predict_parser(sub)
+    _export_parser(sub)
     _gradcheck_parser(sub)
     _tune_parser(sub)
     _reproduce_parser(sub)

@@ -1,4 +1,10 @@
-"""Load a saved kbn model and measure it on the splits of a data set."""
+"""Load a saved kbn model and measure it on the splits of a data set.
+
+`evaluate` gives, per split and over the whole request, the accuracy, the
+loss, the number of examples, the confusion matrix (rows: true class,
+columns: predicted class) and the accuracy of each class (the diagonal over
+the row sums), with the class names.
+"""
 
 import pathlib
 import zipfile
@@ -8,6 +14,7 @@ import numpy as np
 
 import kbn.layers  # noqa: F401  (registers Dense and BatchNorm for loading)
 from kbn.errors import KbnError
+from kbn.model import class_names as model_class_names
 
 SPLITS = ("train", "val", "test")
 
@@ -39,29 +46,95 @@ def evaluate(model, dataset, split="test", batch_size=1000):
         batch_size: examples per evaluation step.
 
     Returns:
-        dict: `splits` {name: {accuracy, loss, n}} and, for the whole
-        request, `accuracy`, `loss` and `n` (weighted over the splits).
+        dict: `class_names` (K strings, the model's own, else the data
+        set's), `splits` {name: {accuracy, loss, n, per_class, confusion}}
+        and, for the whole request, `accuracy`, `loss` and `n` (weighted by
+        n over the splits), `per_class` and `confusion` (summed over the
+        splits). `confusion` is a K x K list of lists of counts, row `i`
+        the examples of true class `i`, column `j` those predicted as `j`;
+        `per_class` maps each class name to its accuracy (None for a class
+        with no example).
 
     Raises:
         KbnError: the split is missing, or the data does not fit the model
-            (another input shape or more classes than the model's outputs).
+            (another input shape, more classes than the model's outputs, or
+            class names other than the ones the model was trained on).
     """
     names = [s for s in SPLITS if _split(dataset, s) is not None] if split == "all" else [split]
     if split != "all" and _split(dataset, split) is None:
         raise KbnError(f"{dataset.name} has no {split} split")
     _check_fits(model, dataset)
-    results = {}
+    classes = _class_names(model, dataset)
+    results, total = {}, np.zeros((len(classes), len(classes)), np.int64)
     for name in names:
         part = _split(dataset, name)
         loss, accuracy = model.evaluate(part.x, part.y, batch_size=batch_size, verbose=0)
-        results[name] = {"accuracy": float(accuracy), "loss": float(loss), "n": len(part)}
+        matrix = confusion_matrix(model, part, len(classes), batch_size)
+        total += matrix
+        results[name] = {"accuracy": float(accuracy), "loss": float(loss), "n": len(part),
+                         "per_class": per_class_accuracy(matrix, classes),
+                         "confusion": matrix.tolist()}
     n = sum(r["n"] for r in results.values())
     return {
+        "class_names": classes,
         "splits": results,
         "accuracy": sum(r["accuracy"] * r["n"] for r in results.values()) / n,
         "loss": sum(r["loss"] * r["n"] for r in results.values()) / n,
         "n": n,
+        "per_class": per_class_accuracy(total, classes),
+        "confusion": total.tolist(),
     }
+
+
+def confusion_matrix(model, split, num_classes, batch_size=1000):
+    """Counts of (true class, predicted class) pairs of `model` on `split`.
+
+    Args:
+        model: a Keras classifier from inputs (N, ...) to logits (N, K).
+        split: a `kbn.Split` with labels y of shape (N,).
+        num_classes: K.
+        batch_size: examples per prediction step.
+
+    Returns:
+        int64 array of shape (K, K): entry [i, j] counts the examples of
+        true class i that the model puts in class j (the argmax of its
+        logits); row sums are the class counts, the trace the hits.
+    """
+    logits = model.predict(split.x, batch_size=batch_size, verbose=0)  # (N, K)
+    predicted = np.argmax(logits, axis=1)  # (N,)
+    counts = np.bincount(np.asarray(split.y, np.int64) * num_classes + predicted,
+                         minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion, class_names):
+    """{class name: accuracy on that class's examples}, None where it has none.
+
+    Args:
+        confusion: counts of shape (K, K), rows the true classes.
+        class_names: K strings.
+    """
+    confusion = np.asarray(confusion)
+    rows = confusion.sum(axis=1)  # (K,)
+    return {name: (float(confusion[i, i] / rows[i]) if rows[i] else None)
+            for i, name in enumerate(class_names)}
+
+
+def _class_names(model, dataset):
+    """The model's class names; the data set's for a model saved without them."""
+    num_classes = model.output_shape[-1]
+    names = model_class_names(model)
+    digits = [str(i) for i in range(num_classes)]
+    data = list(dataset.class_names)
+    if names == digits:  # no names in the model: the data set's, when it names every class
+        return data if len(data) == num_classes else digits
+    # A data set named only by digits (an .npz) cannot contradict the model's names.
+    if data != digits[:len(data)] and data != names[:len(data)]:
+        raise KbnError(
+            f"the model's classes are {names} but {dataset.name}'s are {data}: "
+            f"label i must mean the same class in both"
+        )
+    return names
 
 
 def _split(dataset, name):

@@ -11,6 +11,8 @@ Three figures, the ones the assignment report shows:
   `(eta, lambda)` on log axes, coloured by validation accuracy, with each
   round's search box outlined.
 
+and `plot_confusion`, the confusion matrix of `kbn evaluate --confusion`.
+
 Every figure is a `matplotlib.figure.Figure` drawn by its own Agg canvas, so
 nothing touches pyplot's global state, no display is needed, figures are
 never left open and plotting from several threads is safe. Each PNG is written
@@ -250,6 +252,63 @@ def plot_search(
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3),
                    fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_confusion(confusion, class_names, path, *, title: str) -> pathlib.Path:
+    """Draw a confusion matrix as a grid of cells, rows the true classes.
+
+    Cell `[i, j]` is shaded by the fraction of class `i`'s examples that
+    were predicted as class `j` (each row sums to 1, so rare classes read as
+    well as common ones) and, for up to 20 classes, shows its count. The
+    y-axis labels carry each class's accuracy (the diagonal over the row).
+
+    Args:
+        confusion: counts of shape (K, K) (array or nested lists), row `i`
+            the examples of true class `i`, column `j` those predicted as
+            class `j`.
+        class_names: K strings, the names of the classes in order.
+        path: where to write the PNG (str or path-like); missing parent
+            folders are created.
+        title: the figure title.
+
+    Returns:
+        The `pathlib.Path` written.
+
+    Raises:
+        KbnError: when `confusion` is not square, has negative counts, or
+            its size differs from the number of class names.
+    """
+    counts = np.asarray(confusion, dtype=np.int64)  # (K, K)
+    names = [str(name) for name in class_names]
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(names) \
+            or not len(names) or (counts < 0).any():
+        raise KbnError(
+            f"plot_confusion needs a K x K matrix of counts >= 0 and K class names. "
+            f"Received: a matrix of shape {counts.shape} and {len(names)} names"
+        )
+    k = len(names)
+    rows = counts.sum(axis=1, keepdims=True)  # (K, 1)
+    fractions = counts / np.maximum(rows, 1)  # (K, K), rows sum to 1 (0 for empty rows)
+    side = min(12.0, 3.0 + 0.5 * k)
+    fig = _new_figure((side + 1.5, side))
+    ax = fig.subplots()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if fractions[i, j] > 0.5 else "black")
+    accuracy = [f"{counts[i, i] / rows[i, 0]:.2f}" if rows[i, 0] else "-" for i in range(k)]
+    ax.set_xticks(range(k), names, rotation=45 if k > 5 else 0, ha="right" if k > 5 else "center",
+                  fontsize=8)
+    ax.set_yticks(range(k), [f"{n} ({a})" for n, a in zip(names, accuracy)], fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (accuracy)")
+    total = int(counts.sum())
+    overall = f"{np.trace(counts) / total:.4f}" if total else "-"
+    ax.set_title(_wrap(f"{title}\naccuracy {overall}, n {total}", fig))
     return _save(fig, path)
 
 

@@ -2,6 +2,7 @@
 on a tiny synthetic data set and a model trained for two epochs."""
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -237,3 +238,142 @@ def test_evaluate_on_a_subset_of_the_models_classes_works(trained):
     result = evaluate(model, other, "test")
     assert result["n"] == int(keep.sum())
     assert result["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+# --- per-class accuracy and the confusion matrix -------------------------------------------
+
+
+def hand_confusion(model, split, num_classes=NUM_CLASSES):
+    """Counts [true, predicted] by a loop over the examples."""
+    predicted = np.argmax(model.predict(split.x, verbose=0), axis=1)
+    counts = np.zeros((num_classes, num_classes), int)
+    for true, guess in zip(split.y, predicted):
+        counts[true, guess] += 1
+    return counts
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_confusion_rows_are_true_classes_and_columns_predicted_ones(split, trained):
+    model, dataset, _ = trained
+    part = getattr(dataset, split)
+    counts = hand_confusion(model, part)
+    assert (counts - np.diag(np.diag(counts))).sum() > 0  # mistakes, off the diagonal
+    result = evaluate(model, dataset, split)
+    assert result["confusion"] == counts.tolist() == result["splits"][split]["confusion"]
+    assert list(np.sum(result["confusion"], axis=1)) == list(np.bincount(part.y, minlength=NUM_CLASSES))
+    assert np.trace(result["confusion"]) / result["n"] == pytest.approx(result["accuracy"], abs=1e-6)
+
+
+def test_per_class_accuracy_is_each_classs_hits_over_its_examples(trained):
+    model, dataset, _ = trained
+    predicted = np.argmax(model.predict(dataset.test.x, verbose=0), axis=1)
+    result = evaluate(model, dataset, "test")
+    assert result["class_names"] == list(dataset.class_names)
+    assert list(result["per_class"]) == list(dataset.class_names)
+    for k, name in enumerate(dataset.class_names):
+        mine = dataset.test.y == k
+        assert result["per_class"][name] == pytest.approx(np.mean(predicted[mine] == k), abs=1e-12)
+
+
+def test_all_sums_the_confusion_matrices_of_the_splits(trained):
+    model, dataset, _ = trained
+    result = evaluate(model, dataset, "all")
+    total = sum(hand_confusion(model, getattr(dataset, s)) for s in ("train", "val", "test"))
+    assert result["confusion"] == total.tolist()
+    assert np.sum(result["confusion"]) == result["n"]
+
+
+def test_a_class_without_examples_has_no_accuracy(trained):
+    model, dataset, _ = trained
+    keep = dataset.test.y < 2
+    result = evaluate(model, with_test(dataset, dataset.test.x[keep], dataset.test.y[keep]), "test")
+    assert result["per_class"]["2"] is None
+    assert np.sum(result["confusion"][2]) == 0
+    assert result["per_class"]["0"] is not None
+
+
+def test_the_models_own_class_names_label_the_figures(trained, tmp_path):
+    model, dataset, _ = trained
+    named = named_copy(model, ("cat", "dog", "ship"), tmp_path)
+    result = evaluate(named, dataset, "test")  # the data set's names are "0", "1", "2"
+    assert result["class_names"] == ["cat", "dog", "ship"]
+    assert list(result["per_class"]) == ["cat", "dog", "ship"]
+    assert result["confusion"] == evaluate(model, dataset, "test")["confusion"]
+
+
+def test_data_whose_class_names_differ_from_the_models_raises_kbn_error(trained, tmp_path):
+    model, dataset, _ = trained
+    named = named_copy(model, ("cat", "dog", "ship"), tmp_path)
+    other = dataclasses.replace(dataset, class_names=("dog", "cat", "ship"))
+    with pytest.raises(KbnError, match="cat") as info:
+        evaluate(named, other, "test")
+    assert "label i must mean the same class" in str(info.value)
+
+
+def named_copy(model, names, tmp_path):
+    """`model` with the same weights, built with class names."""
+    from kbn.model import class_names
+
+    copy = build_mlp([8], NUM_CLASSES, input_shape=IMAGE_SHAPE, class_names=names)
+    copy.set_weights(model.get_weights())
+    copy.save(tmp_path / "named.keras")
+    loaded = load_model(tmp_path / "named.keras")
+    assert class_names(loaded) == list(names)
+    return loaded
+
+
+def test_plot_confusion_writes_a_png_of_the_matrix(tmp_path):
+    from PIL import Image
+
+    from kbn.plots import plot_confusion
+
+    path = plot_confusion([[5, 1, 0], [2, 3, 1], [0, 0, 0]], ["cat", "dog", "ship"],
+                          tmp_path / "sub" / "confusion.png", title="tiny")
+    assert path == tmp_path / "sub" / "confusion.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+@pytest.mark.parametrize(
+    "matrix, names",
+    [([[1, 2], [3, 4]], ["a", "b", "c"]), ([[1, 2, 3]], ["a"]), ([[1, -1], [0, 1]], ["a", "b"])],
+    ids=["names-mismatch", "not-square", "negative"],
+)
+def test_plot_confusion_of_a_bad_matrix_raises_kbn_error(matrix, names, tmp_path):
+    from kbn.plots import plot_confusion
+
+    with pytest.raises(KbnError, match="K x K"):
+        plot_confusion(matrix, names, tmp_path / "c.png", title="bad")
+    assert not (tmp_path / "c.png").exists()
+
+
+# --- kbn evaluate --------------------------------------------------------------------------
+
+
+def test_cli_evaluate_json_has_per_class_confusion_and_the_png(trained, tmp_path, capsys):
+    from kbn.cli import main
+
+    model, dataset, path = trained
+    png = tmp_path / "confusion.png"
+    status = main(["evaluate", str(path), "--data", f"npz:{path.parent / 'data.npz'}",
+                   "--confusion", str(png), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["class_names"] == list(dataset.class_names)
+    assert result["confusion"] == hand_confusion(model, dataset.test).tolist()
+    assert set(result["per_class"]) == set(dataset.class_names)
+    assert result["confusion_png"] == str(png) and png.stat().st_size > 0
+
+
+def test_cli_evaluate_prints_the_per_class_accuracy_on_each_splits_line(trained, capsys):
+    from kbn.cli import main
+
+    model, dataset, path = trained
+    status = main(["evaluate", str(path), "--data", f"npz:{path.parent / 'data.npz'}"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    [line] = captured.out.strip().splitlines()
+    per_class = evaluate(model, dataset, "test")["per_class"]
+    assert line.startswith("test: accuracy")
+    assert line.endswith("per class: " + ", ".join(f"{c} {a:.4f}" for c, a in per_class.items()))
