@@ -1,21 +1,20 @@
-"""Tests for tuning/search.py and tuning/hypermodel.py: a real, tiny search."""
+"""Tests for tuning/search.py, tuner.py, results.py and hypermodel.py: a real, tiny search."""
 
 import csv
 import json
 import math
 import signal
 import subprocess
-import sys
 import time
 
 import keras_tuner
-import numpy as np
 import pytest
 
 import synthetic
+from tune_cli import tune_command
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
-from kbn.training import TrainConfig
+from kbn.config import TrainConfig
 from tuning.hypermodel import KbnHyperModel
 from tuning.search import SearchConfig, search
 
@@ -50,6 +49,7 @@ def _config(tmp_path, **overrides):
             "directory": str(tmp_path),
             "project": "p",
             "verbose": 0,
+            "pruning": "none",
             **overrides,
         }
     )
@@ -83,7 +83,7 @@ def test_search_writes_csv_markdown_plot_and_trial_runs(finished):
     assert len(rows) == TRIALS
     assert {float(r["val_acc"]) for r in rows} == {t["val_acc"] for t in finished.trials}
     table = (folder / "results.md").read_text().splitlines()
-    assert table[0] == "| eta | lambda | validation accuracy | round | status |"
+    assert table[0] == "| eta | lambda | validation accuracy | round | status | epochs |"
     assert len(table) == 2 + TRIALS
     assert f"{finished.best['val_acc']:.4f}" in table[2]  # best first
     assert (folder / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -92,13 +92,42 @@ def test_search_writes_csv_markdown_plot_and_trial_runs(finished):
         summary = json.loads((run / "summary.json").read_text())
         assert summary["config"]["eta"] == pytest.approx(t["eta"])
         assert summary["final"]["val_acc"] == pytest.approx(t["val_acc"])
-        assert list((run / "hparams").iterdir())  # TensorBoard HParams events
+        assert t["epochs"] == summary["epochs_run"] == 2
+    assert finished.epochs_trained == 2 * TRIALS and finished.trials_stopped == 0
+
+
+def test_a_trials_run_folder_holds_its_hparams_session_beside_its_curves(finished):
+    # TensorBoard's HParams dashboard reads a session's metrics from the
+    # sub-runs of the folder that holds the session: both must be in the trial's folder.
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    t = finished.trials[-1]
+    run = finished.project_dir / "runs" / f"trial_{t['trial_id']}"
+    top = event_accumulator.EventAccumulator(str(run), size_guidance={event_accumulator.TENSORS: 0})
+    top.Reload()
+    content = top.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    hparams = {name: getattr(v, v.WhichOneof("kind")) for name, v in start.hparams.items()}
+    assert hparams["eta"] == pytest.approx(t["eta"]) and hparams["lam"] == pytest.approx(t["lam"])
+    assert (hparams["round"], hparams["trial_id"], hparams["status"]) == (2, t["trial_id"], "finished")
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert ("validation", "epoch_accuracy") in {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    validation = event_accumulator.EventAccumulator(str(run / "validation"),
+                                                    size_guidance={event_accumulator.TENSORS: 0})
+    validation.Reload()
+    assert [e.step for e in validation.Tensors("epoch_loss")] == [0, 1]
+    # The session itself writes no metric value.
+    assert not top.Tags()["scalars"] and set(top.Tags()["tensors"]) <= {
+        metadata.SESSION_START_INFO_TAG, metadata.EXPERIMENT_TAG}
 
 
 def test_trials_share_the_schedule_epochs_and_seed(finished):
-    run = finished.project_dir / "runs" / f"trial_{finished.trials[0]['trial_id']}"
-    config = json.loads((run / "summary.json").read_text())["config"]
-    assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (2, 32, "exp", 0)
+    for t in finished.trials:
+        run = finished.project_dir / "runs" / f"trial_{t['trial_id']}"
+        config = json.loads((run / "summary.json").read_text())["config"]
+        assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (2, 32, "exp", 0)
+        assert config["eta"] == pytest.approx(t["eta"])
 
 
 def test_a_later_trial_on_the_shared_model_scores_as_a_fresh_model_would(finished, tmp_path):
@@ -156,6 +185,7 @@ def test_hypermodel_can_search_the_architecture():
         ({"rounds": 0}, "rounds must be at least 1"),
         ({"trials": 1, "rounds": 2}, "trials must be at least"),
         ({"epochs": 0}, "epochs must be at least 1"),
+        ({"pruning": "hyperband"}, "pruning must be one of asha, median, none"),
     ],
 )
 def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
@@ -163,20 +193,8 @@ def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
         search(DATA, _config(tmp_path, **overrides), TRAIN)
 
 
-def _tune_command(tmp_path, *options):
-    """`kbn tune` in a new process on a tiny npz in tmp_path, project tmp_path/p."""
-    data = tmp_path / "data.npz"
-    x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
-    np.savez(data, x_train=x, y_train=y)
-    return [
-        sys.executable, "-m", "kbn.cli", "tune", "--data", f"npz:{data}", "--val-size", "100",
-        "--rounds", "2", "--epochs", "3", "--directory", str(tmp_path), "--project", "p", "--json",
-        *options,
-    ]
-
-
 def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
-    argv = _tune_command(tmp_path, "--trials", str(TRIALS))
+    argv = tune_command(tmp_path, "--trials", str(TRIALS), "--pruning", "none")
     runs = tmp_path / "p" / "runs"
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -206,49 +224,75 @@ def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
         assert all(math.isfinite(v) for v in history["loss"])
 
 
-def test_two_workers_on_loopback_share_the_trials(tmp_path):
-    # Each worker process is replaced after 2 trials: the search goes on regardless.
-    result = search(DATA, _config(tmp_path, workers=2, recycle_after=2), TRAIN)
-    assert result.trials_completed == TRIALS
-    assert len({t["trial_id"] for t in result.trials}) == TRIALS
-    assert set(result.trials_by_worker) <= {"tuner0", "tuner1"}
-    assert sum(result.trials_by_worker.values()) == TRIALS
-    assert [r["trials"] for r in result.rounds] == [3, 3]
-    assert all(t["peak_rss_mb"] > 0 for t in result.trials)
-
-
-def test_workers_stop_when_their_chief_is_killed(tmp_path):
-    argv = _tune_command(tmp_path, "--trials", "40", "--workers", "1")
-    chief = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    runs = tmp_path / "p" / "runs"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(runs.glob("trial_*/summary.json")):
-        time.sleep(0.2)
-
-    def workers_alive():
-        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
-        return [line for line in ps.splitlines() if "tuning.worker" in line and str(tmp_path) in line]
-
-    assert workers_alive()  # a worker is training when the chief dies
-    chief.send_signal(signal.SIGKILL)
-    chief.wait()
-    deadline = time.monotonic() + 15
-    while workers_alive() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert workers_alive() == []
-
-
 def test_a_trial_that_diverged_before_a_kill_is_still_failed_on_retry(tmp_path):
-    from types import SimpleNamespace
-
     from kbn.fileio import write_json
     from tuning.search import _tuner
 
     tuner = _tuner(DATA, _config(tmp_path), TRAIN)
-    run_dir = tuner.run_dir("07")
+    trial = tuner.oracle.create_trial("tuner0")
+    run_dir = tuner.run_dir(trial.trial_id)
     write_json(run_dir / "summary.json", {"finished": True, "diverged": "training cost became nan",
-                                          "final": {"val_acc": 0.3}})
+                                          "final": {"val_acc": 0.3}, "epochs_run": 1})
     with pytest.raises(keras_tuner.errors.FailedTrialError, match="became nan"):
-        tuner.run_trial(SimpleNamespace(trial_id="07", hyperparameters=None))
-    write_json(run_dir / "summary.json", {"finished": True, "diverged": None, "final": {"val_acc": 0.8}})
-    assert tuner.run_trial(SimpleNamespace(trial_id="07", hyperparameters=None)) == {"val_accuracy": 0.8}
+        tuner.run_trial(trial)
+    write_json(run_dir / "summary.json", {"finished": True, "diverged": None, "final": {"val_acc": 0.8},
+                                          "epochs_run": 2})
+    assert tuner.run_trial(trial) == {"val_accuracy": 0.8}
+    # The finished run's last epoch reaches the oracle, which scores trials by it.
+    assert tuner.oracle.get_trial(trial.trial_id).metrics.get_last_value("val_accuracy") == 0.8
+
+
+# eta from 1e-4 (barely learns in one epoch) to 0.5: ASHA's first rung separates them.
+PRUNED = {"trials": 8, "rounds": 1, "epochs": 3, "eta_range": (1e-4, 0.5), "pruning": "asha"}
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("pruned")
+    return search(DATA, _config(tmp_path, **PRUNED), TRAIN)
+
+
+def test_pruning_stops_hopeless_trials_after_their_rung_and_records_them(pruned):
+    stopped = [t for t in pruned.trials if t["status"] == "STOPPED"]
+    assert stopped and pruned.trials_stopped == len(stopped)
+    assert pruned.trials_completed + pruned.trials_stopped == PRUNED["trials"]
+    assert pruned.epochs_trained == sum(t["epochs"] for t in pruned.trials) < 3 * PRUNED["trials"]
+    best_completed = max(t["val_acc"] for t in pruned.trials if t["status"] == "COMPLETED")
+    assert pruned.best["val_acc"] == best_completed
+    for t in stopped:
+        run = pruned.project_dir / "runs" / f"trial_{t['trial_id']}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert t["epochs"] == summary["epochs_run"] == 1  # ASHA's rung for 3 epochs
+        assert summary["finished"] and summary["stopped_early"]
+        assert t["val_acc"] == pytest.approx(summary["history"]["val_accuracy"][-1])
+    rows = [line for line in (pruned.project_dir / "results.md").read_text().splitlines() if "STOPPED" in line]
+    assert len(rows) == len(stopped)
+
+
+def test_a_stopped_trial_has_status_stopped_in_its_hparams(pruned):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    t = next(t for t in pruned.trials if t["status"] == "STOPPED")
+    top = event_accumulator.EventAccumulator(str(pruned.project_dir / "runs" / f"trial_{t['trial_id']}"))
+    top.Reload()
+    content = top.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+    assert metadata.parse_session_start_info_plugin_data(content).hparams["status"].string_value == "stopped"
+
+
+def test_resuming_a_pruned_search_runs_nothing_again(pruned):
+    runs = pruned.project_dir / "runs"
+    before = {d.name: (d / "summary.json").stat().st_mtime_ns for d in runs.iterdir()}
+    directory, project = pruned.project_dir.parent, pruned.project_dir.name
+    again = search(DATA, _config(directory, project=project, resume=True, **PRUNED), TRAIN)
+    assert [(t["trial_id"], t["status"], t["epochs"]) for t in again.trials] == [
+        (t["trial_id"], t["status"], t["epochs"]) for t in pruned.trials]
+    assert {d.name: (d / "summary.json").stat().st_mtime_ns for d in runs.iterdir()} == before
+
+
+def test_a_second_search_on_a_live_project_is_refused(tmp_path):
+    from kbn.runlock import RunLock
+
+    with RunLock(tmp_path / "p", what="search project"):
+        with pytest.raises(KbnError, match="search project .* is in use by process"):
+            search(DATA, _config(tmp_path), TRAIN)

@@ -1,6 +1,8 @@
 """KerasTuner on top of kbn: the report's coarse-to-fine search of eta and lambda.
 
-`hypermodel` describes the space, `oracle` narrows it round by round,
-`search` runs the trials as kbn training runs (in one process or with
-workers) and writes the results; `worker` is one worker process.
+One module per job: `hypermodel` describes the space, `oracle` narrows it
+round by round and stops hopeless trials with a rule of `pruning`, `tuner`
+runs each trial as a kbn training run, `workers` serves the oracle to worker
+processes (`worker` is one of them), `results` collects and writes what a
+search found, and `search` holds the settings and the entry point.
 """

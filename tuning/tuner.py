@@ -1,0 +1,175 @@
+"""KbnTuner: a KerasTuner `Tuner` whose trials are kbn training runs.
+
+    trial --KbnTuner.run_trial--> kbn.train(model, dataset, config, callbacks=[ReportEpochs])
+        runs/trial_<id>/     the trial's kbn run: TensorBoard curves and HParams
+                             session, summary.json, model.keras, backup while unfinished
+        ReportEpochs         after every epoch: oracle.update_trial(val_accuracy, step=epochs);
+                             an answer STOPPED ends the run after that epoch
+
+The oracle decides (see `tuning.oracle` and `tuning.pruning`); the tuner
+only reports and obeys, so the same trial stops alike in one process and
+on a worker, whose oracle is KerasTuner's gRPC client of the chief's.
+"""
+
+import dataclasses
+import pathlib
+import resource
+
+import keras
+import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
+
+from kbn._quiet import tensorflow_warnings_off
+from kbn.evaluate import load_model
+from kbn.fileio import read_json, write_json
+from kbn.layers import Dense
+from kbn.training import train
+
+OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+
+RECYCLE_EXIT = 75  # a worker that ends this way asks to be started afresh
+
+
+class ReportEpochs(keras.callbacks.Callback):
+    """Reports the validation accuracy after each epoch; stops the run when the oracle says so.
+
+    Args:
+        oracle: the search's oracle, or a worker's client of it.
+        trial_id: the trial being trained.
+        reported: the epochs the oracle already holds (a resumed trial does
+            not report them twice).
+    """
+
+    def __init__(self, oracle, trial_id, reported=()):
+        super().__init__()
+        self.oracle = oracle
+        self.trial_id = trial_id
+        self.reported = set(reported)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = epoch + 1  # epochs run, as the pruning rules count them
+        if "val_accuracy" not in logs or step in self.reported:
+            return
+        answer = self.oracle.update_trial(
+            self.trial_id, {"val_accuracy": float(logs["val_accuracy"])}, step=step
+        )
+        self.reported.add(step)
+        if answer.status == TrialStatus.STOPPED:
+            self.model.stop_training = True
+
+
+class KbnTuner(keras_tuner.Tuner):
+    """A KerasTuner `Tuner` whose trials are kbn training runs.
+
+    Each trial is `kbn.train` in `runs/trial_<id>` under the project folder,
+    with the trial's eta and the base `TrainConfig` (schedule, epochs,
+    divergence guard), reporting every epoch to the oracle (`ReportEpochs`).
+    A trial that was interrupted resumes from its last finished epoch; one
+    that finished before the kill is not run again.
+
+    Args:
+        dataset: the `kbn.Dataset` every trial trains on.
+        train_config: the base `TrainConfig`; eta, run_name, logdir, save
+            and resume are set per trial.
+        trials_before_exit: a worker process exits after this many trials
+            (the chief starts a fresh one); None: never.
+        **kwargs: `keras_tuner.Tuner` arguments (oracle, hypermodel,
+            directory, project_name, overwrite).
+    """
+
+    def __init__(self, dataset, train_config, trials_before_exit=None, **kwargs):
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.train_config = train_config
+        self.trials_before_exit = trials_before_exit
+        self._trials_run = 0
+        self._warm = None  # (architecture values, model, its initial weights)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the trial is recorded by the oracle first
+        self._trials_run += 1
+        if self.trials_before_exit and self._trials_run >= self.trials_before_exit:
+            raise SystemExit(RECYCLE_EXIT)  # the chief starts a fresh worker
+
+    def run_dir(self, trial_id):
+        return pathlib.Path(self.project_dir) / "runs" / f"trial_{trial_id}"
+
+    def run_trial(self, trial, *args, **kwargs):
+        run_dir = self.run_dir(trial.trial_id)
+        summary = read_json(run_dir / "summary.json")
+        if summary and summary.get("finished"):
+            # Killed after the run, before the oracle's record: report its end again.
+            if not summary["diverged"]:
+                self.oracle.update_trial(
+                    trial.trial_id,
+                    {"val_accuracy": summary["final"]["val_acc"]},
+                    step=summary["epochs_run"],
+                )
+        else:
+            summary = self._train(trial, run_dir)
+        if summary["diverged"]:
+            raise keras_tuner.errors.FailedTrialError(summary["diverged"])
+        return {"val_accuracy": summary["final"]["val_acc"]}
+
+    def _train(self, trial, run_dir):
+        """Train (or resume) the trial's model in run_dir; return its summary."""
+        hp = trial.hyperparameters
+        model = self._model_for(hp)
+        config = dataclasses.replace(
+            self.train_config,
+            eta=hp.get("eta"),
+            logdir=str(run_dir.parent),
+            run_name=run_dir.name,
+            save=str(run_dir / "model.keras"),
+            resume=run_dir.exists(),
+            verbose=0,
+            plot_curves=False,  # TensorBoard and search.png show the trials; a PNG each costs 0.25 s
+        )
+        reported = []
+        if trial.metrics.exists(OBJECTIVE.name):
+            reported = [o.step for o in trial.metrics.get_history(OBJECTIVE.name)]
+        report = ReportEpochs(self.oracle, trial.trial_id, reported)
+        # The searched values and the round (the oracle's), beside kbn's own HParams.
+        extras = {"trial_id": trial.trial_id, **hp.values}
+        with tensorflow_warnings_off():  # a new model, new graphs, every trial
+            result = train(model, self.dataset, config, callbacks=[report], hparams=extras)
+        # Who ran it, and the process's peak memory so far: flat across
+        # trials, or KerasTuner's known growth (its issues 395, 873, 1031).
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        write_json(run_dir / "process.json", {"worker": self.tuner_id, "peak_rss_mb": peak_kib / 1024})
+        return result.summary
+
+    def _model_for(self, hp):
+        """The trial's model, at its initial weights.
+
+        Trials that differ only in eta and lambda share one model: it goes back
+        to the weights it was built with, its kernels take the trial's lambda,
+        and `kbn.train` reuses its compiled training step. Tracing a new model
+        costs more than its ten epochs, and every model built stays in
+        TensorFlow's memory.
+        """
+        architecture = {k: v for k, v in hp.values.items() if k not in ("eta", "lam", "round")}
+        if self._warm and self._warm[0] == architecture:
+            _, model, initial = self._warm
+            model.set_weights(initial)
+            for layer in model.layers:
+                if isinstance(layer, Dense):
+                    layer.l2 = hp.get("lam")
+            return model
+        keras.backend.clear_session()  # Keras's global state; flat memory needs workers
+        model = self.hypermodel.build(hp)
+        self._warm = (architecture, model, model.get_weights())
+        return model
+
+    def save(self):
+        """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
+    def save_model(self, trial_id, model, step=0):
+        """kbn's training already saved the trial's model in its run dir."""
+
+    def load_model(self, trial):
+        return load_model(self.run_dir(trial.trial_id) / "model.keras")
