@@ -1,28 +1,113 @@
-"""The `kbn` command: a thin argparse front over kbn's Python API.
+"""The `kbn` command: train, check, search and evaluate k-layer batch-norm nets.
 
 Each subcommand parses its options, calls the library, and prints: a
 readable summary for people, or with `--json` one JSON object as the last
-line of stdout for scripts. Bad input of any kind ends as one line
-`error: ...` on stderr and exit status 2, never a traceback.
+line of stdout for scripts. Every error kbn knows ends as one line
+`error: ...` on stderr, never a traceback, with the exit status saying whose
+it was:
+
+    0    done.
+    1    the command was valid but running it failed: a file that cannot be
+         written or read (a full disk, a folder where a file should be), or
+         an error raised once the work began (training, evaluating,
+         searching, writing the report).
+    2    the command is wrong: a usage error, a setting out of range, a data
+         SPEC, data file or model that kbn cannot use, flags the data cannot
+         take (--flip on flat vectors); nothing has run.
+    130  interrupted (Ctrl-C).
+
+`kbn train`'s training options are generated from `kbn.config.TrainConfig`'s
+fields (a new field declared with `kbn.config.setting` is a new flag), its
+model options from `kbn.build_mlp`'s arguments (`MODEL_OPTIONS`), and `kbn
+tune`'s from `tuning.search.SearchConfig`'s fields (`SEARCH_OPTIONS`).
 """
 
 import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
+import math
+import pathlib
 import sys
+import textwrap
+import typing
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _shown_default(action):
+    """An option's default as typed on the command line; "" for none worth showing."""
+    default = action.default
+    if isinstance(action, argparse.BooleanOptionalAction) and isinstance(default, bool):
+        return action.option_strings[0 if default else 1]  # --flip / --no-flip
+    if default is None or default is False or default is argparse.SUPPRESS or default == []:
+        return ""
+    if isinstance(default, list):  # --hidden 50,30
+        return ",".join(map(str, default))
+    if isinstance(default, tuple):  # --eta-range 0.01:0.7
+        return ":".join(map(str, default))
+    return str(default)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default, and epilogs (the examples) as written."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        shown = _shown_default(action)
+        if not shown or "%(default)" in help or "(default" in help:
+            return help
+        return f"{help} (default: {shown})".strip()
+
+    def _split_lines(self, text, width):
+        # Keep a flag such as --no-flip whole on one line.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one `error:` line like every other."""
+    """argparse, but a usage error is one `error:` line like every other, and
+    every option's help shows its default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        description = kwargs.get("description")
+        if description and "\n" not in description:  # one paragraph: wrap it
+            kwargs["description"] = textwrap.fill(description, 79)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        # argparse prints no help line for an option without help: its
+        # default would not show.
+        if action.help is None and action.option_strings and _shown_default(action):
+            action.help = "(default: " + _shown_default(action).replace("%", "%%") + ")"
+        return action
 
     def error(self, message):
         raise _UsageError(f"{self.prog}: {message}")
 
 
 class _UsageError(Exception):
-    pass
+    """The command line is wrong: exit status 2."""
+
+
+class _Failure(Exception):
+    """A valid command failed while running: exit status 1."""
+
+
+@contextlib.contextmanager
+def _running():
+    """The work itself: a KbnError raised from here on is the run's failure
+    (exit 1), not the command's (exit 2)."""
+    from kbn.errors import KbnError
+
+    try:
+        yield
+    except KbnError as exc:
+        raise _Failure(str(exc)) from exc
 
 
 def _positive_int(text):
@@ -73,15 +158,16 @@ def _int_list(text):
     return values
 
 
-def _add_data_options(parser, required=True):
+def _add_data_options(parser, required=True, seed=True):
     parser.add_argument("--data", required=required, metavar="SPEC",
                         help="fashion_mnist, cifar10, folder:PATH or npz:PATH")
     parser.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
     parser.add_argument("--train-size", type=_positive_int, metavar="N",
                         help="training examples (default: the pool less the validation ones)")
     parser.add_argument("--val-size", type=_non_negative_int, default=5000, metavar="N",
-                        help="validation examples (default: 5000)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, weights, shuffling")
+                        help="validation examples")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seeds the split, weights, shuffling")
 
 
 def _load(args):
@@ -110,52 +196,168 @@ def _emit(args, result, text):
 # --------------------------------------------------------------------------
 
 
-def _train_parser(sub):
-    from kbn.presets import PRESETS
-    from kbn.schedules import SCHEDULES
-    from kbn.training import TrainConfig
+def _add_config_options(parser, config_class, table=None, skip=()):
+    """One option per command-line field of the dataclass `config_class`.
 
-    defaults = TrainConfig()
-    p = sub.add_parser("train", help="train a k-layer network and log it to TensorBoard")
-    _add_data_options(p)
+    The flag is the field's name (`--batch-size` for `batch_size`), the
+    default the field's, the value checked as `kbn.config.setting_error`
+    says; a bool field gives `--name` and `--no-name`.
+
+    Args:
+        parser: an argparse parser.
+        config_class: a dataclass whose fields may carry `kbn.config.setting`
+            metadata: help, check, error, choices, cli, metavar.
+        table: {field name: metadata} overriding or adding to the fields' own
+            (for a dataclass without metadata), plus `type`: an argparse type.
+        skip: field names the command offers another way.
+    """
+    hints = typing.get_type_hints(config_class)
+    defaults = config_class()
+    for field in dataclasses.fields(config_class):
+        meta = {**field.metadata, **(table or {}).get(field.name, {})}
+        if field.name in skip or not meta.get("cli", True):
+            continue
+        kind = _base_type(hints[field.name])
+        kwargs = {"dest": field.name, "default": getattr(defaults, field.name), "help": meta.get("help", "")}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif "type" in meta:
+            kwargs["type"] = meta["type"]
+        elif "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["type"] = _setting_type(field, kind)
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        try:
+            parser.add_argument("--" + field.name.replace("_", "-"), **kwargs)
+        except argparse.ArgumentError:
+            continue  # the command defines this option itself
+
+
+def _base_type(hint):
+    """float for `float | None`; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _setting_type(field, kind):
+    """argparse type: the text as `kind`, then the field's own check."""
+    from kbn.config import setting_error
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {_KINDS.get(kind, kind.__name__)}, got {text!r}") from None
+        if kind is float and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise argparse.ArgumentTypeError(f"{field.name} must be a float32 number, got {text!r}")
+        message = setting_error(field, value)
+        if message:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    return parse
+
+
+def _config_settings(args, config_class):
+    """The fields of `config_class` found in the parsed `args`."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+
+
+# kbn train's model options: build_mlp's arguments, under build_mlp's names
+# (--lam, --bn-momentum, ...), each with how the command line takes it. Their
+# defaults are build_mlp's, then the `report` preset's network: without a
+# preset, `kbn train` trains the report's net with the report's protocol
+# (TrainConfig's defaults). `to`: the build_mlp arguments an option sets.
+MODEL_OPTIONS = {
+    "hidden": {"type": _int_list, "metavar": "W1,W2,...",
+               "help": "hidden widths; '' for none (softmax regression)"},
+    "batch_norm": {"help": "BatchNorm after each hidden Dense"},
+    "gamma_beta": {"to": ("center", "scale"),
+                   "help": "BatchNorm's learnable scale gamma and shift beta (build_mlp's scale, center)"},
+    "init": {"help": "kernel init: he, xavier, or small (N(0, 1e-4^2), the report's)"},
+    "lam": {"type": _non_negative_float, "metavar": "LAMBDA", "help": "L2 penalty lambda on every kernel"},
+    "bn_momentum": {"type": _fraction, "metavar": "ALPHA",
+                    "help": "BatchNorm's moving-average factor, the report's alpha"},
+    "dropout": {"type": _fraction, "metavar": "RATE", "help": "dropout rate after each hidden layer"},
+    "flip": {"help": "random horizontal flips of the training images"},
+    "translate": {"type": _fraction, "metavar": "FRACTION",
+                  "help": "random shifts of the training images, up to this fraction of their size"},
+}
+
+
+def _model_defaults():
+    """{option: default}: build_mlp's, then the report preset's network."""
+    from kbn.model import build_mlp
+    from kbn.presets import get_preset
+
+    parameters = inspect.signature(build_mlp).parameters
+    settings = {name: p.default for name, p in parameters.items()}
+    settings.update(get_preset("report").model)
+    return _model_options_from(settings)
+
+
+def _model_options_from(settings):
+    """build_mlp keyword arguments -> the train command's model options."""
+    options = {}
+    for name, option in MODEL_OPTIONS.items():
+        targets = option.get("to", (name,))
+        if any(t in settings for t in targets):
+            values = [settings[t] for t in targets if t in settings]
+            options[name] = all(values) if len(targets) > 1 else values[0]
+    return options
+
+
+def _add_model_options(parser):
+    from kbn.model import INITS
+
+    defaults = _model_defaults()
+    for name, option in MODEL_OPTIONS.items():
+        kwargs = {"dest": name, "default": defaults[name], "help": option["help"]}
+        if isinstance(defaults[name], bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = option.get("type")
+        if "metavar" in option:
+            kwargs["metavar"] = option["metavar"]
+        if name == "init":
+            kwargs["choices"] = INITS
+        parser.add_argument("--" + name.replace("_", "-"), **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _model_settings(args):
+    """The train command's model options -> build_mlp keyword arguments."""
+    settings = {}
+    for name, option in MODEL_OPTIONS.items():
+        for target in option.get("to", (name,)):
+            settings[target] = getattr(args, name)
+    return settings
+
+
+def _train_parser(sub):
+    from kbn.config import TrainConfig
+    from kbn.presets import PRESETS
+
+    p = sub.add_parser(
+        "train", help="train a k-layer network and log it to TensorBoard",
+        description="Train a k-layer fully connected network with mini-batch SGD and momentum; "
+                    "curves go to TensorBoard under --logdir, figures to the run's summary.json. "
+                    "Without --preset, the report's network and protocol.",
+    )
+    data = p.add_argument_group("data")
+    _add_data_options(data, seed=False)
+    data.add_argument("--test-data", metavar="SPEC", help="a second SPEC whose images form the test split")
     p.add_argument("--preset", choices=PRESETS, metavar="NAME",
                    help=f"a recipe ({', '.join(PRESETS)}) whose settings become the defaults; "
                         "flags given override them")
-    p.add_argument("--test-data", metavar="SPEC", help="a second SPEC whose images form the test split")
-    p.add_argument("--hidden", type=_int_list, default=[50, 30], help="hidden widths (default: 50,30)")
-    p.add_argument("--no-batch-norm", action="store_true", help="no BatchNorm after the hidden layers")
-    p.add_argument("--no-gamma-beta", action="store_true",
-                   help="BatchNorm without its learnable scale gamma and shift beta")
-    p.add_argument("--init", choices=("he", "xavier", "small"), default="he")
-    p.add_argument("--dropout", type=_fraction, default=0.0, help="dropout rate after each hidden layer")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
-                   help="random horizontal flips of the training images")
-    p.add_argument("--translate", type=_fraction, default=0.0, metavar="FRACTION",
-                   help="random shifts of the training images, up to this fraction of their size")
-    p.add_argument("--eta", type=_positive_float, default=defaults.eta, help="learning rate")
-    p.add_argument("--lam", type=_non_negative_float, default=1.8245e-4, help="L2 penalty lambda")
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    p.add_argument("--decay", type=_positive_float, default=defaults.decay, help="exp: factor per epoch")
-    p.add_argument("--eta-min", type=_positive_float,
-                   help="cyclic: bottom of the cycle (default eta/10); cosine: the end (default 0)")
-    p.add_argument("--step-size", type=_positive_int, help="cyclic: steps per half cycle (default 2 epochs)")
-    p.add_argument("--epochs", type=_non_negative_int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
-    p.add_argument("--label-smoothing", type=_fraction, default=0.0, metavar="EPSILON",
-                   help="weight of the uniform target mixed into the labels")
-    p.add_argument("--gradcheck-every", type=_non_negative_int, default=0, metavar="N",
-                   help="re-run the gradient check every N epochs (0: never)")
-    p.add_argument("--logdir", default=defaults.logdir, help="TensorBoard log root (default: logs)")
-    p.add_argument("--run-name", help="run folder under --logdir (default: a timestamp)")
-    p.add_argument("--save", metavar="MODEL.keras", help="write the trained model there")
-    p.add_argument("--resume", action="store_true", help="continue the run --run-name where it stopped")
+    _add_model_options(p.add_argument_group("network (kbn.build_mlp)"))
+    _add_config_options(p.add_argument_group("training (kbn.TrainConfig)"), TrainConfig)
     p.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
     p.set_defaults(func=_train, apply_preset=_apply_preset(p))
-
-
-# A preset's settings under the names of the train command's options.
-_PRESET_OPTIONS = {"l2": "lam"}
 
 
 def _apply_preset(parser):
@@ -166,62 +368,38 @@ def _apply_preset(parser):
         from kbn.presets import get_preset
 
         preset = get_preset(name)
-        settings = {**preset.data, **preset.model, **preset.train}
-        defaults = {_PRESET_OPTIONS.get(k, k): v for k, v in settings.items()}
-        defaults["no_batch_norm"] = not defaults.pop("batch_norm", True)
-        defaults["no_gamma_beta"] = not (defaults.pop("center", True) and defaults.pop("scale", True))
-        parser.set_defaults(**defaults)
+        targets = {t for name, option in MODEL_OPTIONS.items() for t in option.get("to", (name,))}
+        model = {k: v for k, v in preset.model.items() if k not in targets}
+        if model:  # a preset the command line cannot express would train another net
+            raise ValueError(f"preset {name!r} sets {sorted(model)}: not options of kbn train")
+        parser.set_defaults(**preset.data, **_model_options_from(preset.model), **preset.train)
 
     return apply
 
 
 def _train(args):
+    from kbn.config import TrainConfig
     from kbn.model import build_mlp
-    from kbn.training import TrainConfig, train
+    from kbn.training import train
 
-    config = TrainConfig(
-        eta=args.eta,
-        momentum=args.momentum,
-        schedule=args.schedule,
-        decay=args.decay,
-        eta_min=args.eta_min,
-        step_size=args.step_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        label_smoothing=args.label_smoothing,
-        seed=args.seed,
-        gradcheck_every=args.gradcheck_every,
-        logdir=args.logdir,
-        run_name=args.run_name,
-        save=args.save,
-        resume=args.resume,
-        verbose=0 if args.json else 1,
-    )
+    config = TrainConfig(**_config_settings(args, TrainConfig), verbose=0 if args.json else 1)
     config.validate()
     dataset = _load(args)
+    settings = _model_settings(args)
     model = build_mlp(
-        args.hidden,
-        dataset.num_classes,
-        batch_norm=not args.no_batch_norm,
-        init=args.init,
-        l2=args.lam,
-        center=not args.no_gamma_beta,
-        scale=not args.no_gamma_beta,
-        dropout=args.dropout,
-        flip=args.flip,
-        translate=args.translate,
+        num_classes=dataset.num_classes,
         adapt=dataset.train.x,
         seed=args.seed,
         class_names=dataset.class_names,
+        **settings,
     )
     if not args.json:
         print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
               f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes")
-        print(f"model: hidden={args.hidden} batch_norm={not args.no_batch_norm} "
-              f"init={args.init} lambda={args.lam:g} dropout={args.dropout:g} "
-              f"flip={args.flip} translate={args.translate:g}")
+        print("model: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
-    result = train(model, dataset, config)
+    with _running():
+        result = train(model, dataset, config)
     final = result.summary["final"]
     figures = {
         **{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss") if k in final},
@@ -345,11 +523,18 @@ def _export(args):
 
 
 def _gradcheck_parser(sub):
-    p = sub.add_parser("gradcheck", help="the report's gradient-check table")
-    p.add_argument("--hidden", type=_int_list, default=[50], help="hidden widths (default: 50)")
-    p.add_argument("--batch-sizes", type=_int_list, default=[10, 20, 30])
-    p.add_argument("--no-batch-norm", action="store_true")
-    p.add_argument("--lam", type=_non_negative_float, default=0.0, help="L2 penalty (the report: 0)")
+    p = sub.add_parser(
+        "gradcheck", help="the report's gradient-check table",
+        description="Hand-written gradients of a k-layer net against centred finite differences "
+                    "and TensorFlow autodiff, per weight and batch size.",
+    )
+    p.add_argument("--hidden", type=_int_list, default=[50], metavar="W1,W2,...", help="hidden widths")
+    p.add_argument("--batch-sizes", type=_int_list, default=[10, 20, 30], metavar="N1,N2,...",
+                   help="a table row per batch size: the first N examples")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="BatchNorm after each hidden Dense")
+    p.add_argument("--lam", type=_non_negative_float, default=0.0, metavar="LAMBDA",
+                   help="L2 penalty lambda (the report's check: 0)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="of the hand-written and autodiff gradients; numerical ones are float64")
     p.add_argument("--data", metavar="SPEC", help="check on these images (default: random pixels)")
@@ -358,8 +543,8 @@ def _gradcheck_parser(sub):
                    help="input features kept, the first DIM (default: 100)")
     p.add_argument("--max-entries", type=_positive_int, metavar="N",
                    help="check N random entries per weight instead of all")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights and the random pixels")
+    p.add_argument("--json", action="store_true", help="last stdout line: the table as JSON")
     p.set_defaults(func=_gradcheck)
 
 
@@ -377,7 +562,7 @@ def _gradcheck(args):
         y,
         hidden=args.hidden,
         batch_sizes=args.batch_sizes,
-        batch_norm=not args.no_batch_norm,
+        batch_norm=args.batch_norm,
         l2=args.lam,
         num_classes=classes,
         dtype=args.dtype,
@@ -415,59 +600,54 @@ def _range(text):
     return low, high
 
 
+# How `kbn tune` offers `tuning.search.SearchConfig`'s fields (which carry
+# no metadata of their own): a field missing here still gets a flag, with
+# SearchConfig.validate checking its value.
+SEARCH_OPTIONS = {
+    "rounds": {"help": "shrinking intervals", "metavar": "N"},
+    "trials": {"help": "trials in all rounds together", "metavar": "N"},
+    "epochs": {"help": "epochs per trial", "metavar": "N"},
+    "eta_range": {"type": _range, "metavar": "LOW:HIGH", "help": "eta's first interval (log scale)"},
+    "lam_range": {"type": _range, "metavar": "LOW:HIGH", "help": "lambda's first interval (log scale)"},
+    "architecture": {"help": "also search depth, width, batch norm"},
+    "pruning": {"help": "stop hopeless trials: asha, median, or none (every trial runs every epoch)"},
+    "directory": {"help": "searches' root", "metavar": "DIR"},
+    "project": {"help": "this search's folder name", "metavar": "NAME"},
+    "resume": {"help": "continue the search --project where it stopped"},
+    "workers": {"help": "run N worker processes and a chief on 127.0.0.1 (0: one process)", "metavar": "N"},
+    "recycle_after": {"help": "with --workers: restart a worker after N trials, keeping memory flat",
+                      "metavar": "N"},
+    "seed": {"cli": False},  # --seed, with the data options
+    "verbose": {"cli": False},  # --json
+}
+
+
 def _tune_parser(sub):
     from tuning.search import SearchConfig
 
-    defaults = SearchConfig()
-    p = sub.add_parser("tune", help="coarse-to-fine search of eta and lambda (KerasTuner)")
+    p = sub.add_parser(
+        "tune", help="coarse-to-fine search of eta and lambda (KerasTuner)",
+        description="Rounds of KerasTuner random search of eta and lambda on a log scale, each round's "
+                    "box shrunk around the best trials; each trial is a kbn training run.",
+    )
     _add_data_options(p)
-    p.add_argument("--rounds", type=int, default=defaults.rounds, help="shrinking intervals (default: 3)")
-    p.add_argument("--trials", type=int, default=defaults.trials, help="trials in all rounds (default: 50)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per trial (default: 10)")
-    p.add_argument("--eta-range", type=_range, default=defaults.eta_range, metavar="LOW:HIGH")
-    p.add_argument("--lam-range", type=_range, default=defaults.lam_range, metavar="LOW:HIGH")
-    p.add_argument("--architecture", action="store_true", help="also search depth, width, batch norm")
-    p.add_argument("--directory", default=defaults.directory, help="searches' root (default: logs/tuning)")
-    p.add_argument("--project", default=defaults.project, help="this search's folder name")
-    p.add_argument("--workers", type=_non_negative_int, default=0, metavar="N",
-                   help="run N worker processes and a chief on 127.0.0.1 (default: 0, one process)")
-    p.add_argument("--recycle-after", type=_positive_int, default=defaults.recycle_after, metavar="N",
-                   help="with --workers: restart a worker after N trials, keeping memory flat")
-    p.add_argument("--resume", action="store_true", help="continue the search --project where it stopped")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="last stdout line: the search's figures as JSON")
     p.set_defaults(func=_tune)
+    # Last, so that an option written out above keeps its own definition.
+    _add_config_options(p, SearchConfig, SEARCH_OPTIONS)
 
 
 def _tune(args):
     from tuning.search import SearchConfig, search
 
-    config = SearchConfig(
-        rounds=args.rounds,
-        trials=args.trials,
-        epochs=args.epochs,
-        eta_range=args.eta_range,
-        lam_range=args.lam_range,
-        architecture=args.architecture,
-        directory=args.directory,
-        project=args.project,
-        resume=args.resume,
-        workers=args.workers,
-        recycle_after=args.recycle_after,
-        seed=args.seed,
-        verbose=0 if args.json else 1,
-    )
+    config = SearchConfig(**_config_settings(args, SearchConfig), verbose=0 if args.json else 1)
     config.validate()
-    result = search(_load(args), config)
+    dataset = _load(args)
+    with _running():
+        result = search(dataset, config)
     if result is None:  # a worker of a search spanning machines: the chief reports
         return
-    figures = {
-        "best": result.best,
-        "rounds": result.rounds,
-        "trials_completed": result.trials_completed,
-        "trials_by_worker": result.trials_by_worker,
-        "seconds": result.seconds,
-        "project_dir": str(result.project_dir),
-    }
+    figures = result.figures()  # best, rounds, trials_completed/_stopped/_failed, epochs_trained, ...
     best = result.best
     lines = [
         f"round {i}: eta {r['eta_range'][0]:.4g}..{r['eta_range'][1]:.4g}, "
@@ -479,7 +659,11 @@ def _tune(args):
         f"best: eta {best['eta']:.4g}, lambda {best['lam']:.4g}, val acc {best['val_acc']:.4f}"
         if best else "best: none (every trial failed)"
     )
-    lines.append(f"{result.trials_completed} trials in {result.seconds:.0f} s; results in {result.project_dir}")
+    lines.append(
+        f"{result.trials_completed} trials completed, {result.trials_stopped} stopped early, "
+        f"{result.trials_failed} failed; {result.epochs_trained} epochs in {result.seconds:.0f} s; "
+        f"results in {result.project_dir}"
+    )
     _emit(args, figures, "\n".join(lines))
 
 
@@ -489,22 +673,49 @@ def _tune(args):
 
 
 def _reproduce_parser(sub):
-    p = sub.add_parser("reproduce", help="the seed report's four studies -> report.md and figures")
-    p.add_argument("--data", required=True, metavar="SPEC")
-    p.add_argument("--data-dir", metavar="DIR")
+    p = sub.add_parser(
+        "reproduce", help="the seed report's four studies -> report.md and figures",
+        description="The report's four studies (gradient check, 3-layer net with and without batch "
+                    "norm, coarse-to-fine search, eta study) -> DIR/report.md, its figures, and every "
+                    "run's TensorBoard folder under DIR/logs.",
+    )
+    p.add_argument("--data", required=True, metavar="SPEC", help="fashion_mnist, cifar10, folder:PATH or npz:PATH")
+    p.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
     p.add_argument("--out", metavar="DIR", help="report folder (default: reports/<data set name>)")
     p.add_argument("--quick", action="store_true", help="small sizes: about 5 minutes on 2 cores")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the splits, weights and shuffles")
+    p.add_argument("--json", action="store_true",
+                   help="progress on stderr; last stdout line: the report's files and every run's figures")
     p.set_defaults(func=_reproduce)
 
 
 def _reproduce(args):
+    from kbn.fileio import read_json
     from kbn.report import default_out, reproduce
 
-    out = args.out or default_out(args.data)
+    out = pathlib.Path(args.out or default_out(args.data))
     command = "kbn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
-    reproduce(args.data, out, quick=args.quick, data_dir=args.data_dir, seed=args.seed,
-              command=command, progress=lambda line: print(line, flush=True))
+    stream = sys.stderr if args.json else sys.stdout
+    with _running():
+        path = reproduce(args.data, out, quick=args.quick, data_dir=args.data_dir, seed=args.seed,
+                         command=command, progress=lambda line: print(line, file=stream, flush=True))
+    # Each study's run leaves its figures in its summary.json (the search's
+    # trials sit one folder deeper, in the search's project).
+    runs = {}
+    for summary_path in sorted((out / "logs").glob("*/summary.json")):
+        summary = read_json(summary_path) or {}
+        runs[summary_path.parent.name] = {
+            **summary.get("final", {}),
+            "epochs_run": summary.get("epochs_run"),
+            "diverged": summary.get("diverged"),
+        }
+    result = {
+        "report": str(path),
+        "figures": sorted(str(png) for png in pathlib.Path(path).parent.glob("*.png")),
+        "runs": runs,
+    }
+    if args.json:  # people saw the report's path in the progress lines
+        print(json.dumps(result))
 
 
 # --------------------------------------------------------------------------
@@ -517,7 +728,7 @@ def _bench_parser(sub):
 
     p = sub.add_parser("bench", help="seconds per epoch of the seed net: NumPy vs Keras vs kbn")
     p.add_argument("--data", default="synthetic", metavar="SPEC",
-                   help="synthetic (random CIFAR-10-shaped pixels, the default) or a data SPEC")
+                   help="synthetic (random CIFAR-10-shaped pixels) or a data SPEC")
     p.add_argument("--data-dir", metavar="DIR")
     p.add_argument("--train-size", type=_positive_int, default=10_000, metavar="N")
     p.add_argument("--val-size", type=_non_negative_int, default=0, metavar="N",
@@ -546,9 +757,73 @@ def _bench(args):
 # --------------------------------------------------------------------------
 
 
+DESCRIPTION = """\
+kbn trains k-layer fully connected networks with batch normalization, in Keras 3,
+whose backward passes are written by hand and checked against autodiff and
+finite differences: train and evaluate nets, print the gradient-check table,
+search eta and lambda with KerasTuner, and reproduce the seed report's studies.
+"""
+
+EPILOG = """\
+exit status: 0 done; 1 the command was valid but running it failed (I/O, an
+error once the work began); 2 the command is wrong (usage, settings, data or
+model kbn cannot use); 130 interrupted.
+
+examples:
+  kbn train --data fashion_mnist --preset report
+  kbn gradcheck --batch-sizes 10,20,30
+  kbn reproduce --data fashion_mnist --quick
+  python -m kbn train --help
+"""
+
+# A few commands per subcommand, shown under its --help.
+EXAMPLES = {
+    "train": [
+        "kbn train --data fashion_mnist",
+        "kbn train --data folder:cifar10-jpeg/train --preset cifar10-mlp --save cifar.keras",
+        "kbn train --data npz:data.npz --hidden 100,50 --no-batch-norm --init xavier --lam 1e-4",
+        "kbn train --data cifar10 --schedule cyclic --eta 0.1 --eta-min 0.01 --epochs 40 --json",
+        "kbn train --data cifar10 --run-name long --resume",
+    ],
+    "evaluate": [
+        "kbn evaluate cifar.keras --data cifar10",
+        "kbn evaluate cifar.keras --data folder:cifar10-jpeg/train --split all --json",
+    ],
+    "predict": [
+        "kbn predict cifar.keras cat.jpg dog.png",
+        "kbn predict cifar.keras photos/ --top 3 --json",
+    ],
+    "export": [
+        "kbn export cifar.keras serving/cifar",
+    ],
+    "gradcheck": [
+        "kbn gradcheck",
+        "kbn gradcheck --hidden 50,30 --no-batch-norm --lam 0.01 --max-entries 20",
+    ],
+    "tune": [
+        "kbn tune --data fashion_mnist --trials 30 --epochs 5",
+        "kbn tune --data cifar10 --architecture --workers 2 --project wide --json",
+        "kbn tune --data cifar10 --project wide --resume",
+    ],
+    "reproduce": [
+        "kbn reproduce --data fashion_mnist --quick",
+        "kbn reproduce --data folder:cifar10-jpeg/train --out reports/cifar10 --json",
+    ],
+    "bench": [
+        "kbn bench",
+        "kbn bench --data folder:cifar10-jpeg/train --only numpy,kbn --json",
+    ],
+}
+
+
 def build_parser():
-    parser = _Parser(prog="kbn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    """The `kbn` argument parser with every subcommand."""
+    from kbn import __version__
+
+    parser = _Parser(prog="kbn", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND", title="commands")
     _train_parser(sub)
     _evaluate_parser(sub)
     _predict_parser(sub)
@@ -557,30 +832,43 @@ def build_parser():
     _tune_parser(sub)
     _reproduce_parser(sub)
     _bench_parser(sub)
+    for name, command in sub.choices.items():
+        if name in EXAMPLES and not command.epilog:
+            command.epilog = "examples:\n" + "\n".join("  " + line for line in EXAMPLES[name])
     return parser
 
 
 def main(argv=None):
-    """Entry point of the `kbn` console script; returns the exit status."""
+    """Entry point of the `kbn` console script; returns the exit status.
+
+    0: done; 1: the command was valid but running it failed; 2: the command
+    is wrong (nothing ran); 130: interrupted. See the module's docstring.
+    """
     from kbn.errors import KbnError
 
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
-        if getattr(args, "preset", None):
-            args.apply_preset(args.preset)
+        try:
             args = parser.parse_args(argv)
+            if getattr(args, "preset", None):
+                args.apply_preset(args.preset)
+                args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return exc.code or 0
         args.func(args)
     except (_UsageError, KbnError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
+    except _Failure as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:  # an unwritable --logdir or --save, a full disk
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

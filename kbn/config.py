@@ -1,7 +1,21 @@
 """TrainConfig: every setting of a training run, in one place.
 
 Printed at the start of `kbn train`, saved in each run's summary.json, and
-the source of `kbn train`'s options.
+the source of `kbn train`'s training options: each field is declared with
+`setting(default, help, ...)`, whose metadata says what the option means,
+which values are valid, and how the command line offers it. A new field
+declared that way is validated by `TrainConfig.validate` and becomes a
+`kbn train` flag (`--field-name`) without touching kbn/cli.py:
+
+    precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
+
+Metadata keys (all optional but `help`):
+    help: one line, shown by `kbn train --help`.
+    check: a predicate on a value that is not None; `error` says what failed.
+    error: the message when `check` fails, with `{value}` for the value.
+    choices: the valid values (a check of their own).
+    cli: False for a setting that is not a command-line option.
+    metavar: the option's placeholder in the help.
 """
 
 import dataclasses
@@ -12,62 +26,117 @@ from kbn.schedules import SCHEDULES
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
+def setting(default, help, *, check=None, error=None, choices=None, cli=True, metavar=None):
+    """A dataclass field carrying what the CLI and `validate` need to know.
+
+    Args:
+        default: the field's default value.
+        help: one line on what the setting does.
+        check: callable, value -> bool, for values that are not None.
+        error: message format for a failed check, with `{value}`.
+        choices: tuple of valid values.
+        cli: whether `kbn train` offers it as a flag.
+        metavar: placeholder for the value in `--help`.
+
+    Returns:
+        A `dataclasses.field`.
+    """
+    metadata = {"help": help, "cli": cli}
+    for key, value in (("check", check), ("error", error), ("choices", choices), ("metavar", metavar)):
+        if value is not None:
+            metadata[key] = value
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def setting_error(field, value):
+    """The message saying why `value` is not valid for `field`, or None.
+
+    Args:
+        field: a `dataclasses.Field` declared with `setting`.
+        value: a candidate value for it.
+    """
+    meta = field.metadata
+    if value is None:
+        return None
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        return f"{field.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+    check = meta.get("check")
+    if check is not None and not check(value):
+        return meta.get("error", "{name} is out of range, got {value}").format(name=field.name, value=value)
+    return None
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every training setting in one place, printed and saved with each run."""
 
     # Mini-batch SGD with momentum, the report's protocol.
-    eta: float = 0.0864  # initial learning rate (top of the cycle for `cyclic`)
-    momentum: float = 0.9
-    schedule: str = "exp"  # exp: eta * decay**epoch | cyclic | cosine | constant
-    decay: float = 0.8  # exp's factor per epoch
-    eta_min: float | None = None  # cyclic's bottom (default eta / 10), cosine's end (0)
-    step_size: int | None = None  # cyclic's half cycle in steps; default 2 epochs
-    epochs: int = 20
-    batch_size: int = 100
-    label_smoothing: float = 0.0  # 0: the report's plain cross-entropy
-    seed: int = 0  # weights, shuffling: same seed, same numbers
-    # Another Keras optimizer instead of SGD with `momentum` (None: SGD).
-    optimizer: object = None
+    eta: float = setting(0.0864, "initial learning rate (the top of the cycle for cyclic)",
+                         check=lambda v: v > 0, error="eta must be positive, got {value}")
+    momentum: float = setting(0.9, "SGD's momentum (BatchNorm's moving-average factor is --bn-momentum)",
+                              check=lambda v: 0 <= v < 1, error="momentum must be in [0, 1), got {value}")
+    schedule: str = setting("exp", "exp: eta * decay**epoch; cyclic: triangular between eta-min and eta; "
+                                   "cosine: eta down to eta-min; constant", choices=SCHEDULES)
+    decay: float = setting(0.8, "exp: factor per epoch", check=lambda v: 0 < v <= 1,
+                           error="decay must be in (0, 1], got {value}", metavar="FACTOR")
+    eta_min: float | None = setting(None, "cyclic: bottom of the cycle (default eta/10); cosine: the end "
+                                          "(default 0)", check=lambda v: v > 0,
+                                    error="eta_min must be in (0, eta], got {value}", metavar="ETA")
+    step_size: int | None = setting(None, "cyclic: steps per half cycle (default 2 epochs)",
+                                    check=lambda v: v >= 1,
+                                    error="step_size must be a positive number of steps, got {value}",
+                                    metavar="STEPS")
+    epochs: int = setting(20, "passes over the training set", check=lambda v: v >= 0,
+                          error="epochs must be 0 or more, got {value}", metavar="N")
+    batch_size: int = setting(100, "examples per mini-batch", check=lambda v: v >= 1,
+                              error="batch size must be a positive integer, got {value}", metavar="N")
+    label_smoothing: float = setting(0.0, "weight of the uniform target mixed into the labels (0: the "
+                                          "report's plain cross-entropy)", check=lambda v: 0 <= v < 1,
+                                     error="label smoothing must be in [0, 1), got {value}",
+                                     metavar="EPSILON")
+    seed: int = setting(0, "seeds the weights and the shuffling (kbn train: the data split too)")
+    optimizer: object = setting(None, "another Keras optimizer instead of SGD with momentum (None: SGD)",
+                                cli=False)
     # Devices: default (one), mirrored (all GPUs, else `replicas` logical
     # CPU devices), multi-worker (machines named by TF_CONFIG).
-    strategy: str = "default"
-    replicas: int | None = None  # mirrored on a CPU-only machine: logical devices
-    # Mini-batches per call of the compiled training loop (kbn.loop): tiny
-    # nets on a CPU are bound by per-call overhead.
-    steps_per_execution: int = 50
+    strategy: str = setting("default", "default: one device; mirrored: all GPUs (else --replicas CPU "
+                                       "devices); multi-worker: the machines in TF_CONFIG",
+                            choices=STRATEGIES)
+    replicas: int | None = setting(None, "mirrored on a CPU-only machine: logical CPU devices",
+                                   check=lambda v: v >= 1,
+                                   error="replicas must be a positive integer, got {value}", metavar="N")
+    # Tiny nets on a CPU are bound by per-call overhead: the compiled loop
+    # (kbn.loop) runs this many mini-batches per call.
+    steps_per_execution: int = setting(50, "mini-batches per call of the compiled training loop",
+                                       check=lambda v: v >= 1,
+                                       error="steps_per_execution must be positive, got {value}", metavar="N")
     # Guards and checks.
-    divergence_factor: float = 3.0  # stop when the cost exceeds this x epoch 1's
-    gradcheck_every: int = 0  # re-run the gradient check every N epochs; 0: never
+    divergence_factor: float = setting(3.0, "stop when the training cost exceeds this times epoch 1's",
+                                       check=lambda v: v > 1,
+                                       error="divergence factor must exceed 1, got {value}",
+                                       metavar="FACTOR")
+    gradcheck_every: int = setting(0, "re-run the gradient check every N epochs (0: never)",
+                                   check=lambda v: v >= 0,
+                                   error="gradcheck_every must be 0 or more, got {value}", metavar="N")
     # Where things go.
-    logdir: str = "logs"
-    run_name: str | None = None  # default: a timestamp
-    save: str | None = None  # .keras path for the trained model
-    plot_curves: bool = True  # draw curves.png (TensorBoard has the curves either way)
-    resume: bool = False  # continue the run named run_name where it stopped
-    verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    logdir: str = setting("logs", "TensorBoard log root", metavar="DIR")
+    run_name: str | None = setting(None, "run folder under --logdir (default: a timestamp)", metavar="NAME")
+    save: str | None = setting(None, "write the trained model there",
+                               check=lambda v: str(v).endswith(".keras"),
+                               error="the model file must end in .keras, got {value}", metavar="MODEL.keras")
+    plot_curves: bool = setting(True, "draw curves.png in the run folder (TensorBoard has the curves "
+                                      "either way)")
+    resume: bool = setting(False, "continue the run --run-name where it stopped")
+    verbose: int = setting(1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch", cli=False)
 
     def validate(self):
         """Raise KbnError naming the first setting out of range."""
-        checks = [
-            (self.eta > 0, f"eta must be positive, got {self.eta}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (0 < self.decay <= 1, f"decay must be in (0, 1], got {self.decay}"),
-            (self.eta_min is None or 0 < self.eta_min <= self.eta, f"eta_min must be in (0, eta], got {self.eta_min}"),
-            (self.step_size is None or self.step_size >= 1, f"step_size must be a positive number of steps, got {self.step_size}"),
-            (self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be a positive integer, got {self.batch_size}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"),
-            (self.replicas is None or self.replicas >= 1, f"replicas must be a positive integer, got {self.replicas}"),
-            (self.steps_per_execution >= 1, f"steps_per_execution must be positive, got {self.steps_per_execution}"),
-            (self.divergence_factor > 1, f"divergence factor must exceed 1, got {self.divergence_factor}"),
-            (self.gradcheck_every >= 0, f"gradcheck_every must be 0 or more, got {self.gradcheck_every}"),
-            (not self.resume or self.run_name, "--resume needs --run-name, the run to continue"),
-        ]
-        for ok, message in checks:
-            if not ok:
+        for field in dataclasses.fields(self):
+            message = setting_error(field, getattr(self, field.name))
+            if message:
                 raise KbnError(message)
-        if self.save and not str(self.save).endswith(".keras"):
-            raise KbnError(f"the model file must end in .keras, got {self.save}")
+        if self.eta_min is not None and self.eta_min > self.eta:
+            raise KbnError(f"eta_min must be in (0, eta], got {self.eta_min}")
+        if self.resume and not self.run_name:
+            raise KbnError("--resume needs --run-name, the run to continue")

@@ -1,16 +1,20 @@
 """Tests for kbn.cli: `kbn train`, `kbn evaluate` and `kbn gradcheck` on a tiny synthetic npz.
 
-Almost everything calls `kbn.cli.main(argv)` in this process; two tests start a fresh
-`python -m kbn.cli` to see what a user sees: a clean one-line error, and a saved model
+Almost everything calls `kbn.cli.main(argv)` in this process; a few tests start a fresh
+`python -m kbn` to see what a user sees: the help, a clean one-line error, and a saved model
 evaluated by a process that did not train it.
 """
 
+import argparse
 import contextlib
+import dataclasses
+import importlib.metadata
 import io
 import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,7 +23,9 @@ import pytest
 
 import synthetic
 
-from kbn.cli import main
+import kbn
+from kbn.cli import EXAMPLES, MODEL_OPTIONS, build_parser, main
+from kbn.config import TrainConfig, setting
 
 NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
 NUM_TEST = 100
@@ -44,6 +50,13 @@ def write_npz(path, num_classes=NUM_CLASSES, shape=(4, 4, 1), test=True):
     if test:
         arrays["x_test"], arrays["y_test"] = make_images(NUM_TEST, 1, num_classes, shape)
     np.savez(path, **arrays)
+    return path
+
+
+def write_flat_npz(path):
+    """Feature vectors of shape (N, 16), not images."""
+    x, y = make_images(NUM_TRAIN, 0)
+    np.savez(path, x_train=x.reshape(NUM_TRAIN, -1), y_train=y)
     return path
 
 
@@ -120,6 +133,7 @@ def files(tmp_path_factory):
         "shape_data": write_npz(root / "shape.npz", shape=(6, 6, 1)),
         "classes_data": write_npz(root / "classes.npz", num_classes=6),
         "no_test_data": write_npz(root / "no_test.npz", test=False),
+        "flat_data": write_flat_npz(root / "flat.npz"),
         "text_model": root / "x.keras",
         "model": root / "m.keras",
         "truncated_model": root / "truncated.keras",
@@ -191,7 +205,7 @@ def test_train_without_json_prints_a_readable_summary(files, tmp_path):
 def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files, tmp_path):
     status, stdout, stderr = run_main(
         ["train", "--data", f"npz:{files['data']}", *TINY, "--no-batch-norm", "--init", "small",
-         "--hidden", "8,8,8", "--logdir", tmp_path, "--json"]
+         "--hidden", "8,8,8", "--logdir", tmp_path, "--save", tmp_path / "m.keras", "--json"]
     )
     assert status == 0, stderr
     figures = last_json(stdout)
@@ -200,6 +214,36 @@ def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files,
         assert isinstance(figures[key], float) and math.isfinite(figures[key])
     for key in ("train_acc", "val_acc", "test_acc"):
         assert 0.0 <= figures[key] <= 1.0
+    import keras
+
+    # What the three flags change: the saved network's layers and initialiser.
+    model = keras.models.load_model(tmp_path / "m.keras")
+    names = [type(layer).__name__ for layer in model.layers]
+    assert "BatchNorm" not in names
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert [layer.units for layer in dense] == [8, 8, 8, NUM_CLASSES]
+    assert all(layer.use_bias for layer in dense)  # without BN every Dense has its bias
+    for layer in dense:
+        init = layer.get_config()["kernel_initializer"]
+        assert init["class_name"] == "RandomNormal" and init["config"]["stddev"] == 1e-4
+
+
+def test_train_model_options_reach_the_network_under_their_new_names(files, tmp_path):
+    status, _, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--epochs", "0", "--lam", "0.01",
+         "--bn-momentum", "0.5", "--no-gamma-beta", "--init", "xavier", "--logdir", tmp_path,
+         "--save", tmp_path / "m.keras", "--json"]
+    )
+    assert status == 0, stderr
+    import keras
+
+    model = keras.models.load_model(tmp_path / "m.keras", compile=False)  # 0 epochs: no optimizer state
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert [layer.l2 for layer in dense] == [0.01, 0.01]
+    assert dense[0].get_config()["kernel_initializer"]["class_name"] == "GlorotNormal"
+    batch_norm = model.get_layer("batch_norm1")
+    assert batch_norm.momentum == 0.5
+    assert (batch_norm.center, batch_norm.scale) == (False, False)
 
 
 def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
@@ -245,7 +289,7 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     assert ("RandomTranslation" in names) is bool(preset.model["translate"])
     assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [8, NUM_CLASSES]
     dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
-    assert dense.l2 == preset.model["l2"]
+    assert dense.l2 == preset.model["lam"]
     assert last_json(stdout)["epochs_run"] == 1
 
 
@@ -394,9 +438,11 @@ BAD_INPUTS = [
     pytest.param([], "required", id="no-subcommand"),
     pytest.param([*TRAIN, "--save", "{root}/m.h5"], ".keras", id="save-not-keras"),
     pytest.param(["gradcheck", "--batch-sizes", ""], "batch size", id="gradcheck-empty-batch-sizes"),
-    pytest.param([*TRAIN, "--logdir", "{a_file}"], "a_file", id="logdir-is-a-file"),
-    pytest.param([*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file",
-                 id="save-under-a-file"),
+    pytest.param([*TRAIN, "--momentum", "1"], "momentum must be in [0, 1), got 1.0", id="momentum-one"),
+    pytest.param([*TRAIN, "--bn-momentum", "1"], "--bn-momentum", id="bn-momentum-one"),
+    pytest.param([*TRAIN, "--strategy", "ring"], "--strategy", id="unknown-strategy"),
+    pytest.param(["train", "--data", "npz:{flat_data}", "--val-size", "50", "--flip", "--epochs", "0"],
+                 "flip and translate augment images of shape (H, W, C)", id="flip-flat-vectors"),
     pytest.param([*TRAIN, "--epochs", "1", "--eta", "1e300"], "eta", id="eta-beyond-float32"),
     pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.7:0.01"], "eta range",
                  id="tune-eta-range-inverted"),
@@ -445,3 +491,220 @@ def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "x.keras" in lines[0]
     assert result.stdout == ""
+
+
+# --- a valid command that fails while running: one `error:` line, exit status 1 ----------
+
+FAILURES = [
+    pytest.param([*TRAIN, "--logdir", "{a_file}"], "a_file", id="logdir-is-a-file"),
+    pytest.param([*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file",
+                 id="save-under-a-file"),
+]
+
+
+@pytest.mark.parametrize("argv, names", FAILURES)
+def test_failure_while_running_prints_one_error_line_and_exits_1(argv, names, files):
+    argv = [arg.format(**files) for arg in argv]
+    status, _, stderr = run_main(argv)
+    lines = stderr.splitlines()
+    assert status == 1, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and names in lines[0]
+
+
+def test_kbn_error_raised_once_training_began_exits_1(files, tmp_path, monkeypatch):
+    import kbn.training
+
+    def train(model, dataset, config):
+        raise kbn.KbnError("the run folder vanished mid-run")
+
+    monkeypatch.setattr(kbn.training, "train", train)
+    status, _, stderr = run_main(["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", tmp_path])
+    assert (status, stderr) == (1, "error: the run folder vanished mid-run\n")
+
+
+# --- kbn --version, python -m kbn, --help ---------------------------------------------------
+
+
+def test_version_prints_the_one_version_of_the_package():
+    status, stdout, _ = run_main(["--version"])
+    assert status == 0
+    assert stdout == f"kbn {kbn.__version__}\n"
+    # pyproject.toml reads it from kbn.__version__: the installed metadata agrees.
+    assert importlib.metadata.version("kbn-keras") == kbn.__version__
+
+
+def test_python_dash_m_kbn_is_the_kbn_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "kbn", "--help"], capture_output=True, text=True, timeout=120,
+        env=fresh_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: kbn ")
+    for command in EXAMPLES:
+        assert re.search(rf"^    {command}\b", result.stdout, re.MULTILINE), command
+
+
+def test_top_level_help_says_what_kbn_is_for_and_its_exit_statuses():
+    status, stdout, _ = run_main(["--help"])
+    assert status == 0
+    text = " ".join(stdout.split())
+    assert "trains k-layer fully connected networks with batch normalization" in text
+    assert "thin argparse front" not in text
+    assert "exit status: 0 done; 1 the command was valid but running it failed" in text
+    assert "2 the command is wrong" in text
+
+
+def subcommands():
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("command", list(EXAMPLES))
+def test_subcommand_help_shows_every_default_and_examples(command):
+    from kbn.cli import _shown_default
+
+    parser = subcommands()[command]
+    status, stdout, _ = run_main([command, "--help"])
+    assert status == 0
+    text = " ".join(stdout.split())
+    assert "examples: kbn " + command in text
+    shown = 0
+    for action in parser._actions:
+        default = _shown_default(action)
+        if action.option_strings and default:
+            assert f"(default: {default})" in text, (action.option_strings, default)
+            shown += 1
+    assert shown or command == "export"
+
+
+def test_train_help_shows_the_defaults_users_asked_for():
+    text = " ".join(run_main(["train", "--help"])[1].split())
+    for flag, default in [("--eta ETA", "0.0864"), ("--epochs N", "20"), ("--momentum MOMENTUM", "0.9"),
+                          ("--batch-size N", "100"), ("--init {he,xavier,small}", "he"),
+                          ("--hidden W1,W2,...", "50,30"), ("--flip, --no-flip", "--no-flip")]:
+        after = text[text.index(flag + " "):]  # the option's line, not the usage's "[--eta ETA]"
+        assert re.search(r"\(default: ([^)]*)\)", after).group(1) == default, flag
+
+
+# --- options generated from TrainConfig, build_mlp and SearchConfig -------------------------
+
+
+def train_parser():
+    return subcommands()["train"]
+
+
+def test_train_offers_every_command_line_field_of_train_config():
+    parser = train_parser()
+    dests = {a.dest: a for a in parser._actions}
+    args = parser.parse_args(["--data", "x"])
+    for field in dataclasses.fields(TrainConfig):
+        if field.metadata["cli"]:
+            assert f"--{field.name.replace('_', '-')}" in dests[field.name].option_strings
+            assert getattr(args, field.name) == getattr(TrainConfig(), field.name), field.name
+        else:
+            assert field.name not in dests, field.name
+    assert {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata["cli"]} == {"optimizer", "verbose"}
+
+
+def test_train_config_field_added_later_becomes_a_checked_flag():
+    from kbn.cli import _Parser, _add_config_options
+
+    @dataclasses.dataclass
+    class Later(TrainConfig):
+        precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
+        warmup: int = setting(0, "warm-up epochs", check=lambda v: v >= 0, error="warmup must be 0 or more, got {value}")
+
+    parser = _Parser(prog="kbn train")
+    _add_config_options(parser, Later)
+    args = parser.parse_args(["--precision", "mixed", "--warmup", "2", "--eta", "0.5"])
+    assert (args.precision, args.warmup, args.eta) == ("mixed", 2, 0.5)
+    for bad, message in [(["--warmup", "-1"], "warmup must be 0 or more, got -1"),
+                         (["--precision", "half"], "invalid choice: 'half'")]:
+        with pytest.raises(Exception, match=re.escape(message)):
+            parser.parse_args(bad)
+
+
+def test_train_config_flags_reject_values_with_the_configs_own_message():
+    status, _, stderr = run_main(["train", "--data", "x", "--decay", "1.5"])
+    assert status == 2
+    assert stderr == "error: kbn train: argument --decay: decay must be in (0, 1], got 1.5\n"
+
+
+def test_model_options_are_build_mlps_arguments_under_one_name_each():
+    import inspect
+
+    from kbn.model import build_mlp
+
+    arguments = inspect.signature(build_mlp).parameters
+    for name, option in MODEL_OPTIONS.items():
+        assert set(option.get("to", (name,))) <= set(arguments), name
+    dests = {a.dest for a in train_parser()._actions}
+    assert {"lam", "bn_momentum", "momentum"} <= dests
+    assert not {"l2", "alpha", "no_batch_norm"} & dests  # one name per concept
+
+
+def test_tune_offers_every_search_config_field_but_seed_and_verbose():
+    from tuning.search import SearchConfig
+
+    parser = subcommands()["tune"]
+    dests = {a.dest for a in parser._actions}
+    args = parser.parse_args(["--data", "x"])
+    for field in dataclasses.fields(SearchConfig):
+        if field.name != "verbose":
+            assert field.name in dests, field.name
+            assert getattr(args, field.name) == getattr(SearchConfig(), field.name), field.name
+
+
+def test_tune_flags_reach_the_search_config(monkeypatch, files, tmp_path):
+    import tuning.search
+
+    seen = {}
+
+    def search(dataset, config):
+        seen["config"] = config
+        return None  # as a worker does: nothing to report
+
+    monkeypatch.setattr(tuning.search, "search", search)
+    status, _, stderr = run_main(["tune", "--data", f"npz:{files['data']}", "--val-size", VAL_SIZE,
+                                  "--rounds", "2", "--trials", "4", "--eta-range", "0.1:0.2",
+                                  "--directory", tmp_path, "--architecture", "--seed", "3", "--json"])
+    assert status == 0, stderr
+    config = seen["config"]
+    assert (config.rounds, config.trials, config.eta_range) == (2, 4, (0.1, 0.2))
+    assert (config.architecture, config.seed, config.verbose, config.directory) == (True, 3, 0, str(tmp_path))
+
+
+def test_every_preset_setting_is_a_train_option():
+    from kbn.presets import PRESETS
+
+    dests = {a.dest for a in train_parser()._actions}
+    targets = {t for name, o in MODEL_OPTIONS.items() for t in o.get("to", (name,))}
+    for preset in PRESETS.values():
+        assert set(preset.data) | set(preset.train) <= dests, preset.name
+        assert set(preset.model) <= targets, preset.name
+
+
+# --- kbn reproduce --json --------------------------------------------------------------------
+
+
+def test_reproduce_json_reports_the_report_and_every_studys_run(tmp_path, monkeypatch):
+    import kbn.report
+
+    x, y = synthetic.make_images(400, seed=0, num_classes=3, shape=(6, 6, 1))
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    tiny = kbn.report.Sizes(train=120, val=60, test=60, epochs=1, final_epochs=1, trials=3,
+                            trial_epochs=1, gradcheck_entries=5)
+    monkeypatch.setattr(kbn.report, "QUICK", tiny)
+    status, stdout, stderr = run_main(["reproduce", "--data", f"npz:{tmp_path / 'd.npz'}",
+                                       "--out", tmp_path / "out", "--quick", "--json"])
+    assert status == 0, stderr
+    assert len(stdout.splitlines()) == 1  # progress went to stderr
+    assert "1/4 gradient check" in stderr
+    result = last_json(stdout)
+    assert result["report"] == str(tmp_path / "out" / "report.md")
+    assert {f"figure{i}.png" for i in range(1, 10)} <= {pathlib.Path(f).name for f in result["figures"]}
+    runs = result["runs"]
+    assert {"study2-bn-he", "study2-no-bn-small", "study3-best", "study4-eta0.2-bn"} <= set(runs)
+    for figures in runs.values():
+        assert 0 <= figures["val_acc"] <= 1 and figures["epochs_run"] == 1
