@@ -13,9 +13,13 @@ cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
 `evaluate` and the gradient checker cannot pair it with the wrong loss.
 """
 
+import warnings
+from collections.abc import Sequence
+
 import numpy as np
 import keras
 
+from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense
 from kbn.preprocessing import Centering
 
@@ -36,7 +40,7 @@ def kernel_initializer(init, seed=None):
         return keras.initializers.GlorotNormal(seed=seed)
     if init == "small":
         return keras.initializers.RandomNormal(stddev=SMALL_INIT_STDDEV, seed=seed)
-    raise ValueError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
+    raise KbnError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
 
 
 def loss(label_smoothing=0.0):
@@ -78,28 +82,35 @@ class SmoothedCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+# Arguments renamed for one name per concept across kbn (lambda is `lam`
+# everywhere; `momentum` is SGD's alone): the old names work, with a
+# DeprecationWarning, until the release after 0.1.
+RENAMED_ARGUMENTS = {"l2": "lam", "momentum": "bn_momentum"}
+
+
 def build_mlp(
-    hidden=(50, 30),
-    num_classes=10,
+    hidden: Sequence[int] = (50, 30),
+    num_classes: int = 10,
     *,
-    batch_norm=True,
-    init="he",
-    l2=0.0,
-    adapt=None,
-    input_shape=None,
-    rescale=1 / 255,
-    momentum=0.99,
-    epsilon=1e-3,
-    center=True,
-    scale=True,
-    dropout=0.0,
-    flip=False,
-    translate=0.0,
-    dtype=None,
-    seed=None,
-    class_names=None,
-    name="mlp",
-):
+    batch_norm: bool = True,
+    init: str = "he",
+    lam: float = 0.0,
+    adapt: np.ndarray | None = None,
+    input_shape: Sequence[int] | None = None,
+    rescale: float = 1 / 255,
+    bn_momentum: float = 0.99,
+    epsilon: float = 1e-3,
+    center: bool = True,
+    scale: bool = True,
+    dropout: float = 0.0,
+    flip: bool = False,
+    translate: float = 0.0,
+    dtype: str | None = None,
+    seed: int | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str = "mlp",
+    **renamed,
+) -> keras.Model:
     """Build the report's k-layer network, k = len(hidden) + 1.
 
     Layers: optional augmentation (random horizontal flips and shifts of the
@@ -116,14 +127,17 @@ def build_mlp(
         num_classes: K, width of the logits.
         batch_norm: whether to normalise after each hidden Dense.
         init: kernel init, one of `he`, `xavier`, `small`.
-        l2: lambda of the report's cost, the L2 penalty on every kernel.
+        lam: lambda of the report's cost, the L2 penalty on every kernel
+            (`lam * sum(W ** 2)` per Dense). Formerly `l2`.
         adapt: training inputs of shape (N, ...): the model subtracts their
             per-feature mean (after rescaling) and takes its input shape from
             them. Without it the mean is 0.
         input_shape: shape of one example, e.g. (32, 32, 3); needed only
             without `adapt`.
         rescale: factor from raw values to [0, 1] (1/255 for 8-bit pixels).
-        momentum: BatchNorm's moving-average momentum (the report's alpha).
+        bn_momentum: BatchNorm's moving-average factor, the report's alpha:
+            `moving = bn_momentum * moving + (1 - bn_momentum) * batch`.
+            Formerly `momentum` (now SGD's alone, in `TrainConfig`).
         epsilon: BatchNorm's epsilon.
         center, scale: BatchNorm's learnable beta and gamma.
         dropout: rate in [0, 1) of `keras.layers.Dropout` after each hidden
@@ -139,45 +153,61 @@ def build_mlp(
             (e.g. `dataset.class_names`); the saved model keeps them and
             `class_names(model)` gives them back.
         name: the model's name.
+        **renamed: `l2` and `momentum`, the old names of `lam` and
+            `bn_momentum`, accepted with a DeprecationWarning.
 
     Returns:
         A `keras.Model` from raw inputs (N, ...) to logits (N, num_classes),
         compiled with softmax cross-entropy (`from_logits=True`), accuracy,
         and plain SGD (`kbn.train` recompiles it with the run's optimizer).
 
-    >>> model = build_mlp([50, 30], adapt=x_train, l2=1e-4)
+    Raises:
+        KbnError: an argument out of range, or `flip`/`translate` on inputs
+            that are not images of shape (H, W, C).
+
+    >>> model = build_mlp([50, 30], adapt=x_train, lam=1e-4)
     >>> model.fit(x_train, y_train, epochs=1)
     """
+    for old, value in renamed.items():
+        if old not in RENAMED_ARGUMENTS:
+            raise TypeError(f"build_mlp() got an unexpected keyword argument {old!r}")
+        new = RENAMED_ARGUMENTS[old]
+        warnings.warn(f"build_mlp's {old}= is now {new}=; {old}= goes after kbn 0.1",
+                      DeprecationWarning, stacklevel=2)
+        if new == "lam":
+            lam = value
+        else:
+            bn_momentum = value
     hidden = list(hidden)
     for width in hidden:
         if not isinstance(width, (int, np.integer)) or width < 1:
-            raise ValueError(
+            raise KbnError(
                 f"hidden widths must be positive integers. Received: hidden={hidden}"
             )
     if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+        raise KbnError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     if not 0 <= translate < 1:
-        raise ValueError(f"translate must be in [0, 1). Received: translate={translate!r}")
+        raise KbnError(f"translate must be in [0, 1). Received: translate={translate!r}")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
+        raise KbnError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
     if class_names is not None:
         if isinstance(class_names, str) or len(class_names) != num_classes or not all(
             isinstance(c, str) for c in class_names
         ):
-            raise ValueError(
+            raise KbnError(
                 f"class_names must be {num_classes} strings, one per class. "
                 f"Received: class_names={class_names!r}"
             )
     if adapt is not None:
         if len(adapt) == 0:
-            raise ValueError("adapt needs at least one training example. Received: 0")
+            raise KbnError("adapt needs at least one training example. Received: 0")
         input_shape = tuple(np.shape(adapt)[1:])
     elif input_shape is None:
-        raise ValueError("build_mlp needs adapt (training inputs) or input_shape.")
+        raise KbnError("build_mlp needs adapt (training inputs) or input_shape.")
     else:
         input_shape = tuple(input_shape)
     if (flip or translate) and len(input_shape) != 3:
-        raise ValueError(
+        raise KbnError(
             f"flip and translate augment images of shape (H, W, C). "
             f"Received: input_shape={input_shape}"
         )
@@ -204,7 +234,7 @@ def build_mlp(
     for i, width in enumerate(hidden, start=1):
         x = Dense(
             width,
-            l2=l2,
+            l2=lam,
             use_bias=not batch_norm,
             kernel_initializer=kernel_initializer(init, seed_for(i)),
             dtype=dtype,
@@ -212,7 +242,7 @@ def build_mlp(
         )(x)
         if batch_norm:
             x = BatchNorm(
-                momentum=momentum,
+                momentum=bn_momentum,
                 epsilon=epsilon,
                 center=center,
                 scale=scale,
@@ -225,7 +255,7 @@ def build_mlp(
     k = len(hidden) + 1
     logits = Dense(
         num_classes,
-        l2=l2,
+        l2=lam,
         kernel_initializer=kernel_initializer(init, seed_for(k)),
         dtype=dtype,
         name=f"dense{k}",

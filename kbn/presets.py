@@ -48,7 +48,7 @@ PRESETS = {
             "report",
             "the seed report's network and protocol: [50, 30] with BN, eta 0.0864 decayed 0.8 per epoch",
             data={"train_size": 10000, "val_size": 10000},
-            model={"hidden": [50, 30], "batch_norm": True, "init": "he", "l2": 1.8245e-4},
+            model={"hidden": [50, 30], "batch_norm": True, "init": "he", "lam": 1.8245e-4},
             train={"eta": 0.0864, "schedule": "exp", "decay": 0.8, "epochs": 20, "batch_size": 100},
         ),
         _preset(
@@ -60,7 +60,7 @@ PRESETS = {
                 "hidden": [2048, 1024, 512],
                 "batch_norm": True,
                 "init": "he",
-                "l2": 5e-4,
+                "lam": 5e-4,
                 "dropout": 0.2,
                 "flip": True,
                 "translate": 0.125,

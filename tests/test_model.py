@@ -426,3 +426,25 @@ def test_class_names_of_a_model_without_names_are_the_indices():
 def test_class_names_must_be_one_string_per_class(names):
     with pytest.raises(ValueError, match="class_names"):
         build_mlp([4], NUM_CLASSES, input_shape=IMAGE_SHAPE, class_names=names)
+
+
+# --- renamed arguments -----------------------------------------------------------------------
+
+
+def test_old_argument_names_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="l2= is now lam="):
+        old = build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), l2=0.01)
+    with pytest.warns(DeprecationWarning, match="momentum= is now bn_momentum="):
+        old_bn = build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), momentum=0.5)
+    new = build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), lam=0.01, bn_momentum=0.5)
+    assert old.get_layer("dense1").l2 == new.get_layer("dense1").l2 == 0.01
+    assert old_bn.get_layer("batch_norm1").momentum == new.get_layer("batch_norm1").momentum == 0.5
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lambda_'"):
+        build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), lambda_=0.1)
+
+
+def test_flip_on_flat_vectors_is_a_kbn_error_naming_the_shape():
+    from kbn import KbnError
+
+    with pytest.raises(KbnError, match=r"images of shape \(H, W, C\). Received: input_shape=\(16,\)"):
+        build_mlp([4], NUM_CLASSES, input_shape=(16,), flip=True)

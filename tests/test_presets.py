@@ -26,7 +26,7 @@ def test_report_preset_is_the_reports_protocol_and_the_cli_defaults():
     for key, value in preset.train.items():
         assert getattr(defaults, key) == value, key
     args = build_parser().parse_args(["train", "--data", "cifar10"])
-    assert args.hidden == preset.model["hidden"] and args.lam == preset.model["l2"]
+    assert args.hidden == preset.model["hidden"] and args.lam == preset.model["lam"]
     assert preset.data == {"train_size": 10000, "val_size": 10000}
 
 
