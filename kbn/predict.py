@@ -3,9 +3,11 @@
     image files (JPEG, PNG, ...) -> uint8 (N, H, W, C) at the model's size
       -> model -> logits (N, K) -> softmax -> the `top` most probable classes
 
-An image of another size is resized to the model's (bilinear) and its result
-says so; colour images become gray for a gray model (PIL's "L": ITU-R 601
-luma) and gray images RGB for a colour one, as the folder data source does.
+Each file is decoded as the folder data source decodes its images
+(`kbn.data.folder.read_image`), so a model trained on a `folder:` source sees
+the pixels it was trained on. An image of another size is resized to the
+model's (bilinear) and its result says so; colour images become gray for a
+gray model (ITU-R 601 luma) and gray images RGB for a colour one.
 """
 
 import os
@@ -13,11 +15,9 @@ import pathlib
 
 import numpy as np
 
+from kbn.data import folder
 from kbn.errors import KbnError
 from kbn.model import class_names as model_class_names
-
-# The suffixes a folder's images may have (those of the folder data source).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 def predict(model, paths, top=1, batch_size=256):
@@ -93,12 +93,12 @@ def image_files(paths):
         if path.is_dir():
             found = sorted(
                 p for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                if p.suffix.lower() in folder.IMAGE_EXTENSIONS and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
                 raise KbnError(f"folder {path} holds no images: expected files ending in "
-                               f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
+                               f"{', '.join(sorted(folder.IMAGE_EXTENSIONS))}")
             files += found
         elif path.is_file():
             files.append(path)
@@ -121,17 +121,10 @@ def read_image(path, shape):
     Raises:
         KbnError: the file cannot be read as an image.
     """
-    from PIL import Image  # imported here: only predict needs Pillow at this point
-
     height, width, channels = shape
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            size = (image.height, image.width)
-            if size != (height, width):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except Exception as e:  # PIL raises many types for a corrupt file; all mean "unreadable"
-        detail = " ".join(str(e).split())[:200]
-        raise KbnError(f"cannot read image {path} ({type(e).__name__}: {detail})") from None
-    return pixels.reshape(height, width, channels), (None if size == (height, width) else size)
+    image = folder.read_image(path, channels=channels)  # (h, w, C), the file's own size
+    if image.shape[:2] == (height, width):
+        return image, None
+    # Decoded again at the model's size: one resize of the file's own pixels, the
+    # folder source's way (another size is the exception, so the second read is rare).
+    return folder.read_image(path, size=(height, width), channels=channels), image.shape[:2]
