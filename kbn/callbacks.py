@@ -1,5 +1,10 @@
 """Keras callbacks kbn adds to `fit`: divergence guard, gradient check, timing,
-and a TensorBoard writer that loses nothing when the process is killed."""
+and a TensorBoard writer that loses nothing when the process is killed.
+
+The validation metrics are not a callback: kbn's train function adds them to
+the logs of each epoch's last call (`kbn.loop.TrainingLoop.train_function`),
+so every callback, whatever its place in the list, finds `val_*` there.
+"""
 
 import math
 import time
@@ -86,26 +91,6 @@ class GradientCheck(keras.callbacks.Callback):
             self.model, self.x, self.y, max_entries=self.max_entries, seed=epoch
         )
         logs["grad_rel_error"] = max(c.rel_error for c in checks)
-
-
-class ValidationMetrics(keras.callbacks.Callback):
-    """Adds the validation split's metrics to every epoch's logs, as `val_<name>`.
-
-    What `fit(validation_data=...)` does, from a function the caller
-    compiles once (`kbn.loop.Loops.evaluate`); callbacks after this one in the
-    list, and Keras's progress bar and History, see the `val_` entries.
-
-    Args:
-        evaluate: a function of no argument returning {name: float}.
-    """
-
-    def __init__(self, evaluate):
-        super().__init__()
-        self.evaluate = evaluate
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs.update({f"val_{name}": value for name, value in self.evaluate().items()})
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -280,7 +280,7 @@ def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
     return x_hat * gamma + beta, x_hat, inv_std
 
 
-def batch_norm_backward(dy, x_hat, inv_std, gamma):
+def batch_norm_backward(dy, x_hat, inv_std, gamma, total=None):
     """Gradients through batch normalisation with the batch's own statistics.
 
     The report's `BatchNormBackPass`: since mean and var are functions of the
@@ -288,26 +288,50 @@ def batch_norm_backward(dy, x_hat, inv_std, gamma):
     terms account for. With `g = dy * gamma` (the gradient at x_hat):
     `dx = inv_std * (g - mean_n(g) - x_hat * mean_n(g * x_hat))`.
 
+    When the statistics are over a global batch split among replicas, the
+    two means are too: `total` then sums over every replica's examples
+    (`synchronized_sum`), and each replica's dx is exactly the one a single
+    device would compute for its examples.
+
     Args:
         dy: gradient of the loss with respect to y, of shape (N, D).
         x_hat: normalised inputs of shape (N, D).
         inv_std: `1 / sqrt(var + epsilon)` of shape (D,).
         gamma: scale of shape (D,).
+        total: the sum over the batch's examples of an (N, D) tensor, (D,);
+            None: over this tensor's N examples.
 
     Returns:
         dx: gradient with respect to x, of shape (N, D).
-        dgamma: gradient with respect to gamma, of shape (D,): `sum_n dy x_hat`.
-        dbeta: gradient with respect to beta, of shape (D,): `sum_n dy`.
+        dgamma: gradient with respect to gamma, of shape (D,): `sum_n dy x_hat`
+            over this replica's examples (the optimizer sums the replicas').
+        dbeta: gradient with respect to beta, of shape (D,): `sum_n dy`, likewise.
     """
+    total = total or (lambda t: tf.reduce_sum(t, axis=0))
     dbeta = tf.reduce_sum(dy, axis=0)
     dgamma = tf.reduce_sum(dy * x_hat, axis=0)
     g = dy * gamma  # (N, D)
-    dx = inv_std * (
-        g
-        - tf.reduce_mean(g, axis=0)
-        - x_hat * tf.reduce_mean(g * x_hat, axis=0)
-    )
+    n = total(tf.ones_like(g[:, :1]))  # (1,): examples in the whole batch
+    dx = inv_std * (g - total(g) / n - x_hat * (total(g * x_hat) / n))
     return dx, dgamma, dbeta
+
+
+def synchronized_sum(x):
+    """The sum over axis 0 of x (N, D), over every replica's examples: (D,)."""
+    context = tf.distribute.get_replica_context()
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axis=0))
+
+
+def synchronized_moments(x):
+    """Mean and biased variance over every replica's examples of x (N, D): (D,), (D,).
+
+    Two passes, as `tf.nn.moments`: the mean first, then the mean of the
+    squared deviations from it, each summed over the replicas.
+    """
+    n = synchronized_sum(tf.ones_like(x[:, :1]))  # (1,)
+    mean = synchronized_sum(x) / n
+    var = synchronized_sum(tf.math.squared_difference(x, tf.stop_gradient(mean))) / n
+    return mean, var
 
 
 def batch_norm_inference_backward(dy, x_hat, inv_std, gamma):
@@ -322,8 +346,8 @@ def batch_norm_inference_backward(dy, x_hat, inv_std, gamma):
     return dx, tf.reduce_sum(dy * x_hat, axis=0), tf.reduce_sum(dy, axis=0)
 
 
-def _batch_norm_op(backward, epsilon):
-    """`batch_norm_forward` with `backward` as its gradient.
+def _batch_norm_op(backward, epsilon, **options):
+    """`batch_norm_forward` with `backward(..., **options)` as its gradient.
 
     The op takes (x, mean, var, gamma, beta) and returns no gradient for
     mean and var: in training `batch_norm_backward` already follows x through
@@ -335,7 +359,7 @@ def _batch_norm_op(backward, epsilon):
         y, x_hat, inv_std = batch_norm_forward(x, mean, var, gamma, beta, epsilon)
 
         def grad(dy):
-            dx, dgamma, dbeta = backward(dy, x_hat, inv_std, gamma)
+            dx, dgamma, dbeta = backward(dy, x_hat, inv_std, gamma, **options)
             return dx, None, None, dgamma, dbeta
 
         return y, grad
@@ -359,11 +383,23 @@ class BatchNorm(keras.layers.Layer):
     The gradients for x, gamma and beta are written by hand
     (`batch_norm_backward`).
 
+    Under a `tf.distribute` strategy with R > 1 replicas, each holding B/R
+    examples of a global batch of B, a synchronized layer takes the mean and
+    variance over the global batch (the replicas' sums all-reduced), and its
+    backward pass all-reduces its two sums, `sum(g)` and `sum(g * x_hat)`:
+    R replicas compute exactly what one device computes on the B examples.
+    The moving averages, updated from the same global statistics, stay
+    identical on every replica.
+
     Args:
         momentum: float in [0, 1), the report's alpha.
         epsilon: float > 0 added to the variance.
         center: if True, learn the shift beta; otherwise beta = 0.
         scale: if True, learn the scale gamma; otherwise gamma = 1.
+        synchronized: statistics over the global batch of all replicas
+            (True) or over each replica's own examples (False). None, the
+            default: synchronized whenever the strategy has more than one
+            replica. Keras's `BatchNormalization` has the same argument.
         beta_initializer: initializer of beta, of shape (D,).
         gamma_initializer: initializer of gamma, of shape (D,).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
@@ -389,6 +425,7 @@ class BatchNorm(keras.layers.Layer):
         epsilon=1e-3,
         center=True,
         scale=True,
+        synchronized=None,
         beta_initializer="zeros",
         gamma_initializer="ones",
         **kwargs,
@@ -404,10 +441,12 @@ class BatchNorm(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
+        self.synchronized = None if synchronized is None else bool(synchronized)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.supports_masking = True
         self._train_op = _batch_norm_op(batch_norm_backward, self.epsilon)
+        self._synchronized_op = _batch_norm_op(batch_norm_backward, self.epsilon, total=synchronized_sum)
         self._inference_op = _batch_norm_op(batch_norm_inference_backward, self.epsilon)
 
     def build(self, input_shape):
@@ -422,11 +461,13 @@ class BatchNorm(keras.layers.Layer):
             if self.center
             else None
         )
+        # Replicas update the moving statistics together: with "mean" the
+        # update is averaged over them (identical updates when synchronized).
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=dim, initializer="zeros", trainable=False
+            name="moving_mean", shape=dim, initializer="zeros", trainable=False, aggregation="mean"
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=dim, initializer="ones", trainable=False
+            name="moving_variance", shape=dim, initializer="ones", trainable=False, aggregation="mean"
         )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: dim[0]})
 
@@ -444,9 +485,13 @@ class BatchNorm(keras.layers.Layer):
         )
         # A frozen layer normalises with its moving statistics, as Keras's own.
         if training and self.trainable:
-            mean, var = tf.nn.moments(x, axes=[0])  # (D,), (D,); biased var
+            if self._synchronizes():
+                mean, var = synchronized_moments(x)  # (D,), (D,) over the global batch
+                op = self._synchronized_op
+            else:
+                mean, var = tf.nn.moments(x, axes=[0])  # (D,), (D,); biased var
+                op = self._train_op
             self._update_moving_statistics(mean, var)
-            op = self._train_op
         else:
             mean = tf.convert_to_tensor(self.moving_mean)
             var = tf.convert_to_tensor(self.moving_variance)
@@ -456,6 +501,11 @@ class BatchNorm(keras.layers.Layer):
         else:
             y = op(x, mean, var, gamma, beta)
         return tf.reshape(y, tf.shape(inputs)) if folded else y
+
+    def _synchronizes(self):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        return replicas > 1 and self.synchronized is not False
 
     def _update_moving_statistics(self, mean, var):
         alpha = self.momentum
@@ -474,6 +524,7 @@ class BatchNorm(keras.layers.Layer):
             "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
+            "synchronized": self.synchronized,
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
         }

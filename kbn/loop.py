@@ -1,31 +1,40 @@
 """The compiled training loop under `fit`: chunks of mini-batches, one call each.
 
-Tiny networks on a CPU are bound by per-step framework work, not arithmetic.
-Keras's `fit` pays for each mini-batch a `tf.data` hand-off, an optional
-wrapper and a nested function call, even with `steps_per_execution`, and
-for each epoch a new input pipeline: the seed net trained at 1.9x the time
-of plain NumPy that way. Here `fit` gets a stream of index chunks that runs
-across epochs, and the model's `train_function` runs a whole chunk in one
-`tf.function` loop that gathers each mini-batch from the training tensors
-and takes a training step with the model's compiled loss (penalties
-included), optimizer and metrics:
+Tiny networks on a CPU are bound by per-step framework work, not arithmetic:
+Keras's `fit` pays for each mini-batch a `tf.data` hand-off and a nested
+function call, even with `steps_per_execution`, and for each epoch a new input
+pipeline (the seed net trained at 1.9x the time of plain NumPy that way).
+`TrainingLoop` is the model's `train_function` instead: `fit` still runs the
+epochs, the callbacks and the progress bar (which counts mini-batches, since
+the model is compiled with `steps_per_execution=S`), and each call of the
+train function runs up to S mini-batches in one `tf.function`, gathering them
+from the training tensors:
 
-    x --fixed input stages, once per run--> x' (N, D)              Loops.inputs
-    epoch e -> permutation of (seed, e) -> chunks (s, B) of indices   tf.data
-      -> train_function(chunk): for i < s: step(x'[chunk[i]], y[chunk[i]])
+    x --fixed input stages, once per run--> x' (N, D)         TrainingLoop.inputs
+    call c of epoch e: mini-batches b = cS .. cS + S - 1 of that epoch
+      order = permutation of (seed, e)                         EpochOrder
+      each replica r of R: examples order[bB + rB/R : bB + (r+1)B/R]
+      step(x'[those], y[those]) under `strategy.run`, metrics once per call
 
-The fixed stages (flatten, scale, subtract the mean) learn nothing, so
-their output is computed once, as NumPy code centres its data once; the
-step runs the rest of the model (`split_fixed_stages`). A model without
-such stages, or with its own `train_step`, gets Keras's `train_step` on
-raw inputs instead.
+The fixed stages (flatten, scale, subtract the mean) learn nothing, so their
+output is computed once, as NumPy code centres its data once; the step runs
+the rest of the model (`split_fixed_stages`). A model without such stages, or
+with its own `train_step`, gets Keras's `train_step` on raw inputs instead.
 
-Everything around the loop is `fit`'s: callbacks, progress bar (counting
-chunks), TensorBoard, BackupAndRestore. Validation runs in a compiled loop
-of its own (`Loops.evaluate`), from a callback.
+Every step runs per replica under the model's `tf.distribute` strategy, and
+everything is reduced as Keras reduces it: the loss is scaled by 1/R
+(`model.compute_loss`), the optimizer sums the gradients over replicas, and
+the metrics' variables sum their updates. The default strategy has one replica
+and costs nothing. Each replica slices its part of every mini-batch from the
+same permutation, so the examples (and, with kbn's synchronized BatchNorm, the
+numbers) are those of one device with the same global batch; under
+`MultiWorkerMirroredStrategy` every worker holds the whole data set and
+computes the same permutation.
+
+Keras's private attributes: none are read or written here. `fit` is fed a
+dummy one-element dataset that the train function never reads, because the
+mini-batches come from the permutation, not from an iterator.
 """
-
-import functools
 
 import keras
 import tensorflow as tf
@@ -37,60 +46,59 @@ from kbn.preprocessing import Centering
 FIXED_STAGES = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Rescaling, Centering)
 
 
-class EpochChunks:
-    """The order of the training examples, epoch after epoch, in chunks.
+class EpochOrder:
+    """The order of the training examples in each epoch, and its mini-batches.
 
     Keras's own shuffle of arrays repeats one permutation in every epoch once
-    a global seed is set (its shuffle op restarts with each epoch's
-    iterator), and the same batches every epoch cost the seed net about a
-    point of validation accuracy. Here epoch e's order is a stateless
-    function of (seed, e): new each epoch, the same for the same seed, and
-    the same for a resumed run as for an uninterrupted one.
+    a global seed is set (its shuffle op restarts with each epoch's iterator),
+    and the same batches every epoch cost the seed net about a point of
+    validation accuracy. Here epoch e's order is a stateless function of
+    (seed, e): new each epoch, the same for the same seed, the same for a
+    resumed run as for an uninterrupted one, and the same on every worker.
 
     Args:
         n: N, training examples.
-        batch_size: B, examples per mini-batch.
-        steps: S, mini-batches per chunk.
+        batch_size: B, examples per mini-batch; the last mini-batch of an
+            epoch holds the N mod B left over, when there are some.
         seed: int.
 
     Attributes:
-        per_epoch: chunks in one epoch: the full batches in chunks of S,
-            then the short last batch (N mod B examples), when there is one,
-            as a chunk of its own.
-        first_epoch: int64 variable, the epoch the stream starts at; set it
-            before the first chunk is drawn (a resumed run starts late).
+        steps: mini-batches per epoch, ceil(N / B).
     """
 
-    def __init__(self, n, batch_size, steps, seed):
+    def __init__(self, n, batch_size, seed):
         self.n = int(n)
         self.batch_size = int(batch_size)
-        self.steps = int(steps)
         self.seed = int(seed)
-        self.full = self.n // self.batch_size
-        self.rest = self.n - self.full * self.batch_size
-        self.per_epoch = -(-self.full // self.steps) + (1 if self.rest else 0)
-        self.first_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.steps = -(-self.n // self.batch_size)
 
     def order(self, epoch):
-        """The permutation of range(N) for `epoch`, an int64 tensor (N,)."""
-        key = tf.stack([tf.constant(self.seed, tf.int64), epoch])
-        return tf.random.experimental.stateless_shuffle(tf.range(self.n, dtype=tf.int64), seed=key)
+        """The permutation of range(N) for `epoch`, int64 (N,)."""
+        return epoch_order(self.seed, epoch, self.n)
 
-    def _epoch_chunks(self, k):
-        order = self.order(self.first_epoch.read_value() + k)
-        cut = self.full * self.batch_size
-        chunks = tf.data.Dataset.from_tensor_slices(
-            tf.reshape(order[:cut], (self.full, self.batch_size))
-        ).batch(self.steps)
-        if self.rest:
-            chunks = chunks.concatenate(
-                tf.data.Dataset.from_tensors(tf.reshape(order[cut:], (1, self.rest)))
-            )
-        return chunks
+    def batch(self, order, step, replica=0, replicas=1):
+        """Indices of one replica's share of mini-batch `step`, int64 (about B/R,)."""
+        return batch_indices(order, step, self.batch_size, replica, replicas)
 
-    def dataset(self):
-        """An endless `tf.data.Dataset` of int64 index chunks (s, B), s <= S."""
-        return tf.data.Dataset.range(2**62).flat_map(self._epoch_chunks).prefetch(1)
+
+def epoch_order(seed, epoch, n):
+    """The permutation of range(n) for (seed, epoch), int64 (n,); any may be a tensor."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(tf.cast(n, tf.int64)), seed=key)
+
+
+def batch_indices(order, step, batch_size, replica=0, replicas=1):
+    """Replica r's share of mini-batch `step` of `order` (N,), int64 (about B/R,).
+
+    The batch is order[step B : (step + 1) B], cut at N; replica r of R takes
+    the r-th of R nearly equal slices of it.
+    """
+    n = tf.shape(order, out_type=tf.int64)[0]
+    step, batch_size = tf.cast(step, tf.int64), tf.cast(batch_size, tf.int64)
+    replica, replicas = tf.cast(replica, tf.int64), tf.cast(replicas, tf.int64)
+    lo = step * batch_size
+    size = tf.minimum(lo + batch_size, n) - lo
+    return order[lo + size * replica // replicas : lo + size * (replica + 1) // replicas]
 
 
 def split_fixed_stages(model):
@@ -148,18 +156,21 @@ def split_fixed_stages(model):
 def train_step(model, trunk, x, y):
     """One SGD step: Keras's TensorFlow `train_step`, its forward pass `trunk(x)`.
 
-    The model's compiled loss (with its penalties) and optimizer, on x
-    already through the fixed stages (`split_fixed_stages`). The metrics
-    are left to `update_metrics`, once per chunk of steps.
+    The model's compiled loss (with its penalties, scaled by 1/R under a
+    strategy of R replicas, as Keras scales it) and optimizer (which sums the
+    replicas' gradients), on x already through the fixed stages
+    (`split_fixed_stages`). The metrics are left to `update_metrics`, once
+    per call.
 
     Args:
         model: the compiled model.
         trunk: the model after its fixed stages.
-        x: a mini-batch (B, D) from the stages.
-        y: its labels (B,).
+        x: this replica's mini-batch (B/R, D) from the stages.
+        y: its labels (B/R,).
 
     Returns:
-        (loss (), y_pred (B, K)), before the step's update.
+        (loss (), y_pred (B/R, K)): the replica's loss, unscaled, and its
+        predictions, before the step's update.
     """
     with tf.GradientTape() as tape:
         y_pred = trunk(x, training=True)
@@ -167,14 +178,14 @@ def train_step(model, trunk, x, y):
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
     model.optimizer.apply(tape.gradient(scaled, variables), variables)
-    return loss, y_pred
+    return loss * tf.cast(_replicas(), loss.dtype), y_pred
 
 
 def evaluation_step(model, trunk, x, y):
     """Keras's TensorFlow `test_step`, its forward pass `trunk(x)`, metrics updated."""
     y_pred = trunk(x, training=False)
     loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-    update_metrics(model, loss[None], tf.shape(x)[:1], y, y_pred)
+    update_metrics(model, loss[None] * tf.cast(_replicas(), loss.dtype), tf.shape(x)[:1], y, y_pred)
 
 
 def update_metrics(model, losses, sizes, y, y_pred):
@@ -182,7 +193,8 @@ def update_metrics(model, losses, sizes, y, y_pred):
 
     Keras updates them after every step, a dozen small ops each time, a
     tenth of the seed net's epoch; the means come out the same when the
-    steps' losses are weighted by their batch sizes, as Keras does.
+    steps' losses are weighted by their batch sizes, as Keras does. Under a
+    strategy the metrics' variables sum every replica's update.
 
     Args:
         model: the compiled model.
@@ -191,84 +203,130 @@ def update_metrics(model, losses, sizes, y, y_pred):
         y: the labels of all S batches (N,).
         y_pred: their predictions (N, K).
     """
-    model._loss_tracker.update_state(losses, sample_weight=tf.cast(sizes, losses.dtype))
+    loss_tracker(model).update_state(losses, sample_weight=tf.cast(sizes, losses.dtype))
     model.compute_metrics(None, y, y_pred)
 
 
-class Loops:
+def loss_tracker(model):
+    """The compiled model's running mean of the loss, the `Mean` named "loss"."""
+    return next(metric for metric in model.metrics if metric.name == "loss")
+
+
+def _replicas():
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def _replica_id():
+    return tf.distribute.get_replica_context().replica_id_in_sync_group
+
+
+class TrainingLoop:
     """The compiled loops of one compiled model, traced once, run for every run.
 
-    Training runs over chunks of mini-batches (`EpochChunks`), evaluation over
-    whole splits, each in one `tf.function` call. When the model starts with
-    fixed stages (`split_fixed_stages`), both take the data through them once
-    (`inputs`) and run the rest of the model per batch, with the model's
-    compiled loss, optimizer and metrics (`train_step`, `evaluation_step`);
-    otherwise they call the model's own `train_step` and `test_step` on raw
-    inputs.
+    Training runs a call's mini-batches (`EpochOrder`), evaluation a whole
+    split, each in one `tf.function` call, per replica under the model's
+    strategy. When the model starts with fixed stages (`split_fixed_stages`),
+    both take the data through them once (`inputs`) and run the rest of the
+    model per batch with the model's compiled loss, optimizer and metrics
+    (`train_step`, `evaluation_step`); otherwise they call the model's own
+    `train_step` and `test_step` on raw inputs.
+
+    What is traced into the loops (the model, its optimizer and loss, the
+    strategy) is fixed for the object's life; everything else (data, order,
+    batch size, step range) is an argument. `kbn.train` keeps one per model
+    and traced settings (`kbn.config.TRACED`) and builds a new one when one
+    of them changes.
 
     Args:
-        model: a compiled Keras model (TensorFlow backend, default strategy).
+        model: a compiled Keras model (TensorFlow backend).
 
     Attributes:
+        strategy: the model's `tf.distribute.Strategy`.
         stages: the fixed stages, a functional model, or None.
-        run_chunk: `tf.function` (x (N, D), y (N,), chunk (S, B)) -> metrics.
-        run_split: `tf.function` (x (N, D), y (N,), batch_size ()) -> metrics.
     """
 
     def __init__(self, model):
         self.model = model
+        self.strategy = model.distribute_strategy
         split = split_fixed_stages(model)
         self.stages = split[0] if split else None
         if split:
-            self._through_stages = tf.function(
-                lambda x: split[0](x, training=False), reduce_retracing=True
-            )
-            self.run_chunk = self._split_chunk_loop(model, split[1])
-            check = functools.partial(evaluation_step, model, split[1])
+            self._through_stages = tf.function(lambda x: split[0](x, training=False), reduce_retracing=True)
+            step = lambda x, y: train_step(model, split[1], x, y)  # noqa: E731
+            check = lambda x, y: evaluation_step(model, split[1], x, y)  # noqa: E731
         else:
-            self.run_chunk = self._chunk_loop(model)
+            step = None
             check = lambda x, y: model.test_step((x, y))  # noqa: E731
+        self._run_chunk = self._chunk_loop(model, step)
+        self._run_split = self._split_loop(model, check)
+
+    def _chunk_loop(self, model, step):
+        strategy = self.strategy
+
+        def replica_batch(x, y, order, b, batch_size):
+            return batch_indices(order, b, batch_size, _replica_id(), _replicas())
+
+        def one_replica_chunk(x, y, order, first, count, batch_size):
+            # One replica: the whole call in one loop, the metrics once at
+            # its end (see `update_metrics`).
+            dtype = model.outputs[0].dtype
+            losses = tf.TensorArray(dtype, size=count)
+            sizes = tf.TensorArray(tf.int32, size=count)
+            indices = tf.TensorArray(tf.int64, size=count, infer_shape=False, element_shape=[None])
+            predictions = tf.TensorArray(
+                dtype, size=count, infer_shape=False, element_shape=[None, model.outputs[0].shape[-1]]
+            )
+            for i in tf.range(count):
+                index = batch_indices(order, first + tf.cast(i, tf.int64), batch_size)
+                loss, y_pred = step(tf.gather(x, index), tf.gather(y, index))
+                losses = losses.write(i, tf.cast(loss, dtype))
+                sizes = sizes.write(i, tf.shape(index)[0])
+                indices = indices.write(i, index)
+                predictions = predictions.write(i, y_pred)
+            update_metrics(model, losses.stack(), sizes.stack(), tf.gather(y, indices.concat()), predictions.concat())
+
+        def replica_step(x, y, order, b, batch_size):
+            # Several replicas: one step per `strategy.run`, since replicas
+            # synchronise (gradients, batch statistics) only outside loops.
+            index = replica_batch(x, y, order, b, batch_size)
+            if step is None:  # Keras's own train_step, metrics included
+                model.train_step((tf.gather(x, index), tf.gather(y, index)))
+                return
+            loss, y_pred = step(tf.gather(x, index), tf.gather(y, index))
+            update_metrics(model, loss[None], tf.shape(index)[:1], tf.gather(y, index), y_pred)
+
+        def run_chunk(x, y, seed, epoch, first, count, batch_size):
+            order = epoch_order(seed, epoch, tf.shape(x)[0])
+            if strategy.num_replicas_in_sync == 1 and step is not None:
+                strategy.run(one_replica_chunk, args=(x, y, order, first, count, batch_size))
+            else:
+                for i in tf.range(count):
+                    b = first + tf.cast(i, tf.int64)
+                    strategy.run(replica_step, args=(x, y, order, b, batch_size))
+            return model.get_metrics_result()
+
+        return tf.function(run_chunk, reduce_retracing=True)
+
+    def _split_loop(self, model, check):
+        strategy = self.strategy
+
+        def replica_check(x, y, start, size):
+            r = tf.cast(_replica_id(), tf.int64)
+            replicas = tf.cast(_replicas(), tf.int64)
+            lo, hi = start + size * r // replicas, start + size * (r + 1) // replicas
+            check(x[lo:hi], y[lo:hi])
 
         # Keras's `evaluate` builds a new input pipeline on every call and
         # pays a function call per batch: validating the seed net on 10k
         # images took 0.07 s that way, 0.02 s in one loop.
-        @tf.function(reduce_retracing=True)
         def run_split(x, y, batch_size):
-            for start in tf.range(0, tf.shape(x)[0], batch_size):
-                check(x[start : start + batch_size], y[start : start + batch_size])
+            n = tf.shape(x, out_type=tf.int64)[0]
+            for start in tf.range(0, n, batch_size):
+                size = tf.minimum(start + batch_size, n) - start
+                strategy.run(replica_check, args=(x, y, start, size))
             return model.get_metrics_result()
 
-        self.run_split = run_split
-
-    @staticmethod
-    def _chunk_loop(model):
-        @tf.function(reduce_retracing=True)
-        def run_chunk(x, y, chunk):
-            for i in tf.range(tf.shape(chunk)[0]):
-                model.train_step((tf.gather(x, chunk[i]), tf.gather(y, chunk[i])))
-            return model.get_metrics_result()
-
-        return run_chunk
-
-    @staticmethod
-    def _split_chunk_loop(model, trunk):
-        dtype = trunk.outputs[0].dtype
-
-        @tf.function(reduce_retracing=True)
-        def run_chunk(x, y, chunk):
-            steps = tf.shape(chunk)[0]
-            losses = tf.TensorArray(dtype, size=steps)
-            predictions = tf.TensorArray(dtype, size=steps)
-            for i in tf.range(steps):
-                loss, y_pred = train_step(model, trunk, tf.gather(x, chunk[i]), tf.gather(y, chunk[i]))
-                losses = losses.write(i, tf.cast(loss, dtype))
-                predictions = predictions.write(i, y_pred)
-            y_pred = predictions.concat()  # (S * B, K)
-            sizes = tf.fill([steps], tf.shape(chunk)[1])
-            update_metrics(model, losses.stack(), sizes, tf.gather(y, tf.reshape(chunk, [-1])), y_pred)
-            return model.get_metrics_result()
-
-        return run_chunk
+        return tf.function(run_split, reduce_retracing=True)
 
     def inputs(self, x):
         """`x` as the loops take it: through the fixed stages, once, as a tensor.
@@ -288,23 +346,53 @@ class Loops:
             return tf.convert_to_tensor(x)
         return self._through_stages(x)
 
-    def train_function(self, x, y):
-        """A `model.train_function` for `fit` over `EpochChunks.dataset()`.
+    def train_function(self, x, y, order_of, first_epoch, steps_per_execution, validate=None):
+        """A `model.train_function` for `fit(steps_per_epoch=order_of.steps)`.
 
-        Keras calls it once per element of the data given to `fit`: here a
-        chunk of indices into (x, y), trained on by `run_chunk`.
+        `fit` calls it once per `steps_per_execution` mini-batches (the
+        model's compiled setting, which the progress bar counts in); each
+        call runs the next ones of the epoch, up to the epoch's end. The
+        calls are counted from `first_epoch` on, so they must come from one
+        `fit` that starts at that epoch. The epoch's last call also runs
+        `validate` and adds its figures as `val_<name>`: `fit`'s callbacks
+        find them in their epoch logs, as with `fit(validation_data=...)`.
 
         Args:
             x: training inputs (N, ...), from `inputs`.
             y: training labels (N,).
+            order_of: the run's `EpochOrder`.
+            first_epoch: the epoch `fit` starts at (after a resume).
+            steps_per_execution: S, as the model is compiled.
+            validate: None, or a function of no argument giving {name: float}.
 
         Returns:
-            a function of Keras's iterator giving the logs dict, as Keras's own.
+            a function of Keras's (unread) iterator giving the logs dict.
         """
         y = tf.convert_to_tensor(y)
+        calls_per_epoch = -(-order_of.steps // steps_per_execution)
+        seed = tf.constant(order_of.seed, tf.int64)
+        batch_size = tf.constant(order_of.batch_size, tf.int64)
+        calls = 0
 
         def run(iterator):
-            return self.run_chunk(x, y, next(iterator))
+            nonlocal calls
+            epoch, call = divmod(calls, calls_per_epoch)
+            calls += 1
+            first = call * steps_per_execution
+            count = min(steps_per_execution, order_of.steps - first)
+            logs = self._run_chunk(
+                x,
+                y,
+                seed,
+                tf.constant(first_epoch + epoch, tf.int64),
+                tf.constant(first, tf.int64),
+                tf.constant(count, tf.int32),
+                batch_size,
+            )
+            if validate is None or call != calls_per_epoch - 1:
+                return logs
+            logs = {name: float(value) for name, value in logs.items()}  # before validate resets them
+            return {**logs, **{f"val_{name}": value for name, value in validate().items()}}
 
         return run
 
@@ -314,11 +402,31 @@ class Loops:
         Args:
             x: inputs (N, ...), N > 0, from `inputs`.
             y: labels (N,).
-            batch_size: examples per batch.
+            batch_size: examples per batch (global, split over the replicas).
 
         Returns:
             {"loss": float, "accuracy": float, ...}, as Keras names them.
         """
         self.model.reset_metrics()
-        results = self.run_split(x, tf.convert_to_tensor(y), tf.constant(batch_size, tf.int32))
+        results = self._run_split(x, tf.convert_to_tensor(y), tf.constant(batch_size, tf.int64))
         return {name: float(value) for name, value in results.items()}
+
+    def tracing_counts(self):
+        """How often each compiled loop has been traced: (chunk, split)."""
+        return (
+            self._run_chunk.experimental_get_tracing_count(),
+            self._run_split.experimental_get_tracing_count(),
+        )
+
+
+def fit_data(strategy):
+    """The dataset `fit` iterates over while kbn's train function runs the steps.
+
+    `fit` needs data to make its epoch iterator; kbn's train function never
+    reads it (the mini-batches come from `EpochOrder`), so one constant
+    element, repeated, distributed over the replicas as `fit` would.
+    """
+    dataset = tf.data.Dataset.from_tensors(tf.zeros((strategy.num_replicas_in_sync,))).repeat()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))

@@ -1,40 +1,58 @@
-"""TrainConfig + train(): the report's mini-batch SGD with momentum on `fit`.
+"""train(): the report's mini-batch SGD with momentum, on Keras's `fit`.
 
     Dataset + model --train()--> run dir logs/<run name>/
         train/, validation/   TensorBoard events (loss, accuracy, learning rate)
+        events at the top     the run's HParams session (settings and status)
         summary.json          config, per-epoch history, final metrics, timing
         curves.png            loss and accuracy per epoch, as the report's figures
-        backup/               BackupAndRestore state while the run is unfinished
+        backup/               the last epochs' state while the run is unfinished
+        .lock                 held while a process writes the folder
         model.keras           with `save`, or wherever `save` points
 
-Everything else is Keras's: `SGD(momentum)` (`kbn.sgd.SGD`: the same
-update fused into one op), a `LearningRateSchedule`, the progress bar,
-`TensorBoard`, `BackupAndRestore`. kbn adds the report's divergence guard,
-an optional periodic gradient check, atomic files, and a resume that keeps
-every epoch exactly once.
+`fit` runs the epochs, the callbacks (kbn's and the caller's), the progress
+bar and TensorBoard; each call of the model's `train_function` is kbn's
+compiled loop over up to `steps_per_execution` mini-batches
+(`kbn.loop.TrainingLoop`), per replica under the model's `tf.distribute`
+strategy, with the validation split evaluated at each epoch's last call so
+that every callback finds `val_*` in its logs. kbn adds the report's
+divergence guard, an optional periodic gradient check, atomic files, one
+writer per run folder, and a resume that keeps every epoch exactly once.
+
+Keras's private attributes: none. The train function is installed through
+`Model.train_function`, the attribute `make_train_function` fills, and
+removed after the run, so the caller's own `fit` gets Keras's step again.
 """
 
 import dataclasses
 import datetime
 import pathlib
-import random
 import shutil
 import statistics
+import time
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context as tf_context
 
 from kbn import model as model_lib
 from kbn import plots
+from kbn.backup import Backup
+from kbn.callbacks import DivergenceGuard, EpochTensorBoard, GradientCheck
 from kbn.config import TrainConfig
-from kbn.callbacks import DivergenceGuard, EpochTensorBoard, EpochTimer, GradientCheck, ValidationMetrics
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
-from kbn.loop import EpochChunks, Loops
+from kbn.hparams import run_hparams, write_hparams
+from kbn.loop import EpochOrder, TrainingLoop, fit_data
+from kbn.runlock import RunLock
 from kbn.schedules import learning_rate
 from kbn.sgd import SGD
+
+# The TrainConfig fields traced into the compiled loop: the schedule's kind
+# (its numbers live in variables), SGD's momentum, the loss's smoothing, the
+# optimizer, the calls' length. A model trained again with all of them
+# unchanged keeps its loop; any change builds a new one.
+TRACED = ("schedule", "momentum", "label_smoothing", "optimizer", "steps_per_execution")
 
 
 @dataclasses.dataclass
@@ -57,177 +75,271 @@ class TrainResult:
     diverged: str | None
 
 
-def train(model, dataset, config=None):
+def train(model, dataset, config=None, *, callbacks=None, hparams=None, strategy=None):
     """Train `model` on `dataset` with mini-batch SGD with momentum.
 
+    The run reads `config.seed` for the order of the examples only: the
+    weights are the model's (`build_mlp(seed=...)` makes them repeatable).
+    It changes one thing in the process: TensorFlow's op determinism is
+    turned on (`tf.config.experimental.enable_op_determinism`), so that the
+    same seed gives the same numbers; TensorFlow has no public way to turn
+    it off again. Global seeds (Python, NumPy, TensorFlow) are not touched.
+
     Args:
-        model: a Keras model from raw inputs to logits, e.g. `build_mlp`;
-            it is compiled here with softmax cross-entropy on its logits,
-            the run's SGD and accuracy (`kbn.model.compile_model`).
+        model: a Keras model from raw inputs to logits, e.g. `build_mlp`,
+            built under the `tf.distribute` strategy it is to train with
+            (`with kbn.distribute.make_strategy(...).scope():`). It is
+            compiled here with softmax cross-entropy on its logits,
+            accuracy, and the optimizer: `config.optimizer` when given, else
+            the one the model was compiled with unless that is kbn's `SGD`
+            (`build_mlp` compiles with one), else `SGD(eta schedule,
+            momentum)` with its fused update. Another optimizer keeps its own
+            learning rate: eta and the schedule drive kbn's SGD only.
         dataset: a `kbn.Dataset`; its val split drives the validation curves.
         config: a `TrainConfig`; defaults to the report's protocol.
+        callbacks: Keras callbacks run by `fit` after kbn's gradient check
+            and divergence guard and before kbn's run log and TensorBoard;
+            their epoch logs hold the validation metrics (`val_loss`,
+            `val_accuracy`), and one that sets `model.stop_training` ends
+            the run cleanly after that epoch (`stopped_early` in the summary).
+        hparams: extra hparams for the run's HParams session (a search's
+            round, trial id, ...), beside those read from the model and config.
+        strategy: the model's strategy, when the caller wants it checked.
 
     Returns:
-        a `TrainResult`.
+        a `TrainResult`. Under `MultiWorkerMirroredStrategy` only the chief
+        writes the run folder; every other worker writes its backup and
+        summary under `run_dir/workers/<task id>/`.
     """
     config = config or TrainConfig()
     config.validate()
-    _seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-
+    if strategy is not None and strategy is not model.distribute_strategy:
+        raise KbnError(
+            "the model was built outside the strategy it is to train with; "
+            "build it inside `with strategy.scope():`"
+        )
     run_dir = pathlib.Path(config.logdir) / (
         config.run_name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
-    previous = _start_run_dir(run_dir, config.resume)
-    if config.save:  # fail now, not after the training, on an unwritable path
+    worker = _worker_id(model.distribute_strategy)
+    if worker is not None:
+        run_dir = run_dir / "workers" / str(worker)
+    with RunLock(run_dir):
+        return _train(model, dataset, config, run_dir, list(callbacks or []), hparams, chief=worker is None)
+
+
+def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
+    previous = read_json(run_dir / "summary.json") if config.resume else None
+    if previous and previous.get("finished"):  # a scheduler restarted a finished job
+        return _result(previous, run_dir)
+    history = (previous or {}).get("history") or {}
+    _clear_run_dir(run_dir, config.resume)
+    if config.save and chief:  # fail now, not after the training, on an unwritable path
         pathlib.Path(config.save).parent.mkdir(parents=True, exist_ok=True)
+    tf.config.experimental.enable_op_determinism()
 
     x, y = dataset.train.x, dataset.train.y
-    steps_per_epoch = -(-len(x) // config.batch_size)
-    chunks = EpochChunks(len(x), config.batch_size, config.steps_per_execution, config.seed)
+    order = EpochOrder(len(x), config.batch_size, config.seed)
     rate = learning_rate(
         config.schedule,
         eta=config.eta,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=order.steps,
         decay=config.decay,
         eta_min=config.eta_min,
         step_size=config.step_size,
         epochs=max(config.epochs, 1),
     )
-    loops = _compile(model, rate, config)
-    # The data as the loops take it: through the model's fixed input stages.
-    x_in = loops.inputs(x)
-    # fit runs the train_function it finds: kbn's loop over chunks of this data.
-    model.train_function = loops.train_function(x_in, y)
-    batch = max(config.batch_size, 1000)
+    loop = _compile(model, rate, config)
+    backup = Backup(run_dir / "backup")
+    done = backup.restore(model) if config.resume else 0
+    done = _agree_on_epoch(model, backup, done)
+    history = {key: list(values[:done]) for key, values in history.items()}
+    if done and chief:
+        _replay_tensorboard(run_dir, history)
 
+    # The data as the loop takes it: through the model's fixed input stages.
+    x_in = loop.inputs(x)
+    x_val = loop.inputs(dataset.val.x) if len(dataset.val) else None
+    batch = max(config.batch_size, 1000)
+    validate = (lambda: loop.evaluate(x_val, dataset.val.y, batch)) if x_val is not None else None
     guard = DivergenceGuard(
         config.divergence_factor,
-        first_loss=_first(previous, "loss"),
-        initial_loss=loops.evaluate(x_in[:1000], y[:1000], batch)["loss"],  # J before training
+        first_loss=_first(history, "loss"),
+        initial_loss=loop.evaluate(x_in[:1000], y[:1000], batch)["loss"],  # J before training
     )
-    timer = EpochTimer()
-    run_log = _RunLog(run_dir, config, previous, timer)
-    callbacks = [guard]
-    x_val = loops.inputs(dataset.val.x) if len(dataset.val) else None
-    if x_val is not None:
-        callbacks.append(ValidationMetrics(lambda: loops.evaluate(x_val, dataset.val.y, batch)))
-    if config.gradcheck_every:
-        callbacks.append(GradientCheck(x[:20], y[:20], every=config.gradcheck_every))
-    callbacks += [
-        timer,
-        # The history reaches disk before the backup does: a resume never
-        # finds a backup ahead of the history it continues.
-        run_log,
-        _AtomicBackupAndRestore(run_dir / "backup"),
-        # After the backup has restored its epoch: the chunks start there.
-        keras.callbacks.LambdaCallback(
-            on_train_begin=lambda _: chunks.first_epoch.assign(model._initial_epoch or 0)
-        ),
-        EpochTensorBoard(run_dir),
-    ]
+    run_log = _RunLog(run_dir, config, history, backup)
+    callbacks = [GradientCheck(x[:20], y[:20], every=config.gradcheck_every)] if config.gradcheck_every else []
+    callbacks += [guard, *user_callbacks, run_log]
+    if chief:
+        callbacks.append(EpochTensorBoard(run_dir))
 
-    model._initial_epoch = None  # Keras keeps a restored epoch across fits
+    # fit runs kbn's loop as the model's train function, from epoch `done`.
+    model.train_function = loop.train_function(
+        x_in, y, order, done, config.steps_per_execution, validate=validate
+    )
     try:
         model.fit(
-            chunks.dataset(),
-            steps_per_epoch=chunks.per_epoch,
+            fit_data(model.distribute_strategy),
+            steps_per_epoch=order.steps,
             epochs=config.epochs,
-            shuffle=False,  # EpochChunks does it, a new order each epoch
+            initial_epoch=done,
+            shuffle=False,  # EpochOrder does it, a new order each epoch
             callbacks=callbacks,
             verbose=config.verbose,
         )
     finally:
         model.train_function = None  # the user's own fit gets Keras's own step again
-    history = run_log.history
-    model_path = _save_model(model, config.save) if config.save else None
+    model_path = _save_model(model, config.save) if config.save and chief else None
+    epochs_run = len(run_log.history.get("loss", []))
     summary = run_log.summary(
-        final=_final_metrics(loops, dataset, batch, {"train": x_in, "val": x_val}),
+        final=_final_metrics(loop, dataset, batch, {"train": x_in, "val": x_val}),
         diverged=guard.reason,
+        stopped_early=guard.reason is None and epochs_run < config.epochs,
         model_path=model_path,
     )
     write_json(run_dir / "summary.json", summary)
-    if history.get("loss") and config.plot_curves:
-        plots.plot_curves(history, run_dir / "curves.png", title=_title(model, config))
-    return TrainResult(history, summary, run_dir, model_path, guard.reason)
+    backup.remove()
+    if chief:
+        status = "diverged" if guard.reason else "stopped" if summary["stopped_early"] else "finished"
+        write_hparams(run_dir, {**run_hparams(model, config), **(hparams or {})}, status)
+        if run_log.history.get("loss") and config.plot_curves:
+            plots.plot_curves(run_log.history, run_dir / "curves.png", title=_title(model, config))
+    return _result(summary, run_dir)
 
 
-def _seed(seed):
-    """`keras.utils.set_random_seed(seed)`, unless `seed` is already TensorFlow's.
+def _result(summary, run_dir):
+    model_path = summary.get("model_path")
+    return TrainResult(
+        summary.get("history") or {},
+        summary,
+        pathlib.Path(run_dir),
+        pathlib.Path(model_path) if model_path else None,
+        summary.get("diverged"),
+    )
 
-    TensorFlow's `set_seed` also clears the kernel cache of every compiled
-    function: the next call of the training loop is instantiated anew, 0.17 s
-    for the seed net, which a search's trials (one seed for all) would pay
-    every trial. kbn's own randomness never reads the global seed (the
-    shuffle is stateless, the layers' seeds are their own), so Python's and
-    NumPy's seeds are set every time, TensorFlow's only when it changes.
+
+def _worker_id(strategy):
+    """None for the process that writes the run folder (the chief), else its task id.
+
+    Keras's multi-worker convention: the chief (task `chief`, or worker 0
+    when the cluster names no chief) writes files; the others only keep
+    what they need to resume.
     """
-    if tf_context.global_seed() != seed:
-        keras.utils.set_random_seed(seed)
-    else:
-        random.seed(seed)
-        np.random.seed(seed)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    cluster = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+    ):
+        return None
+    return f"{resolver.task_type}-{resolver.task_id}"
+
+
+def _agree_on_epoch(model, backup, done):
+    """The epoch every worker can resume from: the oldest of their newest backups.
+
+    Workers write their backups one after the other, so a kill can leave one
+    an epoch ahead of another; each keeps its two last states, and the one
+    ahead goes back. One process, or workers that agree, change nothing.
+    """
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return done
+    reported = strategy.run(lambda: tf.constant([done], tf.int64))
+    agreed = int(tf.reduce_min(strategy.gather(reported, axis=0)))
+    if agreed == done:
+        return done
+    if agreed in backup.epochs():
+        return backup.restore(model, epoch=agreed)
+    raise KbnError(
+        f"the workers' backups are too far apart to resume (this one: epoch {done}, "
+        f"another: epoch {agreed}); start the run over without --resume"
+    )
 
 
 def _compile(model, rate, config):
     """Compile `model` for this run, or reuse the training loop it already has.
 
-    Returns the model's compiled `kbn.loop.Loops`: over a chunk of
-    mini-batches for training, over a split for evaluation.
+    Returns the model's `kbn.loop.TrainingLoop`.
 
-    Tracing the loops costs as much as seven epochs of the seed net, so a
-    model that kbn compiled before with the same traced structure (schedule
-    kind, momentum, label smoothing) keeps its loops: the schedule's numbers
-    are assigned into them and the optimizer starts again from step 0 with
-    no momentum. A search's trials run back to back this way.
+    Tracing the loop costs as much as seven epochs of the seed net, so a
+    model that kbn compiled before with the same traced settings (`TRACED`)
+    keeps its loop: the schedule's numbers are assigned into the schedule the
+    loop reads, and kbn's SGD starts again from step 0 with no momentum. A
+    search's trials run back to back this way.
     """
-    key = (config.schedule, config.momentum, config.label_smoothing)
-    previous = getattr(model, "_kbn_compiled", None)
-    optimizer = model.optimizer
-    if previous and previous[0] == key and previous[1] is optimizer:
-        if isinstance(rate, float):
-            optimizer.learning_rate = rate
-        else:
-            optimizer._learning_rate.assign(rate)
-        _reset_optimizer(optimizer)
-        return previous[2]
-    model_lib.compile_model(
-        model,
-        SGD(rate, momentum=config.momentum),
-        label_smoothing=config.label_smoothing,
-    )
-    loops = Loops(model)
-    # Past Keras's attribute tracking: a note for kbn, not part of the model.
-    object.__setattr__(model, "_kbn_compiled", (key, model.optimizer, loops))
-    return loops
+    key = tuple(getattr(config, name) for name in TRACED)
+    kept = _LOOPS.get(model)
+    if kept and kept.key == key and kept.optimizer is model.optimizer:
+        if isinstance(kept.schedule, float):  # constant: the optimizer's own variable
+            kept.optimizer.learning_rate = rate
+        elif kept.schedule is not None:
+            kept.schedule.assign(rate)
+        if kept.schedule is not None:
+            _reset_optimizer(kept.optimizer)
+        return kept.loop
+    optimizer, schedule = config.optimizer, None
+    if optimizer is None and model.optimizer is not None and not isinstance(model.optimizer, SGD):
+        optimizer = model.optimizer  # the caller's own, as compiled
+    if optimizer is None:
+        with model.distribute_strategy.scope():
+            optimizer = SGD(rate, momentum=config.momentum)
+        schedule = rate
+    with model.distribute_strategy.scope():
+        model_lib.compile_model(
+            model,
+            optimizer,
+            steps_per_execution=config.steps_per_execution,
+            label_smoothing=config.label_smoothing,
+        )
+    loop = TrainingLoop(model)
+    _LOOPS[model] = _Kept(key, model.optimizer, schedule, loop)
+    return loop
+
+
+@dataclasses.dataclass
+class _Kept:
+    """What a model's compiled loop depends on, beside the loop itself.
+
+    `schedule` is the learning rate kbn's SGD reads (a float for the
+    constant schedule, or a schedule whose numbers live in variables), None
+    for the caller's own optimizer.
+    """
+
+    key: tuple
+    optimizer: object
+    schedule: object
+    loop: TrainingLoop
+
+
+_LOOPS = weakref.WeakKeyDictionary()  # model -> _Kept; a model's loop dies with it
+
+
+def compiled_loop(model):
+    """The `kbn.loop.TrainingLoop` kbn keeps for `model`, or None before its first run."""
+    kept = _LOOPS.get(model)
+    return kept.loop if kept else None
 
 
 def _reset_optimizer(optimizer):
-    """Step counter and momentum back to 0; the learning rate stays."""
+    """kbn's SGD back to step 0 and no momentum; its learning rate stays."""
     for variable in optimizer.variables:
-        if variable is not getattr(optimizer, "_learning_rate", None):
+        if "learning_rate" not in variable.path:
             variable.assign(keras.ops.zeros_like(variable))
 
 
-def _start_run_dir(run_dir, resume):
-    """Prepare the run folder; return the history of the run being resumed.
+def _clear_run_dir(run_dir, resume):
+    """Prepare the run folder for a new process.
 
     A run started afresh under an existing name drops the old run's backup
     and curves, so they cannot mix with the new ones. A resumed run replays
     its recorded history into fresh TensorBoard files: the curves then hold
     every epoch exactly once, whatever moment the previous process died at.
     """
-    summary = read_json(run_dir / "summary.json") if resume else None
-    if summary and summary.get("finished"):
-        raise KbnError(
-            f"run {run_dir} has already finished; train under another --run-name, "
-            "or without --resume to start it over"
-        )
-    history = (summary or {}).get("history") or {}
     for stale in ("train", "validation") if resume else ("backup", "train", "validation"):
         shutil.rmtree(run_dir / stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return history
 
 
 def _first(history, key):
@@ -236,47 +348,35 @@ def _first(history, key):
 
 
 class _RunLog(keras.callbacks.Callback):
-    """Keeps the run's history and writes summary.json at every epoch end.
+    """The run's history: summary.json, then the backup, at every epoch end.
 
-    On resume it starts from the recorded history, cut to the epoch the
-    backup restored, and replays it into TensorBoard.
+    One callback writes both, in this order, so a resume never finds a
+    backup ahead of the history it continues.
+
+    Args:
+        run_dir: the run's folder.
+        config: the run's `TrainConfig`.
+        history: the epochs before this process's first, by key.
+        backup: the run's `kbn.backup.Backup`.
     """
 
-    def __init__(self, run_dir, config, previous, timer):
+    def __init__(self, run_dir, config, history, backup):
         super().__init__()
         self.run_dir = run_dir
         self.config = config
-        self.previous = previous
-        self.timer = timer
-        self.history = {}
+        self.history = history
+        self.backup = backup
         self._rate = None
-        self._restored = False
-
-    def _restore(self):
-        """Take over the previous history up to the epoch the backup restored.
-
-        Runs once, after every callback's on_train_begin: BackupAndRestore,
-        later in the list, sets the model's initial epoch there.
-        """
-        if self._restored:
-            return
-        self._restored = True
-        done = self.model._initial_epoch or 0
-        self.history = {k: list(v[:done]) for k, v in self.previous.items()}
-        if done:
-            _replay_tensorboard(self.run_dir, self.history)
-
-    def on_train_end(self, logs=None):
-        self._restore()  # the backup may hold every epoch already
+        self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._restore()
+        self._start = time.perf_counter()
         self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         logs["learning_rate"] = self._rate  # the rate this epoch ran at
-        logs["seconds"] = self.timer.seconds[-1]
+        logs["seconds"] = time.perf_counter() - self._start  # training and validation
         # One entry per epoch in every list, None where an epoch has no value
         # (a gradient check every N epochs), so lists stay indexed by epoch.
         done = len(self.history.get("loss", []))
@@ -284,20 +384,30 @@ class _RunLog(keras.callbacks.Callback):
             values = self.history.setdefault(key, [None] * done)
             values.append(float(logs[key]) if key in logs else None)
         write_json(self.run_dir / "summary.json", self.summary())
+        self.backup.save(self.model, epoch + 1)
 
-    def summary(self, final=None, diverged=None, model_path=None):
+    def summary(self, final=None, diverged=None, stopped_early=False, model_path=None):
         seconds = self.history.get("seconds", [])
         return {
-            "config": dataclasses.asdict(self.config),
+            "config": _config_record(self.config),
             "run_dir": str(self.run_dir),
             "epochs_run": len(self.history.get("loss", [])),
             "seconds_per_epoch": statistics.median(seconds[1:] or seconds) if seconds else None,
             "finished": final is not None,
             "diverged": diverged,
+            "stopped_early": stopped_early,
             "final": final,
             "model_path": str(model_path) if model_path else None,
             "history": self.history,
         }
+
+
+def _config_record(config):
+    """The config as JSON: the optimizer, when given, by its class name."""
+    record = dataclasses.asdict(config)
+    if config.optimizer is not None:
+        record["optimizer"] = type(config.optimizer).__name__
+    return record
 
 
 def _replay_tensorboard(run_dir, history):
@@ -313,75 +423,6 @@ def _replay_tensorboard(run_dir, history):
                     if value is not None:
                         tf.summary.scalar(name, value, step=epoch)
         writer.close()
-
-
-class _AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose backup survives a kill at any moment.
-
-    Keras writes its two backup files in place, one after the other, so a
-    kill can leave a torn file, or new weights beside the old epoch count.
-    Here the state alternates between two files, each written whole and
-    renamed into place; then `training_metadata.json`, also replaced whole,
-    names the epoch and the state file that go together. It is the commit
-    record: until it is replaced, the files it names are untouched. A record
-    or state file that cannot be read is dropped, and the run starts from
-    its beginning with the model as it was.
-
-    The state is every model variable and every optimizer variable (step
-    count, momentum) in one `.npz`: a resumed run continues exactly where
-    the uninterrupted one would be, and writing it takes a few milliseconds
-    where Keras's `.weights.h5` took 30 for the seed net.
-    """
-
-    def __init__(self, backup_dir):
-        super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=False)
-        self.backup_dir = pathlib.Path(backup_dir)
-
-    def _variables(self):
-        return {"model": self.model.variables, "optimizer": self.model.optimizer.variables}
-
-    def _save_model(self):
-        name = f"epoch-{self._current_epoch % 2}.npz"
-        arrays = {
-            f"{group}/{i}": keras.ops.convert_to_numpy(variable)
-            for group, variables in self._variables().items()
-            for i, variable in enumerate(variables)
-        }
-        with atomic_path(self.backup_dir / name) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        write_json(
-            self._training_metadata_path,
-            {"epoch": self._current_epoch, "batch": self._last_batch_seen, "state": name},
-        )
-
-    def on_train_begin(self, logs=None):
-        record = read_json(self._training_metadata_path)
-        if not record:
-            return
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        before = [keras.ops.convert_to_numpy(v) for v in self.model.variables]
-        try:
-            with np.load(self.backup_dir / record["state"]) as saved:
-                arrays = {key: saved[key] for key in saved.files}
-            pairs = [
-                (variable, arrays[f"{group}/{i}"])
-                for group, variables in self._variables().items()
-                for i, variable in enumerate(variables)
-            ]
-            if len(pairs) != len(arrays) or any(v.shape != a.shape for v, a in pairs):
-                raise ValueError("the backup holds another model's state")
-            for variable, array in pairs:
-                variable.assign(array)
-            self.model._initial_epoch = int(record["epoch"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            for variable, array in zip(self.model.variables, before):
-                variable.assign(array)
-            _reset_optimizer(optimizer)
-            self.model._initial_epoch = None
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 def _final_metrics(loops, dataset, batch_size, inputs):

@@ -1,5 +1,5 @@
-"""Tests for kbn.loop: the chunks cover every example once per epoch in a new order each
-epoch, a resumed stream starts at its epoch, a model splits after its fixed input stages
+"""Tests for kbn.loop: the batches cover every example once per epoch in a new order each
+epoch, the same for a resumed run and split evenly among replicas, a model splits after its fixed input stages
 only where that is safe, and the compiled loops give Keras's numbers either way."""
 
 
@@ -7,42 +7,43 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.loop import EpochChunks, Loops, split_fixed_stages
+from kbn.loop import EpochOrder, TrainingLoop, split_fixed_stages
 from kbn.model import build_mlp
 
-N, BATCH, STEPS = 23, 5, 2  # 4 full batches in 2 chunks, then a batch of 3
+N, BATCH = 23, 5  # 4 full batches, then a batch of 3
 
 
-def epochs_of(chunks, count):
-    """The index chunks of the first `count` epochs, one list per epoch."""
-    stream = iter(chunks.dataset())
-    return [[next(stream).numpy() for _ in range(chunks.per_epoch)] for _ in range(count)]
+def epoch_batches(order_of, epoch, replica=0, replicas=1):
+    """The index batches of one epoch, as NumPy arrays."""
+    order = order_of.order(epoch)
+    return [order_of.batch(order, b, replica, replicas).numpy() for b in range(order_of.steps)]
 
 
-def test_each_epoch_is_full_chunks_of_batches_then_the_short_batch():
-    chunks = EpochChunks(N, BATCH, STEPS, seed=0)
-    assert chunks.per_epoch == 3
-    for epoch in epochs_of(chunks, 2):
-        assert [c.shape for c in epoch] == [(2, 5), (2, 5), (1, 3)]
-        assert sorted(np.concatenate([c.ravel() for c in epoch])) == list(range(N))
+def test_each_epoch_is_full_batches_then_the_short_batch_covering_every_example_once():
+    order_of = EpochOrder(N, BATCH, seed=0)
+    assert order_of.steps == 5
+    for epoch in range(2):
+        batches = epoch_batches(order_of, epoch)
+        assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+        assert sorted(np.concatenate(batches)) == list(range(N))
 
 
-def test_the_order_is_new_each_epoch_and_the_same_for_the_same_seed():
-    first, second = epochs_of(EpochChunks(N, BATCH, STEPS, seed=0), 2)
-    again = epochs_of(EpochChunks(N, BATCH, STEPS, seed=0), 1)[0]
-    other = epochs_of(EpochChunks(N, BATCH, STEPS, seed=1), 1)[0]
-    flat = [np.concatenate([c.ravel() for c in e]) for e in (first, second, again, other)]
-    assert not np.array_equal(flat[0], flat[1])
-    np.testing.assert_array_equal(flat[0], flat[2])
-    assert not np.array_equal(flat[0], flat[3])
+def test_the_order_is_new_each_epoch_and_the_same_for_the_same_seed_and_epoch():
+    first, second = (np.concatenate(epoch_batches(EpochOrder(N, BATCH, seed=0), e)) for e in (0, 1))
+    again = np.concatenate(epoch_batches(EpochOrder(N, BATCH, seed=0), 0))
+    other = np.concatenate(epoch_batches(EpochOrder(N, BATCH, seed=1), 0))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, again)  # a resumed run's epoch is the same epoch
+    assert not np.array_equal(first, other)
 
 
-def test_a_stream_started_at_a_later_epoch_continues_the_uninterrupted_one():
-    whole = epochs_of(EpochChunks(N, BATCH, STEPS, seed=0), 3)
-    resumed = EpochChunks(N, BATCH, STEPS, seed=0)
-    resumed.first_epoch.assign(2)
-    for a, b in zip(epochs_of(resumed, 1)[0], whole[2]):
-        np.testing.assert_array_equal(a, b)
+def test_replicas_split_each_batch_into_its_parts_in_order():
+    order_of = EpochOrder(N, BATCH, seed=0)
+    whole = epoch_batches(order_of, 0)
+    parts = [epoch_batches(order_of, 0, r, 2) for r in range(2)]
+    for b, batch in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([parts[0][b], parts[1][b]]), batch)
+        assert abs(len(parts[0][b]) - len(parts[1][b])) <= 1
 
 
 # --- fixed input stages -------------------------------------------------------------------
@@ -87,9 +88,9 @@ def test_inputs_go_through_the_fixed_stages_or_stay_raw():
     x, _ = pixels(10)
     model = build_mlp([8], 3, adapt=x, seed=0)
     expected = (x.reshape(10, -1) / 255 - (x.reshape(10, -1) / 255).mean(axis=0)).astype("float32")
-    np.testing.assert_allclose(Loops(model).inputs(x), expected, atol=1e-6)
+    np.testing.assert_allclose(TrainingLoop(model).inputs(x), expected, atol=1e-6)
     augmented = build_mlp([8], 3, adapt=x, flip=True, seed=0)
-    np.testing.assert_array_equal(Loops(augmented).inputs(x), x)
+    np.testing.assert_array_equal(TrainingLoop(augmented).inputs(x), x)
 
 
 # --- the compiled loops give Keras's numbers ----------------------------------------------
@@ -100,7 +101,7 @@ def test_compiled_evaluation_gives_keras_evaluate_numbers(flip):
     x, y = pixels(57)
     model = build_mlp([8], 3, adapt=x, l2=0.01, flip=flip, seed=0)
     loss, accuracy = model.evaluate(x, y, batch_size=10, verbose=0)
-    loops = Loops(model)
+    loops = TrainingLoop(model)
     assert (loops.stages is None) == flip
     ours = loops.evaluate(loops.inputs(x), y, 10)
     assert ours["loss"] == pytest.approx(loss, rel=1e-6)
@@ -114,10 +115,11 @@ def test_a_compiled_chunk_takes_the_same_steps_as_keras_train_step(flip):
     for model in (ours, reference):
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=model.loss,
                       metrics=["accuracy"])
-    chunk = np.arange(20).reshape(4, 5)
-    loops = Loops(ours)
-    run = loops.train_function(loops.inputs(x), y)
-    logs = run(iter([chunk]))
+    order_of = EpochOrder(20, 5, seed=3)
+    chunk = np.stack(epoch_batches(order_of, 0))  # (4, 5): the epoch's batches
+    loops = TrainingLoop(ours)
+    run = loops.train_function(loops.inputs(x), y, order_of, first_epoch=0, steps_per_execution=4)
+    logs = run(None)
     steps = [reference.train_on_batch(x[idx], y[idx], return_dict=True) for idx in chunk]
     for a, b in zip(ours.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kbn
+import kbn.backup
 import kbn.loop
+import kbn.training
 from kbn import Dataset, KbnError, Split, build_mlp
 from kbn.callbacks import EpochTensorBoard
 from kbn.fileio import read_json
@@ -189,9 +191,10 @@ def test_run_dir_holds_summary_curves_and_tensorboard_events(reference):
     assert summary["history"] == result.history
     assert (run_dir / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert not (run_dir / "backup").exists()  # a finished run keeps no backup
-    assert sorted(p.name for p in run_dir.iterdir()) == [
-        "curves.png", "summary.json", "train", "validation"
-    ]
+    names = sorted(p.name for p in run_dir.iterdir())
+    events = [name for name in names if name.startswith("events.out.tfevents")]  # the HParams session
+    assert len(events) == 1
+    assert sorted(set(names) - set(events)) == [".lock", "curves.png", "summary.json", "train", "validation"]
     assert_tensorboard_matches(run_dir, result.history, EPOCHS)
     accuracy = sorted(tensorboard(run_dir / "validation", "epoch_accuracy"))
     np.testing.assert_allclose([v for _, v in accuracy], result.history["val_accuracy"], atol=1e-6)
@@ -342,18 +345,18 @@ def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, t
 
 def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
     uninterrupted, reference_model = reference
-    original = kbn.training.write_json
+    original = kbn.backup.write_json
     metadata_writes = []
 
     def write_json(path, obj):
-        if pathlib.Path(path).name == "training_metadata.json":
+        if pathlib.Path(path).name == "record.json":
             metadata_writes.append(obj)
             if len(metadata_writes) == 2:  # epoch 2's weights are already on disk
                 raise KeyboardInterrupt
         return original(path, obj)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kbn.training, "write_json", write_json)
+        patch.setattr(kbn.backup, "write_json", write_json)
         with pytest.raises(KeyboardInterrupt):
             train(fresh_model(), DATA, config(tmp_path, run_name="r"))
     model = fresh_model()
@@ -449,38 +452,42 @@ def test_train_rejects_a_bad_config_before_creating_the_run_dir(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
-def test_resume_of_a_finished_run_is_refused_and_leaves_it_alone(tmp_path, reference):
+def test_resume_of_a_finished_run_gives_its_figures_and_leaves_it_alone(tmp_path, reference):
     uninterrupted, _ = reference
     run_dir = tmp_path / "ref"
     shutil.copytree(uninterrupted.run_dir, run_dir)
     files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    with pytest.raises(KbnError, match="already finished"):
-        train(fresh_model(), DATA, config(tmp_path, run_name="ref", resume=True))
+    model = fresh_model()
+    before = model.get_weights()
+    result = train(model, DATA, config(tmp_path, run_name="ref", resume=True))
+    assert result.summary["final"] == uninterrupted.summary["final"]
+    assert result.history == uninterrupted.history
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+    for kept, weight in zip(before, model.get_weights()):  # nothing trained
+        np.testing.assert_array_equal(kept, weight)
 
 
 # --- one compiled model, many runs (a search's trials) -------------------------------------
 
 
 def compiled_loops(model):
-    """The training and evaluation loops kbn compiled for `model` (kbn.loop.Loops)."""
-    loops = model._kbn_compiled[2]
-    return [loops.run_chunk, loops.run_split]
+    """The compiled loop kbn keeps for `model` (kbn.loop.TrainingLoop)."""
+    return kbn.training.compiled_loop(model)
 
 
 def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_model(tmp_path):
     model = fresh_model(l2=1e-3)
     initial = model.get_weights()
     train(model, DATA, config(tmp_path, run_name="first", eta=0.2, epochs=2))
-    loops = compiled_loops(model)
-    traces = [loop.experimental_get_tracing_count() for loop in loops]
+    loop = compiled_loops(model)
+    traces = loop.tracing_counts()
     model.set_weights(initial)
     for layer in model.layers:
         if isinstance(layer, kbn.Dense):
             layer.l2 = 1e-2
     second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3))
-    assert compiled_loops(model) == loops  # the same compiled loops,
-    assert [loop.experimental_get_tracing_count() for loop in loops] == traces  # not traced again
+    assert compiled_loops(model) is loop  # the same compiled loops,
+    assert loop.tracing_counts() == traces  # not traced again
     fresh = train(fresh_model(l2=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
     np.testing.assert_allclose(second.history["learning_rate"], [0.05, 0.025, 0.0125], rtol=1e-6)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
@@ -492,13 +499,43 @@ def test_a_run_with_another_schedule_kind_or_momentum_compiles_a_new_step(tmp_pa
     train(model, DATA, config(tmp_path, run_name="exp", epochs=1))
     loops = compiled_loops(model)
     train(model, DATA, config(tmp_path, run_name="constant", schedule="constant", epochs=1))
-    assert compiled_loops(model) != loops
+    assert compiled_loops(model) is not loops
     loops = compiled_loops(model)
     result = train(model, DATA, config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1))
-    assert compiled_loops(model) == loops
+    assert compiled_loops(model) is loops
     assert result.history["learning_rate"] == [pytest.approx(0.01)]
     train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1))
-    assert compiled_loops(model) != loops
+    assert compiled_loops(model) is not loops
+
+
+# Each setting traced into the loop, and a changed value for it.
+CHANGED_TRACED_SETTINGS = {
+    "schedule": lambda: "constant",
+    "momentum": lambda: 0.5,
+    "label_smoothing": lambda: 0.2,
+    "optimizer": lambda: keras.optimizers.Adam(0.01),
+    "steps_per_execution": lambda: 3,
+}
+
+
+def test_every_traced_setting_is_known_to_the_loop_reuse():
+    assert set(CHANGED_TRACED_SETTINGS) == set(kbn.training.TRACED)
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED_TRACED_SETTINGS))
+def test_changing_a_traced_setting_trains_as_a_fresh_model_with_it(tmp_path, name):
+    model = fresh_model()
+    initial = model.get_weights()
+    train(model, DATA, config(tmp_path, run_name="before", epochs=1))
+    model.set_weights(initial)
+    changed = {name: CHANGED_TRACED_SETTINGS[name]()}
+    again = train(model, DATA, config(tmp_path, run_name="after", epochs=2, **changed))
+    fresh = train(fresh_model(), DATA, config(tmp_path, run_name="fresh", epochs=2,
+                                              **{name: CHANGED_TRACED_SETTINGS[name]()}))
+    plain = train(fresh_model(), DATA, config(tmp_path, run_name="plain", epochs=2))
+    np.testing.assert_allclose(again.history["loss"], fresh.history["loss"], rtol=1e-5)
+    if name != "steps_per_execution":  # the same steps in other calls: the same numbers
+        assert not np.allclose(again.history["loss"], plain.history["loss"], rtol=1e-5)
 
 
 def test_training_after_the_fixed_stages_matches_kerass_own_train_step(tmp_path, monkeypatch):
@@ -521,3 +558,64 @@ def test_after_train_the_models_own_fit_trains_on_the_data_it_is_given(tmp_path)
     # Keras's own step, one per batch of the data given, after kbn's STEPS_PER_EPOCH steps.
     assert model.optimizer.iterations.numpy() == STEPS_PER_EPOCH + 5
     assert np.isfinite(history.history["loss"][0])
+
+
+# --- the caller's callbacks and optimizer, the progress bar -------------------------------
+
+
+class RecordLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(dict(logs))
+
+
+def test_user_callbacks_see_the_validation_metrics_of_every_epoch(tmp_path, reference):
+    uninterrupted, _ = reference
+    record = RecordLogs()
+    train(fresh_model(), DATA, config(tmp_path, run_name="r"), callbacks=[record])
+    assert len(record.epochs) == EPOCHS
+    np.testing.assert_allclose([e["val_loss"] for e in record.epochs], uninterrupted.history["val_loss"], rtol=1e-6)
+    np.testing.assert_allclose([e["loss"] for e in record.epochs], uninterrupted.history["loss"], rtol=1e-6)
+
+
+def test_early_stopping_on_val_loss_ends_the_run_as_stopped_early(tmp_path):
+    # No epoch improves val_loss by 10: it stops after the second, as soon as it can.
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10)
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=8), callbacks=[stop])
+    assert result.summary["epochs_run"] == 2
+    assert len(result.history["val_loss"]) == 2
+    assert result.summary["finished"] and result.summary["stopped_early"]
+    assert result.diverged is None
+
+
+def test_model_checkpoint_saves_the_best_model_by_validation_accuracy(tmp_path):
+    path = tmp_path / "best.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(str(path), monitor="val_accuracy", save_best_only=True)
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="r"), callbacks=[checkpoint])
+    saved = keras.models.load_model(path)
+    best = max(result.history["val_accuracy"])
+    assert saved.evaluate(DATA.val.x, DATA.val.y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(best, abs=1e-6)
+
+
+def test_an_optimizer_given_in_the_config_or_compiled_by_the_caller_is_used(tmp_path):
+    given = keras.optimizers.Adam(0.01)
+    model = fresh_model()
+    train(model, DATA, config(tmp_path, run_name="given", epochs=1, optimizer=given))
+    assert model.optimizer is given and given.iterations.numpy() == STEPS_PER_EPOCH
+    model = fresh_model()
+    own = keras.optimizers.RMSprop(0.001)
+    model.compile(optimizer=own, loss=model.loss)
+    result = train(model, DATA, config(tmp_path, run_name="own", epochs=1))
+    assert model.optimizer is own and own.iterations.numpy() == STEPS_PER_EPOCH
+    assert result.summary["config"]["optimizer"] is None
+    assert read_json(tmp_path / "given" / "summary.json")["config"]["optimizer"] == "Adam"
+
+
+def test_the_progress_bar_counts_mini_batches(tmp_path, capfd):
+    train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=1, verbose=1, steps_per_execution=4))
+    out = capfd.readouterr().out
+    assert f"{STEPS_PER_EPOCH}/{STEPS_PER_EPOCH}" in out  # 10 mini-batches of 32, in calls of 4
+    assert "ms/step" in out
