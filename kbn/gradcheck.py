@@ -241,8 +241,16 @@ def _numeric_gradient(cost, params, i, h, entries):
 
 
 def check_gradients(
-    model, x, y, *, dtype="float64", h=DEFAULT_H, eps=DEFAULT_EPS, max_entries=None, seed=0
-):
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    dtype: str = "float64",
+    h: float = DEFAULT_H,
+    eps: float = DEFAULT_EPS,
+    max_entries: int | None = None,
+    seed: int = 0,
+) -> list[ParamCheck]:
     """Compare hand-written, autodiff and numerical gradients of every weight.
 
     The model runs in training mode (batch statistics); the hand-written
