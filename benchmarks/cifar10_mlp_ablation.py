@@ -33,7 +33,7 @@ ROWS = [
     ("the report's exp decay (0.8 per epoch) instead of cosine", {}, {"schedule": "exp"}, None),
     ("10k training images instead of 45k", {}, {}, 10_000),
     ("the report's net and protocol ([50, 30], exp decay, no regularisers but L2)",
-     {"hidden": [50, 30], "dropout": 0.0, "flip": False, "translate": 0.0, "l2": 1.8245e-4},
+     {"hidden": [50, 30], "dropout": 0.0, "flip": False, "translate": 0.0, "lam": 1.8245e-4},
      {"schedule": "exp", "eta": 0.0864, "label_smoothing": 0.0}, None),
 ]
 
