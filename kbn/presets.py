@@ -46,9 +46,13 @@ PRESETS = {
     for preset in (
         _preset(
             "report",
-            "the seed report's network and protocol: [50, 30] with BN, eta 0.0864 decayed 0.8 per epoch",
+            "the seed report's network and protocol: [50, 30] with plain BN (no gamma, beta), "
+            "eta 0.0864 decayed 0.8 per epoch",
             data={"train_size": 10000, "val_size": 10000},
-            model={"hidden": [50, 30], "batch_norm": True, "init": "he", "lam": 1.8245e-4},
+            # The report's batch norm only normalises: its gradients are b and W
+            # alone, no gamma or beta.
+            model={"hidden": [50, 30], "batch_norm": True, "center": False, "scale": False,
+                   "init": "he", "lam": 1.8245e-4},
             train={"eta": 0.0864, "schedule": "exp", "decay": 0.8, "epochs": 20, "batch_size": 100},
         ),
         _preset(

@@ -1,12 +1,20 @@
 """Tests for kbn.presets: every preset is a valid set of load_data / build_mlp /
-TrainConfig settings, `report` is the report's protocol, and unknown names fail clearly."""
+TrainConfig settings, `report` is the report's network (batch norm without gamma and
+beta) and protocol, and unknown names fail clearly."""
 
+import contextlib
+import io
+
+import keras
 import numpy as np
 import pytest
 
-from kbn import KbnError, TrainConfig, build_mlp
-from kbn.cli import build_parser
+import synthetic
+from kbn import BatchNorm, KbnError, TrainConfig, build_mlp
+from kbn.cli import build_parser, main
 from kbn.presets import PRESETS, get_preset
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3)).astype("uint8")
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -28,6 +36,39 @@ def test_report_preset_is_the_reports_protocol_and_the_cli_defaults():
     args = build_parser().parse_args(["train", "--data", "cifar10"])
     assert args.hidden == preset.model["hidden"] and args.lam == preset.model["lam"]
     assert preset.data == {"train_size": 10000, "val_size": 10000}
+
+
+def test_report_preset_builds_batch_norm_without_gamma_and_beta():
+    preset = get_preset("report")
+    model = build_mlp(num_classes=10, adapt=IMAGES, **preset.model)
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+    assert [n.name for n in norms] == ["batch_norm1", "batch_norm2"]
+    for norm in norms:  # the report's plain normalisation: nothing to learn
+        assert (norm.center, norm.scale, norm.trainable_weights) == (False, False, [])
+        assert [w.name for w in norm.non_trainable_weights] == ["moving_mean", "moving_variance"]
+    # The trained weights are the report's W and b: kernels, and the logits' bias (the hidden
+    # layers' b is cancelled by the normalisation, so kbn leaves it out).
+    assert sorted(w.path for w in model.trainable_weights) == [
+        "dense1/kernel", "dense2/kernel", "dense3/bias", "dense3/kernel"]
+
+
+def test_kbn_train_with_the_report_preset_trains_the_seeds_network(tmp_path):
+    x, y = synthetic.make_images(240, seed=0, shape=(8, 8, 3))
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        status = main(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--preset", "report",
+                       "--train-size", "200", "--val-size", "40", "--epochs", "1",
+                       "--logdir", str(tmp_path), "--save", str(tmp_path / "m.keras"), "--json"])
+    assert status == 0, out.getvalue()
+    model = keras.models.load_model(tmp_path / "m.keras")
+    preset = get_preset("report")
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+    assert len(norms) == len(preset.model["hidden"]) == 2
+    assert all((n.center, n.scale, n.trainable_weights) == (False, False, []) for n in norms)
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert [layer.units for layer in dense] == [50, 30, 3]
+    assert all(layer.l2 == preset.model["lam"] for layer in dense)
 
 
 def test_cifar10_mlp_preset_trains_on_the_pool_with_every_regulariser():
