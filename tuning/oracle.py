@@ -232,6 +232,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         # trial id -> the rungs it has passed: a retried trial that reports
         # a rung again is not judged against trials that came after it.
         self._passed = {}
+        self._defer_trial_save = False
 
     @property
     def current_round(self):
@@ -324,9 +325,19 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         Returns:
             The `Trial`; its status is `STOPPED` when it should end now.
         """
-        trial = super().update_trial(trial_id, metrics, step=step)
-        if self.pruning is None:
+        # KerasTuner saves trial.json at every report: 10 writes a trial that
+        # only the reports at rungs need (the pruning rule compares those);
+        # `end_trial` saves the whole history.
+        self._defer_trial_save = True
+        try:
+            trial = super().update_trial(trial_id, metrics, step=step)
+        finally:
+            self._defer_trial_save = False
+        if self.pruning is None or step not in self.pruning.rungs:
+            if trial_id in self._stopped:
+                trial.status = TrialStatus.STOPPED
             return trial
+        self._save_trial(trial)
         if trial_id not in self._stopped and self._should_stop(trial_id, step):
             self._stopped[trial_id] = step
             self.save()
@@ -409,6 +420,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         write_json(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
+        if self._defer_trial_save:
+            return
         write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
 
     def get_state(self):
