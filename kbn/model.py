@@ -22,6 +22,7 @@ import keras
 from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense
 from kbn.preprocessing import Centering
+from kbn.sgd import SGD
 
 INITS = ("he", "xavier", "small")
 SMALL_INIT_STDDEV = 1e-4  # the report's tiny init: without BN the signal dies
@@ -159,7 +160,7 @@ def build_mlp(
     Returns:
         A `keras.Model` from raw inputs (N, ...) to logits (N, num_classes),
         compiled with softmax cross-entropy (`from_logits=True`), accuracy,
-        and plain SGD (`kbn.train` recompiles it with the run's optimizer).
+        and kbn's SGD (`kbn.train` replaces it with the run's).
 
     Raises:
         KbnError: an argument out of range, or `flip`/`translate` on inputs
@@ -261,7 +262,8 @@ def build_mlp(
         name=f"dense{k}",
     )(x)
     model = keras.Model(inputs, logits, name=name)
-    compile_model(model, keras.optimizers.SGD())
+    # kbn's SGD: `kbn.train` replaces it with the run's (another optimizer stays).
+    compile_model(model, SGD())
     return model
 
 

@@ -149,7 +149,9 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
         step_size=config.step_size,
         epochs=max(config.epochs, 1),
     )
-    loop = _compile(model, rate, config)
+    # Calls no longer than an epoch: the progress bar counts what fit was told.
+    steps_per_execution = min(config.steps_per_execution, order.steps)
+    loop = _compile(model, rate, dataclasses.replace(config, steps_per_execution=steps_per_execution))
     backup = Backup(run_dir / "backup")
     done = backup.restore(model) if config.resume else 0
     done = _agree_on_epoch(model, backup, done)
@@ -175,7 +177,7 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
 
     # fit runs kbn's loop as the model's train function, from epoch `done`.
     model.train_function = loop.train_function(
-        x_in, y, order, done, config.steps_per_execution, validate=validate
+        x_in, y, order, done, steps_per_execution, validate=validate
     )
     try:
         model.fit(
