@@ -429,7 +429,8 @@ def _evaluate_parser(sub):
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
     p.add_argument("--confusion", metavar="PATH.png",
                    help="draw the confusion matrix (of all the splits evaluated) there")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="last stdout line: the figures, per-class accuracy and confusion matrix as JSON")
     p.set_defaults(func=_evaluate)
 
 
@@ -471,7 +472,7 @@ def _predict_parser(sub):
                    help="image files (JPEG, PNG, ...) or folders of them (searched recursively)")
     p.add_argument("--top", type=_positive_int, default=1, metavar="K",
                    help="the K most probable classes per image (default: 1)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="last stdout line: the predictions as JSON")
     p.set_defaults(func=_predict)
 
 
@@ -497,7 +498,7 @@ def _export_parser(sub):
     p = sub.add_parser("export", help="a TensorFlow SavedModel serving raw uint8 images")
     p.add_argument("model", metavar="MODEL.keras")
     p.add_argument("directory", metavar="DIR", help="the SavedModel's folder (new, or empty)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="last stdout line: the SavedModel's signature as JSON")
     p.set_defaults(func=_export)
 
 
