@@ -77,17 +77,32 @@ def test_bad_status_or_value_is_refused(tmp_path, hparams, status):
         write_hparams(tmp_path, hparams, status)
 
 
-def test_a_trained_run_folder_holds_the_session_beside_its_curves(tmp_path):
+def _tiny_data():
+    x, y = synthetic.make_images(120, seed=0, num_classes=NUM_CLASSES)
+    return Dataset("synthetic", Split(x[:80], y[:80]), Split(x[80:], y[80:]), None, ("a", "b", "c"))
+
+
+def test_a_train_run_folder_holds_its_session_beside_its_curves(tmp_path):
     # The dashboard reads a session's metrics from the run's own sub-runs: the
     # session must be in the folder that holds validation/ with epoch_loss.
-    x, y = synthetic.make_images(120, seed=0, num_classes=NUM_CLASSES)
-    data = Dataset("synthetic", Split(x[:80], y[:80]), Split(x[80:], y[80:]), None, ("a", "b", "c"))
+    data = _tiny_data()
     model = build_mlp([8], NUM_CLASSES, adapt=data.train.x, seed=0)
     config = TrainConfig(epochs=2, batch_size=20, logdir=str(tmp_path), run_name="r", verbose=0,
                          plot_curves=False)
-    result = train(model, data, config)
-    write_hparams(result.run_dir, run_hparams(model, config), "finished")
+    result = train(model, data, config, hparams={"note": "extra"})
     values, _ = _session(result.run_dir)
-    assert values["hidden"] == "8" and values["status"] == "finished"
+    assert values == {**run_hparams(model, config), "note": "extra", "status": "finished"}
     losses = [step for step, _ in _events(result.run_dir / "validation")["epoch_loss"]]
     assert losses == [0, 1]
+
+
+def test_a_diverged_run_says_so_and_writes_no_metric(tmp_path):
+    data = _tiny_data()
+    model = build_mlp([8], NUM_CLASSES, batch_norm=False, adapt=data.train.x, seed=0)
+    config = TrainConfig(eta=1e4, epochs=3, batch_size=20, logdir=str(tmp_path), run_name="d", verbose=0,
+                         plot_curves=False)
+    result = train(model, data, config)
+    assert result.diverged
+    values, _ = _session(result.run_dir)
+    assert values["status"] == "diverged"
+    assert set(_events(result.run_dir)) == {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG}
