@@ -121,10 +121,6 @@ def _non_negative_int(text):
 FLOAT32_MAX = 3.4028235e38  # training computes in float32
 
 
-def _positive_float(text):
-    return _number(text, float, lambda v: 0 < v <= FLOAT32_MAX, "a positive number")
-
-
 def _non_negative_float(text):
     return _number(text, float, lambda v: 0 <= v <= FLOAT32_MAX, "a number >= 0")
 
@@ -196,12 +192,13 @@ def _emit(args, result, text):
 # --------------------------------------------------------------------------
 
 
-def _add_config_options(parser, config_class, table=None, skip=()):
+def _add_config_options(parser, config_class, table=None):
     """One option per command-line field of the dataclass `config_class`.
 
     The flag is the field's name (`--batch-size` for `batch_size`), the
     default the field's, the value checked as `kbn.config.setting_error`
-    says; a bool field gives `--name` and `--no-name`.
+    says; a bool field gives `--name` and `--no-name`. A field that is not a
+    bool, int, float or str needs a `type` (an argparse type) to be offered.
 
     Args:
         parser: an argparse parser.
@@ -209,15 +206,14 @@ def _add_config_options(parser, config_class, table=None, skip=()):
             metadata: help, check, error, choices, cli, metavar.
         table: {field name: metadata} overriding or adding to the fields' own
             (for a dataclass without metadata), plus `type`: an argparse type.
-        skip: field names the command offers another way.
     """
     hints = typing.get_type_hints(config_class)
     defaults = config_class()
     for field in dataclasses.fields(config_class):
         meta = {**field.metadata, **(table or {}).get(field.name, {})}
-        if field.name in skip or not meta.get("cli", True):
-            continue
         kind = _base_type(hints[field.name])
+        if not meta.get("cli", True) or (kind not in (bool, *_KINDS) and "type" not in meta):
+            continue
         kwargs = {"dest": field.name, "default": getattr(defaults, field.name), "help": meta.get("help", "")}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -368,7 +364,7 @@ def _apply_preset(parser):
         from kbn.presets import get_preset
 
         preset = get_preset(name)
-        targets = {t for name, option in MODEL_OPTIONS.items() for t in option.get("to", (name,))}
+        targets = {t for option_name, option in MODEL_OPTIONS.items() for t in option.get("to", (option_name,))}
         model = {k: v for k, v in preset.model.items() if k not in targets}
         if model:  # a preset the command line cannot express would train another net
             raise ValueError(f"preset {name!r} sets {sorted(model)}: not options of kbn train")
@@ -382,22 +378,29 @@ def _train(args):
     from kbn.model import build_mlp
     from kbn.training import train
 
+    from kbn.distribute import make_strategy
+
     config = TrainConfig(**_config_settings(args, TrainConfig), verbose=0 if args.json else 1)
     config.validate()
+    # Before anything else runs TensorFlow: devices are set up at its start.
+    strategy = make_strategy(config.strategy, config.replicas)
     dataset = _load(args)
     settings = _model_settings(args)
-    model = build_mlp(
-        num_classes=dataset.num_classes,
-        adapt=dataset.train.x,
-        seed=args.seed,
-        class_names=dataset.class_names,
-        **settings,
-    )
+    with strategy.scope():
+        model = build_mlp(
+            num_classes=dataset.num_classes,
+            adapt=dataset.train.x,
+            seed=args.seed,
+            class_names=dataset.class_names,
+            **settings,
+        )
     if not args.json:
         print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
               f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes")
         print("model: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
+        print("training: " + ", ".join(f"{k}={v}" for k, v in _shown_settings(config).items()))
+        if strategy.num_replicas_in_sync > 1:
+            print(f"devices: {config.strategy}, {strategy.num_replicas_in_sync} replicas")
     with _running():
         result = train(model, dataset, config)
     final = result.summary["final"]
@@ -409,11 +412,24 @@ def _train(args):
         "run_dir": str(result.run_dir),
         "model_path": str(result.model_path) if result.model_path else None,
     }
-    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in figures.items()]
+    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
+             for k, v in figures.items() if v is not None and k != "diverged"]
     if result.diverged:
         lines.insert(0, f"stopped early: {result.diverged}")
     lines.append(f"curves: tensorboard --logdir {args.logdir}")
     _emit(args, figures, "\n".join(lines))
+
+
+def _shown_settings(config):
+    """The training settings a person chose: the run's own, not kbn's plumbing.
+
+    The optimizer's numbers, the schedule's, the epochs and batch, the seed,
+    and where the run goes; options left at None (a schedule's unused
+    setting) are not shown. summary.json keeps the whole config.
+    """
+    hidden = {"steps_per_execution", "verbose", "plot_curves", "gradcheck_every", "divergence_factor",
+              "optimizer", "resume", "save"}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden and v is not None}
 
 
 # --------------------------------------------------------------------------
