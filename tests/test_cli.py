@@ -708,3 +708,15 @@ def test_reproduce_json_reports_the_report_and_every_studys_run(tmp_path, monkey
     assert {"study2-bn-he", "study2-no-bn-small", "study3-best", "study4-eta0.2-bn"} <= set(runs)
     for figures in runs.values():
         assert 0 <= figures["val_acc"] <= 1 and figures["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("command", list(EXAMPLES))
+def test_every_help_example_is_a_valid_command_line(command):
+    import shlex
+
+    parser = build_parser()
+    for line in EXAMPLES[command]:
+        argv = shlex.split(line)
+        assert argv[:2] == ["kbn", command], line
+        args = parser.parse_args(argv[1:])
+        assert args.func.__name__ == f"_{command}", line
