@@ -451,6 +451,8 @@ BAD_INPUTS = [
     pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.1"], "LOW:HIGH",
                  id="tune-range-malformed"),
     pytest.param(["tune", "--data", "npz:{data}", "--rounds", "0"], "rounds", id="tune-zero-rounds"),
+    pytest.param(["tune", "--data", "npz:{data}", "--pruning", "hyperband"], "pruning must be one of",
+                 id="tune-unknown-pruning"),
     pytest.param(["train", "--data", "folder:{empty_classes}"], "holds no images",
                  id="folder-class-folders-without-images"),
     pytest.param(["train", "--data", "folder:{no_classes}"], "no class sub-folders",
@@ -668,10 +670,11 @@ def test_tune_flags_reach_the_search_config(monkeypatch, files, tmp_path):
     monkeypatch.setattr(tuning.search, "search", search)
     status, _, stderr = run_main(["tune", "--data", f"npz:{files['data']}", "--val-size", VAL_SIZE,
                                   "--rounds", "2", "--trials", "4", "--eta-range", "0.1:0.2",
-                                  "--directory", tmp_path, "--architecture", "--seed", "3", "--json"])
+                                  "--directory", tmp_path, "--architecture", "--seed", "3",
+                                  "--pruning", "median", "--json"])
     assert status == 0, stderr
     config = seen["config"]
-    assert (config.rounds, config.trials, config.eta_range) == (2, 4, (0.1, 0.2))
+    assert (config.rounds, config.trials, config.eta_range, config.pruning) == (2, 4, (0.1, 0.2), "median")
     assert (config.architecture, config.seed, config.verbose, config.directory) == (True, 3, 0, str(tmp_path))
 
 
