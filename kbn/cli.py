@@ -580,7 +580,7 @@ def _gradcheck(args):
         hidden=args.hidden,
         batch_sizes=args.batch_sizes,
         batch_norm=args.batch_norm,
-        l2=args.lam,
+        lam=args.lam,
         num_classes=classes,
         dtype=args.dtype,
         seed=args.seed,

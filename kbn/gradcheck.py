@@ -20,6 +20,7 @@ evaluation goes through `Model.stateless_call`.
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 import keras
@@ -346,12 +347,13 @@ def gradient_table(
     hidden=(50,),
     batch_sizes=(10, 20, 30),
     batch_norm=True,
-    l2=0.0,
+    lam=0.0,
     num_classes=None,
     dtype="float64",
     seed=0,
     eps=DEFAULT_EPS,
     max_entries=None,
+    **renamed,
 ):
     """The report's gradient-check table: one k-layer net, several batch sizes.
 
@@ -363,18 +365,26 @@ def gradient_table(
         y: integer labels of shape (N,).
         hidden: hidden widths; (50,) is the report's 2-layer net.
         batch_sizes: positive ints.
-        batch_norm, l2: as `build_mlp`; the report checks without L2.
+        batch_norm, lam: as `build_mlp`; the report checks without L2.
         num_classes: width of the logits; default max(y) + 1 (at least 2).
         dtype: of the hand-written and autodiff gradients (see
             `check_gradients`).
         seed: seeds the weights, the same net for every batch size.
         eps: floor of formula (1)'s denominator.
         max_entries: entries drawn per weight; None checks every entry.
+        **renamed: `l2`, the old name of `lam`, accepted with a
+            DeprecationWarning.
 
     Returns:
         list of row dicts, one per (batch size, weight): batch_size, param,
         rel_error, max_entry_error, rel_error_autodiff, kinks.
     """
+    if set(renamed) - {"l2"}:
+        raise TypeError(f"gradient_table() got an unexpected keyword argument {sorted(renamed)[0]!r}")
+    if "l2" in renamed:
+        warnings.warn("gradient_table's l2= is now lam=; l2= goes after kbn 0.1", DeprecationWarning,
+                      stacklevel=2)
+        lam = renamed["l2"]
     batch_sizes = list(batch_sizes)
     if not batch_sizes or any(n < 1 for n in batch_sizes):
         raise KbnError(f"batch sizes must be positive integers. Received: {batch_sizes}")
@@ -390,7 +400,7 @@ def gradient_table(
             hidden,
             num_classes,
             batch_norm=batch_norm,
-            l2=l2,
+            lam=lam,
             adapt=x[:n],
             dtype="float64",
             seed=seed,

@@ -182,3 +182,13 @@ def test_bad_batch_sizes_are_user_errors(sizes):
     x, y = _batch(30)
     with pytest.raises(KbnError):
         gradient_table(x, y, batch_sizes=sizes)
+
+
+def test_gradient_table_takes_lam_and_its_old_name_l2_with_a_warning():
+    x, y = _batch(6)
+    rows = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, lam=0.5, max_entries=3)
+    with pytest.warns(DeprecationWarning, match="l2= is now lam="):
+        old = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, l2=0.5, max_entries=3)
+    assert [r["rel_error"] for r in old] == [r["rel_error"] for r in rows]
+    plain = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, max_entries=3)
+    assert [r["rel_error"] for r in plain] != [r["rel_error"] for r in rows]  # lam reached the net
