@@ -9,14 +9,23 @@
        runs, and its ratio to NumPy.
 
 The runs are interleaved (numpy, keras, kbn, numpy, ...) so that a burst of
-load on a shared machine lands on all three alike. Each epoch does the same
+load on a shared machine lands on all three alike. NumPy runs in a child
+process without `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE`: some machines
+pin OpenBLAS to an old kernel (Haswell) for the sake of old builds, which
+slows a current NumPy; the reference is NumPy at its best, and the result
+names the kernel that ran (threadpoolctl). Each epoch does the same
 work everywhere: one shuffled pass of mini-batch SGD with momentum over the
 training images, and with `val_size > 0` the cost and accuracy of the
 validation images.
 """
 
 import dataclasses
+import json
+import os
+import pathlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -46,6 +55,8 @@ class BenchResult:
         ratio_to_numpy: {implementation: seconds_per_epoch / NumPy's}, when
             NumPy ran.
         runs: {implementation: [each repeat's median seconds per epoch]}.
+        blas: the BLAS kernel NumPy's runs used, e.g. "openblas SkylakeX",
+            or None when NumPy did not run.
     """
 
     data: str
@@ -57,6 +68,7 @@ class BenchResult:
     seconds_per_epoch: dict
     ratio_to_numpy: dict
     runs: dict
+    blas: str | None = None
 
 
 def epoch_times(
@@ -98,12 +110,19 @@ def epoch_times(
     x, y, x_val, y_val = load_arrays(data, train_size, val_size, seed, data_dir)
     if max(y.max(), y_val.max(initial=0)) >= SEED_NET["classes"]:
         raise KbnError(f"{data}: the benchmark's seed net has 10 classes, the data has more")
-    runners = {"numpy": _numpy_epochs, "keras": _keras_epochs, "kbn": _kbn_epochs}
+    runners = {"numpy": _numpy_epochs_native, "keras": _keras_epochs, "kbn": _kbn_epochs}
     runs = {name: [] for name in implementations}
-    for _ in range(repeats):
-        for name in implementations:
-            seconds = runners[name](x, y, x_val, y_val, epochs, batch_size, seed)
-            runs[name].append(statistics.median(seconds[1:]))
+    blas = None
+    with tempfile.TemporaryDirectory() as folder:
+        arrays = pathlib.Path(folder) / "arrays.npz"
+        np.savez(arrays, x=x, y=y, x_val=x_val, y_val=y_val)
+        for _ in range(repeats):
+            for name in implementations:
+                inputs = arrays if name == "numpy" else (x, y, x_val, y_val)
+                seconds = runners[name](inputs, epochs, batch_size, seed)
+                if name == "numpy":
+                    seconds, blas = seconds
+                runs[name].append(statistics.median(seconds[1:]))
     seconds_per_epoch = {name: statistics.median(values) for name, values in runs.items()}
     reference = seconds_per_epoch.get("numpy")
     ratios = {name: s / reference for name, s in seconds_per_epoch.items()} if reference else {}
@@ -117,6 +136,7 @@ def epoch_times(
         seconds_per_epoch=seconds_per_epoch,
         ratio_to_numpy=ratios,
         runs=runs,
+        blas=blas,
     )
 
 
@@ -126,7 +146,8 @@ def format_result(result):
         f"seed net {'-'.join(str(w) for w in SEED_NET['hidden'])} with BN, {result.train_size} "
         f"images ({result.data}), batch {result.batch_size}"
         + (f", {result.val_size} validation images" if result.val_size else ""),
-        f"median of epochs 2..{result.epochs}, median of {result.repeats} runs",
+        f"median of epochs 2..{result.epochs}, median of {result.repeats} runs"
+        + (f"; NumPy's BLAS: {result.blas}" if result.blas else ""),
         "",
         "| implementation | s/epoch | vs NumPy | runs |",
         "| --- | --- | --- | --- |",
@@ -138,7 +159,43 @@ def format_result(result):
     return "\n".join(lines)
 
 
-def _numpy_epochs(x, y, x_val, y_val, epochs, batch_size, seed):
+def _numpy_epochs_native(arrays, epochs, batch_size, seed):
+    """`_numpy_epochs` in a child process with OpenBLAS free to pick its kernel.
+
+    OpenBLAS reads `OPENBLAS_CORETYPE` when it loads, so only a new process
+    can run without it.
+
+    Returns:
+        (seconds per epoch, "openblas SkylakeX"-like name of the kernel).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    code = (
+        "import json, sys; from kbn.bench import _numpy_child; "
+        "print(json.dumps(_numpy_child(*sys.argv[1:])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(arrays), str(epochs), str(batch_size), str(seed)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"the NumPy reference failed: {done.stderr.strip()[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["blas"]
+
+
+def _numpy_child(arrays, epochs, batch_size, seed):
+    from threadpoolctl import threadpool_info
+
+    with np.load(arrays) as saved:
+        x, y, x_val, y_val = (saved[k] for k in ("x", "y", "x_val", "y_val"))
+    seconds = _numpy_epochs((x, y, x_val, y_val), int(epochs), int(batch_size), int(seed))
+    blas = next((f"{i['internal_api']} {i.get('architecture') or ''}".strip()
+                 for i in threadpool_info() if i["user_api"] == "blas"), "unknown")
+    return {"seconds": seconds, "blas": blas}
+
+
+def _numpy_epochs(data, epochs, batch_size, seed):
+    x, y, x_val, y_val = data
     xt, xv = preprocess(x, x_val)
     net = NumpyMLP(SEED_NET["hidden"], SEED_NET["classes"], l2=SEED_NET["lam"], seed=seed, input_dim=xt.shape[1])
     rng = np.random.default_rng([seed, 1])
@@ -153,8 +210,9 @@ def _numpy_epochs(x, y, x_val, y_val, epochs, batch_size, seed):
     return seconds
 
 
-def _keras_epochs(x, y, x_val, y_val, epochs, batch_size, seed):
+def _keras_epochs(data, epochs, batch_size, seed):
     """The seed net as a Keras user writes it: built-in layers, `fit` as it comes."""
+    x, y, x_val, y_val = data
     hidden, lam = SEED_NET["hidden"], SEED_NET["lam"]
     flat = x.reshape(len(x), -1) / 255.0
     layers = [
@@ -189,7 +247,8 @@ def _keras_epochs(x, y, x_val, y_val, epochs, batch_size, seed):
     return timer.seconds
 
 
-def _kbn_epochs(x, y, x_val, y_val, epochs, batch_size, seed):
+def _kbn_epochs(data, epochs, batch_size, seed):
+    x, y, x_val, y_val = data
     dataset = Dataset(
         name="bench", train=Split(x, y), val=Split(x_val, y_val), test=None,
         class_names=tuple(str(k) for k in range(SEED_NET["classes"])),
