@@ -4,6 +4,11 @@ and a TensorBoard writer that loses nothing when the process is killed.
 The validation metrics are not a callback: kbn's train function adds them to
 the logs of each epoch's last call (`kbn.loop.TrainingLoop.train_function`),
 so every callback, whatever its place in the list, finds `val_*` there.
+
+Keras's private attributes, where no public way exists: `EpochTensorBoard`
+flushes Keras's `TensorBoard` writers (`_train_writer`, `_val_writer`) at each
+epoch end, since the callback offers no flush, and overrides its
+`_collect_learning_rate`, which would log the next epoch's rate.
 """
 
 import math

@@ -10,6 +10,10 @@ subtraction, an assignment, an add-assignment), each a pass over the
 variable and a scheduling of its own. For the seed net that is 40 ops per
 mini-batch and a tenth of the epoch. TensorFlow's `ResourceApplyKerasMomentum`
 kernel computes the same two lines, in the same order, in one op.
+
+`update_step` finds a variable's velocity with the optimizer's
+`_get_variable_index`, as every Keras optimizer's own `update_step` does:
+Keras has no public lookup.
 """
 
 import keras
