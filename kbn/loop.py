@@ -39,6 +39,7 @@ mini-batches come from the permutation, not from an iterator.
 import keras
 import tensorflow as tf
 
+from kbn._quiet import tensorflow_warnings_off
 from kbn.preprocessing import Centering
 
 # Layers that learn nothing and map an input the same way in training and at
@@ -344,7 +345,11 @@ class TrainingLoop:
         """
         if self.stages is None or len(x) == 0:
             return tf.convert_to_tensor(x)
-        return self._through_stages(x)
+        # Each model's stages trace anew, by design: TensorFlow counts the
+        # traces of every model's stage function together and would warn of
+        # "frequent retracing" in a study of many models.
+        with tensorflow_warnings_off():
+            return self._through_stages(x)
 
     def train_function(self, x, y, order_of, first_epoch, steps_per_execution, validate=None):
         """A `model.train_function` for `fit(steps_per_epoch=order_of.steps)`.
