@@ -405,3 +405,25 @@ def test_a_released_workers_trial_goes_to_another_worker(tmp_path):
     taken = oracle.create_trial("tuner1")
     assert taken.trial_id == lost.trial_id
     assert taken.hyperparameters.values == lost.hyperparameters.values
+
+
+def test_after_pruning_the_next_box_is_drawn_around_the_trials_that_got_furthest(tmp_path):
+    from tuning.pruning import Asha
+
+    oracle = make_oracle(tmp_path, max_trials=30, rounds=2, pruning=Asha(EPOCHS))
+    epochs = {}
+    while len(oracle.boxes) == 1:
+        trial = oracle.create_trial("tuner0")
+        epochs[trial.trial_id] = train_reporting(oracle, trial)
+        trial.status = TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    round_one = oracle._round_trial_ids[0]
+    # ASHA's order: completed trials, then those stopped at 3 epochs, then at 1; by score within.
+    ranked = sorted(round_one, key=lambda tid: (epochs[tid], oracle.trials[tid].score), reverse=True)
+    results = [(oracle.trials[tid].hyperparameters.values, float(len(ranked) - i)) for i, tid in enumerate(ranked)]
+    assert oracle.boxes[1] == narrow(oracle.boxes[0], results, 0.2, oracle.margin, "max")
+    completed = [(oracle.trials[tid].hyperparameters.values, oracle.trials[tid].score)
+                 for tid in round_one if epochs[tid] == EPOCHS]
+    assert 0 < len(completed) < len(round_one)
+    # Completed trials alone (2 of their 5 here) would draw another box.
+    assert oracle.boxes[1] != narrow(oracle.boxes[0], completed, 0.2, oracle.margin, "max")

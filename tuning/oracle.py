@@ -139,7 +139,9 @@ class CoarseToFineOracle(keras_tuner.Oracle):
 
     per name, where `a`, `b` are the min and max log10 values of the round's
     best `max(2, ceil(top_fraction * n))` of its `n` completed trials and `S =
-    log10(hi / lo)`. After the last round the oracle answers `STOPPED`.
+    log10(hi / lo)` (with pruning, stopped trials count too, ranked below the
+    trials that got further; see `_narrowing_results`). After the last round
+    the oracle answers `STOPPED`.
 
     The draws of trial `i` come from a generator seeded with `(seed, i)`, so
     one seed gives the same trials, and a reloaded oracle continues the same
@@ -175,8 +177,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             against the trials of its round that reached the same epoch, and
             a hopeless one gets back status `STOPPED`. It ends as a `STOPPED`
             trial scored by its last report: never retried, counted apart
-            from failed ones, and left out of the narrowing, which compares
-            trials that ran every epoch.
+            from failed ones, and ranked in the narrowing below the trials
+            that got further.
         **kwargs: the other `keras_tuner.Oracle` arguments:
             `hyperparameters`, `allow_new_entries`, `tune_new_entries`,
             `max_retries_per_trial`, `max_consecutive_failed_trials`.
@@ -302,7 +304,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 return {"status": TrialStatus.STOPPED, "values": None}
             box = narrow(
                 self._boxes[r],
-                self._completed_results(trial_ids),
+                self._narrowing_results(trial_ids),
                 self.top_fraction,
                 self.margin,
                 self.objective.direction,
@@ -479,6 +481,37 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         # failed, not those waiting in the retry queue.
         ended = set(self.end_order)
         return all(trial_id in ended for trial_id in trial_ids)
+
+    def _narrowing_results(self, trial_ids):
+        """The round's results the next box is drawn around: `(values, score)` pairs.
+
+        Without stopped trials, the completed ones with their scores. With
+        pruning, stopped trials count too, ranked below every trial that got
+        further (ASHA's own order: a trial promoted past a rung beat the
+        trials stopped there) and by their score at their last rung among
+        equals; the scores passed on are these ranks. Completed trials alone
+        are few after pruning (2 of 17 with ASHA), and a box drawn around one
+        or two of them collapses onto them.
+        """
+        if not any(tid in self._stopped for tid in trial_ids):
+            return self._completed_results(trial_ids)
+        sign = 1.0 if self.objective.direction == "max" else -1.0
+        ranked = []
+        for tid in trial_ids:
+            trial = self.trials.get(tid)
+            if trial is None or trial.status not in (TrialStatus.COMPLETED, TrialStatus.STOPPED):
+                continue
+            if trial.score is None or not math.isfinite(trial.score):
+                continue
+            reached = self._stopped.get(tid, math.inf)  # completed: every epoch
+            ranked.append((reached, sign * trial.score, trial.hyperparameters.values))
+        ranked.sort(key=lambda entry: entry[:2], reverse=True)
+        # narrow() orders by score in the objective's direction: ranks as scores.
+        n = len(ranked)
+        return [
+            (values, sign * float(n - i))
+            for i, (_, _, values) in enumerate(ranked)
+        ]
 
     def _completed_results(self, trial_ids):
         return [
