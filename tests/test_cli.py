@@ -723,3 +723,21 @@ def test_every_help_example_is_a_valid_command_line(command):
         assert argv[:2] == ["kbn", command], line
         args = parser.parse_args(argv[1:])
         assert args.func.__name__ == f"_{command}", line
+
+
+def test_readme_command_line_names_only_flags_that_exist():
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Command line\n\n```\n", 1)[1].split("```", 1)[0]
+    commands = subcommands()
+    command, checked = None, 0
+    for line in block.splitlines():
+        match = re.match(r"kbn (\w+)", line)
+        if match:
+            command = match.group(1) if match.group(1) in commands else None
+        if command is None:
+            continue
+        known = {flag for action in commands[command]._actions for flag in action.option_strings}
+        for flag in re.findall(r"--[a-z][a-z-]*", line):
+            assert flag in known, (command, flag)
+            checked += 1
+    assert checked > 50
