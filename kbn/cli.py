@@ -379,9 +379,16 @@ def _train(args):
     from kbn.training import train
 
     from kbn.distribute import make_strategy
+    from kbn.precision import resolve
 
     config = TrainConfig(**_config_settings(args, TrainConfig), verbose=0 if args.json else 1)
     config.validate()
+    # "auto" (the cifar10-mlp preset's) becomes what this machine runs best,
+    # said in one line; the run's config records the precision it trained in.
+    precision, notice = resolve(config.precision)
+    config = dataclasses.replace(config, precision=precision)
+    if notice:
+        print(notice, file=sys.stderr if args.json else sys.stdout)
     # Before anything else runs TensorFlow: devices are set up at its start.
     strategy = make_strategy(config.strategy, config.replicas)
     dataset = _load(args)
@@ -392,6 +399,7 @@ def _train(args):
             adapt=dataset.train.x,
             seed=args.seed,
             class_names=dataset.class_names,
+            precision=config.precision,
             **settings,
         )
     if not args.json:

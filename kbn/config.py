@@ -21,6 +21,7 @@ Metadata keys (all optional but `help`):
 import dataclasses
 
 from kbn.errors import KbnError
+from kbn.precision import AUTO, PRECISIONS
 from kbn.schedules import SCHEDULES
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -98,6 +99,12 @@ class TrainConfig:
     seed: int = setting(0, "seeds the weights and the shuffling (kbn train: the data split too)")
     optimizer: object = setting(None, "another Keras optimizer instead of SGD with momentum (None: SGD)",
                                 cli=False)
+    # The model's Keras dtype policy (kbn.precision): kbn train builds the
+    # model with it; a model built with build_mlp(precision=...) must agree.
+    precision: str = setting("float32", "float32; mixed_bfloat16 or mixed_float16: float32 weights, 16-bit "
+                                        "matmuls (float16 with loss scaling); auto: mixed_bfloat16 where the "
+                                        "CPU or GPU multiplies bfloat16 natively, else float32",
+                             choices=(*PRECISIONS, AUTO))
     # Devices: default (one), mirrored (all GPUs, else `replicas` logical
     # CPU devices), multi-worker (machines named by TF_CONFIG).
     strategy: str = setting("default", "default: one device; mirrored: all GPUs (else --replicas CPU "

@@ -78,12 +78,30 @@ def dense_backward(ds, x, W):
     Returns:
         dx: gradient with respect to x, of shape (N, D): `ds W^T`.
         dW: gradient with respect to W, of shape (D, M): `x^T ds`.
-        db: gradient with respect to b, of shape (M,): `sum_n ds`.
+        db: gradient with respect to b, of shape (M,): `sum_n ds`, summed in
+            float32 when ds is 16-bit (bfloat16 keeps 8 bits: a sum of
+            hundreds of terms would lose most of them).
+
+    Each gradient has the dtype of its input (the matmuls accumulate in
+    float32 inside the kernel either way).
     """
     dx = tf.matmul(ds, W, transpose_b=True)
     dW = tf.matmul(x, ds, transpose_a=True)
-    db = tf.reduce_sum(ds, axis=0)
+    db = tf.cast(tf.reduce_sum(tf.cast(ds, island_dtype(ds.dtype)), axis=0), ds.dtype)
     return dx, dW, db
+
+
+def island_dtype(dtype):
+    """The dtype a sum or a statistic over a batch is taken in: float32 for 16-bit inputs.
+
+    The "float32 islands" of a mixed-precision step (as Keras's own
+    BatchNormalization keeps them): 16-bit floats carry 8 (bfloat16) or 11
+    (float16) bits of mantissa, too few for a mean over a batch, a variance,
+    or a moving average that adds 1% of a new value at each step.
+    float32 and float64 stay as they are.
+    """
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
 
 
 @tf.custom_gradient
@@ -224,10 +242,15 @@ class Dense(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs):
-        x = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
-        weights = [tf.convert_to_tensor(self.kernel)]
+        # Under a mixed policy the variables are float32 and the matmul runs
+        # in the compute dtype (bfloat16: twice float32's speed on hardware
+        # that has it). The casts are ops of the graph: the hand-written
+        # gradients come back in the compute dtype and leave the casts as
+        # float32 gradients of the float32 variables.
+        x = tf.cast(inputs, self.compute_dtype)
+        weights = [tf.cast(self.kernel, self.compute_dtype)]
         if self.use_bias:
-            weights.append(tf.convert_to_tensor(self.bias))
+            weights.append(tf.cast(self.bias, self.compute_dtype))
         folded = x.shape.rank != 2
         if folded:
             x = tf.reshape(x, (-1, x.shape[-1]))  # (N, D)
@@ -452,36 +475,45 @@ class BatchNorm(keras.layers.Layer):
     def build(self, input_shape):
         dim = (input_shape[-1],)
         self.gamma = (
-            self.add_weight(name="gamma", shape=dim, initializer=self.gamma_initializer)
+            self.add_weight(name="gamma", shape=dim, initializer=self.gamma_initializer, autocast=False)
             if self.scale
             else None
         )
         self.beta = (
-            self.add_weight(name="beta", shape=dim, initializer=self.beta_initializer)
+            self.add_weight(name="beta", shape=dim, initializer=self.beta_initializer, autocast=False)
             if self.center
             else None
         )
         # Replicas update the moving statistics together: with "mean" the
         # update is averaged over them (identical updates when synchronized).
+        # No autocast, for these or gamma and beta: under a mixed policy the
+        # layer reads them in float32 (its float32 island, see `call`).
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=dim, initializer="zeros", trainable=False, aggregation="mean"
+            name="moving_mean", shape=dim, initializer="zeros", trainable=False, aggregation="mean",
+            autocast=False,
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=dim, initializer="ones", trainable=False, aggregation="mean"
+            name="moving_variance", shape=dim, initializer="ones", trainable=False, aggregation="mean",
+            autocast=False,
         )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: dim[0]})
 
     def call(self, inputs, training=None):
-        x = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        x = tf.cast(inputs, self.compute_dtype)
         folded = x.shape.rank != 2
         if folded:
             x = tf.reshape(x, (-1, x.shape[-1]))  # (N, D)
+        # Under a mixed policy the whole layer runs in float32 (statistics,
+        # normalisation, both sums of the backward pass) between two casts:
+        # x in, y out in the compute dtype. It is element-wise work, a small
+        # part of the step beside the matmuls.
+        x = tf.cast(x, island_dtype(x.dtype))  # (N, D)
         dim = x.shape[-1]
         gamma = (
-            tf.convert_to_tensor(self.gamma) if self.scale else tf.ones(dim, x.dtype)
+            tf.cast(self.gamma, x.dtype) if self.scale else tf.ones(dim, x.dtype)
         )
         beta = (
-            tf.convert_to_tensor(self.beta) if self.center else tf.zeros(dim, x.dtype)
+            tf.cast(self.beta, x.dtype) if self.center else tf.zeros(dim, x.dtype)
         )
         # A frozen layer normalises with its moving statistics, as Keras's own.
         if training and self.trainable:
@@ -493,13 +525,14 @@ class BatchNorm(keras.layers.Layer):
                 op = self._train_op
             self._update_moving_statistics(mean, var)
         else:
-            mean = tf.convert_to_tensor(self.moving_mean)
-            var = tf.convert_to_tensor(self.moving_variance)
+            mean = tf.cast(self.moving_mean, x.dtype)
+            var = tf.cast(self.moving_variance, x.dtype)
             op = self._inference_op
         if _use_autodiff():
             y = batch_norm_forward(x, mean, var, gamma, beta, self.epsilon)[0]
         else:
             y = op(x, mean, var, gamma, beta)
+        y = tf.cast(y, self.compute_dtype)
         return tf.reshape(y, tf.shape(inputs)) if folded else y
 
     def _synchronizes(self):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import keras
 
+from kbn import precision as precision_lib
 from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense
 from kbn.preprocessing import Centering
@@ -107,6 +108,7 @@ def build_mlp(
     flip: bool = False,
     translate: float = 0.0,
     dtype: str | None = None,
+    precision: str = "float32",
     seed: int | None = None,
     class_names: Sequence[str] | None = None,
     name: str = "mlp",
@@ -149,6 +151,11 @@ def build_mlp(
             fraction of their height and width (`keras.layers.RandomTranslation`,
             edges reflected); 0 adds none. Needs inputs of shape (H, W, C).
         dtype: "float32" (default floatx) or "float64".
+        precision: the hidden layers' Keras dtype policy: "float32",
+            "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit
+            compute; `kbn.precision`). The input stages, BatchNorm's
+            statistics, the logits and the loss stay float32. Not with
+            dtype="float64".
         seed: int seeding the kernel initializers, for repeatable models.
         class_names: optional num_classes strings, the name of each class
             (e.g. `dataset.class_names`); the saved model keeps them and
@@ -212,7 +219,16 @@ def build_mlp(
             f"flip and translate augment images of shape (H, W, C). "
             f"Received: input_shape={input_shape}"
         )
+    precision_lib.check(precision)
+    if precision != "float32" and dtype not in (None, "float32"):
+        raise KbnError(
+            f"precision {precision} computes in 16 bits over float32 variables; it cannot go with "
+            f"dtype={dtype!r}. Received: precision={precision!r}, dtype={dtype!r}"
+        )
     dtype = dtype or keras.config.floatx()
+    # The hidden layers' policy; a mixed one is fixed when a layer is built,
+    # so it is the model's, not a global setting's.
+    hidden_dtype = keras.DTypePolicy(precision) if precision != "float32" else dtype
 
     def seed_for(i):
         return None if seed is None else seed + i
@@ -238,7 +254,7 @@ def build_mlp(
             l2=lam,
             use_bias=not batch_norm,
             kernel_initializer=kernel_initializer(init, seed_for(i)),
-            dtype=dtype,
+            dtype=hidden_dtype,
             name=f"dense{i}",
         )(x)
         if batch_norm:
@@ -247,13 +263,15 @@ def build_mlp(
                 epsilon=epsilon,
                 center=center,
                 scale=scale,
-                dtype=dtype,
+                dtype=hidden_dtype,
                 name=f"batch_norm{i}",
             )(x)
-        x = keras.layers.ReLU(dtype=dtype, name=f"relu{i}")(x)
+        x = keras.layers.ReLU(dtype=hidden_dtype, name=f"relu{i}")(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, seed=seed_for(3000 + i), dtype=dtype, name=f"dropout{i}")(x)
+            x = keras.layers.Dropout(dropout, seed=seed_for(3000 + i), dtype=hidden_dtype, name=f"dropout{i}")(x)
     k = len(hidden) + 1
+    # The logits in float32 (dtype, not the policy): the softmax and the loss
+    # need more than 16 bits, and this layer is a sliver of the step.
     logits = Dense(
         num_classes,
         l2=lam,

@@ -75,6 +75,9 @@ PRESETS = {
                 "epochs": 100,
                 "batch_size": 100,
                 "label_smoothing": 0.1,
+                # mixed_bfloat16 where the CPU or GPU has it natively, else
+                # float32 (kbn.precision.best_available); --precision overrides.
+                "precision": "auto",
             },
         ),
     )

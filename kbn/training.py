@@ -44,6 +44,8 @@ from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
 from kbn.hparams import run_hparams, write_hparams
 from kbn.loop import EpochOrder, TrainingLoop, fit_data
+from kbn.precision import model_precision as precision_of
+from kbn.precision import resolve as resolve_precision
 from kbn.runlock import RunLock
 from kbn.schedules import learning_rate
 from kbn.sgd import SGD
@@ -271,6 +273,21 @@ def _compile(model, rate, config):
     loop reads, and kbn's SGD starts again from step 0 with no momentum. A
     search's trials run back to back this way.
     """
+    computes, wanted = precision_of(model), resolve_precision(config.precision)[0]
+    if computes != wanted and (computes.startswith("mixed") or wanted.startswith("mixed")):
+        raise KbnError(
+            f"the model computes in {computes} and the config asks for {wanted}: build the model "
+            f"with build_mlp(precision={wanted!r}) or set TrainConfig(precision={computes!r})"
+        )
+    # float16 overflows past 65504 and flushes gradients under 6e-8 to zero:
+    # the loss is scaled up before the gradient and the gradients down after
+    # it, and a step with a non-finite gradient is skipped (with a smaller
+    # scale next time). bfloat16 has float32's range and needs none of it.
+    scaled = computes == "mixed_float16"
+
+    def unscaled(optimizer):
+        return optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
+
     key = tuple(getattr(config, name) for name in TRACED)
     kept = _LOOPS.get(model)
     if kept and kept.key == key and kept.optimizer is model.optimizer:
@@ -279,15 +296,18 @@ def _compile(model, rate, config):
         elif kept.schedule is not None:
             kept.schedule.assign(rate)
         if kept.schedule is not None:
-            _reset_optimizer(kept.optimizer)
+            _reset_optimizer(unscaled(kept.optimizer))  # the loss scale carries on
         return kept.loop
     optimizer, schedule = config.optimizer, None
-    if optimizer is None and model.optimizer is not None and not isinstance(model.optimizer, SGD):
+    if optimizer is None and model.optimizer is not None and not isinstance(unscaled(model.optimizer), SGD):
         optimizer = model.optimizer  # the caller's own, as compiled
     if optimizer is None:
         with model.distribute_strategy.scope():
             optimizer = SGD(rate, momentum=config.momentum)
         schedule = rate
+    if scaled and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        with model.distribute_strategy.scope():
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     with model.distribute_strategy.scope():
         model_lib.compile_model(
             model,
