@@ -145,7 +145,7 @@ def _load_with_test(spec, sizes, data_dir, seed):
 def _run(dataset, out, name, hidden, *, batch_norm, init="he", eta, lam, epochs, seed,
          schedule="constant", progress):
     """Train one net of a study; returns the TrainResult."""
-    model = build_mlp(hidden, dataset.num_classes, batch_norm=batch_norm, init=init, l2=lam,
+    model = build_mlp(hidden, dataset.num_classes, batch_norm=batch_norm, init=init, lam=lam,
                       **REPORT_BATCH_NORM, adapt=dataset.train.x, seed=seed)
     config = TrainConfig(eta=eta, schedule=schedule, epochs=epochs, seed=seed,
                          logdir=str(out / "logs"), run_name=name, verbose=0)

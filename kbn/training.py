@@ -30,6 +30,7 @@ import shutil
 import statistics
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -40,6 +41,7 @@ from kbn import plots
 from kbn.backup import Backup
 from kbn.callbacks import DivergenceGuard, EpochTensorBoard, GradientCheck
 from kbn.config import TrainConfig
+from kbn.data import Dataset
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
 from kbn.hparams import run_hparams, write_hparams
@@ -77,7 +79,15 @@ class TrainResult:
     diverged: str | None
 
 
-def train(model, dataset, config=None, *, callbacks=None, hparams=None, strategy=None):
+def train(
+    model: keras.Model,
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    hparams: Mapping[str, object] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> "TrainResult":
     """Train `model` on `dataset` with mini-batch SGD with momentum.
 
     The run reads `config.seed` for the order of the examples only: the
