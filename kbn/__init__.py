@@ -9,6 +9,7 @@ from kbn._quiet import import_tensorflow
 import_tensorflow()  # before anything imports TensorFlow: its start-up notices stay quiet
 
 from kbn.data import Dataset, Split, load_data  # noqa: E402
+from kbn.distribute import make_strategy  # noqa: E402
 from kbn.errors import KbnError  # noqa: E402
 from kbn.gradcheck import check_gradients  # noqa: E402
 from kbn.layers import BatchNorm, Dense  # noqa: E402
@@ -30,5 +31,6 @@ __all__ = [
     "build_mlp",
     "check_gradients",
     "load_data",
+    "make_strategy",
     "train",
 ]
