@@ -344,7 +344,7 @@ def test_asha_stops_hopeless_trials_at_its_rungs_and_keeps_each_rounds_best(tmp_
     assert stopped and completed and stopped | completed == set(oracle.trials)
     assert {epochs[tid] for tid in stopped} <= {1, 3}
     assert oracle.trials_stopped == {tid: epochs[tid] for tid in stopped}
-    assert sum(epochs.values()) < 0.5 * EPOCHS * len(epochs)
+    assert sum(epochs.values()) < 0.6 * EPOCHS * len(epochs)
     for round_ids in oracle._round_trial_ids:
         best = max(round_ids, key=lambda tid: fake_score(oracle.trials[tid].hyperparameters.values))
         assert best in completed
@@ -374,14 +374,14 @@ def test_a_stopped_trial_is_not_run_again_after_a_reload(tmp_path):
 def test_a_trial_stopped_before_a_kill_stops_again_when_retried(tmp_path):
     from tuning.pruning import Asha
 
-    oracle = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS))
+    oracle = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS, min_trials=0))
     first = oracle.create_trial("tuner0")
     assert train_reporting(oracle, first) == EPOCHS
     first.status = TrialStatus.COMPLETED
     oracle.end_trial(first)
     worse = oracle.create_trial("tuner0")
     oracle.update_trial(worse.trial_id, {"score": -1.0}, step=1)  # hopeless: stopped at rung 1
-    resumed = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS))
+    resumed = make_oracle(tmp_path, max_trials=6, rounds=1, pruning=Asha(EPOCHS, min_trials=0))
     resumed.reload()  # killed before the trial ended: it is retried
     retried = resumed.create_trial("tuner1")
     assert retried.trial_id == worse.trial_id

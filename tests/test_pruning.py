@@ -15,7 +15,7 @@ def test_asha_rungs_grow_by_the_reduction_factor_and_leave_the_last_stretch_whol
 
 
 def test_asha_keeps_the_best_third_of_those_at_the_rung():
-    rule = Asha(10, reduction=3)
+    rule = Asha(10, reduction=3, min_trials=0)
     assert not rule.should_stop(1, 0.1, [])  # the first at a rung always goes on
     assert not rule.should_stop(1, 0.5, [0.4, 0.3])  # the best of three
     assert rule.should_stop(1, 0.35, [0.4, 0.3])  # second of three: 3 // 3 = 1 goes on
@@ -24,8 +24,14 @@ def test_asha_keeps_the_best_third_of_those_at_the_rung():
     assert not rule.should_stop(2, 0.0, [0.9, 0.9, 0.9])  # epoch 2 is no rung
 
 
+def test_asha_judges_only_once_enough_trials_reached_the_rung():
+    rule = Asha(10)  # min_trials=3
+    assert not rule.should_stop(1, 0.1, [0.4, 0.3])
+    assert rule.should_stop(1, 0.1, [0.4, 0.3, 0.2])
+
+
 def test_asha_ties_favour_the_trial():
-    assert not Asha(10).should_stop(1, 0.4, [0.4, 0.4])
+    assert not Asha(10, min_trials=0).should_stop(1, 0.4, [0.4, 0.4])
 
 
 def test_median_rule_stops_below_the_median_once_enough_trials_reached_the_epoch():

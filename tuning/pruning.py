@@ -12,14 +12,18 @@ nothing else, so the oracle (`tuning.oracle`) keeps the only state.
 
 Asynchronous: a trial is judged when it reaches a rung, against the trials
 that reached that rung before it, so no trial waits for another and workers
-stay busy. The first trials at a rung always go on (the rule keeps at least
-one); later ones must beat all but a third of their predecessors.
+stay busy. The first trials at a rung go on (a rank among one or two says
+nothing: without that start, 2 trials of 17 ran every epoch, and the next
+round was drawn around them); later ones must beat all but a third of their
+predecessors.
 
 >>> rule = pruning_rule("asha", max_epochs=10)
 >>> rule.rungs
 (1, 3)
 >>> rule.should_stop(1, 0.30, [0.40, 0.35, 0.20])
 True
+>>> rule.should_stop(1, 0.30, [0.40, 0.35])  # too few before it to judge
+False
 
 Reference:
     Li et al., A System for Massively Parallel Hyperparameter Tuning
@@ -40,7 +44,8 @@ class Asha:
 
     With `n` values at a rung (the trial's own included) and the trial's rank
     `k` among them (1 the best; ties rank the trial first), the trial goes on
-    when `k <= max(1, floor(n / reduction))`.
+    when `k <= max(1, floor(n / reduction))`, or when fewer than `min_trials`
+    others reached the rung before it.
 
     Args:
         max_epochs: int >= 1, the epochs of a trial that is never stopped.
@@ -49,17 +54,20 @@ class Asha:
             `min_epochs * reduction ** i`, each at most `max_epochs /
             reduction`, so a survivor of the last rung still has most of
             its epochs ahead (10 epochs: rungs 1 and 3, not 9).
+        min_trials: int >= 0, how many other trials must have reached a
+            rung before the rule judges there.
     """
 
     name = "asha"
 
-    def __init__(self, max_epochs, reduction=3, min_epochs=1):
+    def __init__(self, max_epochs, reduction=3, min_epochs=1, min_trials=3):
         if reduction < 2 or min_epochs < 1 or max_epochs < 1:
             raise KbnError(
                 "ASHA needs reduction >= 2, min_epochs >= 1 and max_epochs >= 1. "
                 f"Received: reduction={reduction}, min_epochs={min_epochs}, max_epochs={max_epochs}"
             )
         self.reduction = reduction
+        self.min_trials = min_trials
         rungs, epoch = [], min_epochs
         while epoch * reduction <= max_epochs:
             rungs.append(epoch)
@@ -78,7 +86,7 @@ class Asha:
         Returns:
             True to stop the trial; always False off the rungs.
         """
-        if epoch not in self.rungs:
+        if epoch not in self.rungs or len(others) < self.min_trials:
             return False
         n = len(others) + 1
         rank = 1 + sum(1 for other in others if other > value)
