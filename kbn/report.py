@@ -280,7 +280,7 @@ def _search_study(dataset, sizes, seed, out, progress):
                           project="study3-search", seed=seed, verbose=0, pruning="none")
     searched = Dataset(dataset.name, dataset.train, dataset.val, None, dataset.class_names)
     found = search(searched, config, TrainConfig(seed=seed))
-    # The report's protocol runs every trial to the end; one line compares kbn's default pruning.
+    # The report's protocol runs every trial to the end; one line compares ASHA's pruning.
     pruned = search(searched, dataclasses.replace(config, pruning="asha", project="study3-search-asha"),
                     TrainConfig(seed=seed))
     (out / "search.png").write_bytes((found.project_dir / "search.png").read_bytes())
