@@ -53,8 +53,10 @@ class SearchConfig:
     architecture: bool = False  # also search depth, width, batch norm
     # Stop hopeless trials inside each round: asha (successive halving, rungs
     # at epochs 1 and 3 of 10, a third goes on), median, or none (the report's
-    # protocol: every trial runs every epoch).
-    pruning: str = "asha"
+    # protocol: every trial runs every epoch). none by default: pruned, the
+    # report's search used a third of the epochs but its best pair scored
+    # 0.77 points lower on CIFAR-10 and 0.32 on Fashion-MNIST (README, Results).
+    pruning: str = "none"
     directory: str = "logs/tuning"
     project: str = "search"
     resume: bool = False  # continue the search in directory/project
