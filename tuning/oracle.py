@@ -12,6 +12,12 @@ each trial and the draw count live in the oracle's saved state, so
     round 2   narrow(round 1's box, round 1's results)
     round 3   narrow(round 2's box, round 2's results)
 
+With a stopping rule (`tuning.pruning`), the oracle also judges each trial's
+report after every epoch (`update_trial`) against the trials of its round,
+and answers `STOPPED` to a hopeless one: KerasTuner's own hook for early
+stopping, so it works alike in one process and through the chief's gRPC
+service.
+
 >>> oracle = CoarseToFineOracle(
 ...     objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=50, rounds=3,
 ...     ranges={"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}, seed=1)
