@@ -1,15 +1,19 @@
-"""Seconds per epoch of the seed net: plain NumPy, Keras's own layers and `fit`, and kbn.
+"""Seconds per epoch: plain NumPy, Keras's own layers and `fit`, and kbn in each precision.
 
     SPEC or synthetic pixels -> the same (N, H, W, C) uint8 images for all three
       numpy   kbn.numpy_reference.NumpyMLP: forward and hand backward in NumPy
       keras   Keras's Dense, BatchNormalization and ReLU, `fit`, SGD with momentum
-      kbn     build_mlp + kbn.train, the seconds_per_epoch of its summary.json
-    -> per implementation: the median seconds per epoch over the epochs after
-       the first (tracing and warm-up), the median of that over `repeats`
-       runs, and its ratio to NumPy.
+      kbn     build_mlp + kbn.train, the seconds_per_epoch of its summary.json,
+              once per precision ("kbn" in float32, "kbn mixed_bfloat16", ...)
+    -> per row: the median seconds per epoch over the epochs after the first
+       (tracing and warm-up), the median of that over `repeats` runs, its
+       ratio to NumPy and, for kbn's rows, to kbn in float32.
 
-The runs are interleaved (numpy, keras, kbn, numpy, ...) so that a burst of
-load on a shared machine lands on all three alike. NumPy runs in a child
+NumPy and Keras run the seed net (3072-50-30-10 with BN); kbn runs the net
+`hidden` names (the seed net by default, or e.g. the cifar10-mlp preset's
+[2048, 1024, 512]) in each of `precisions`. The runs are interleaved (numpy,
+keras, kbn float32, kbn mixed_bfloat16, numpy, ...) so that a burst of load
+on a shared machine lands on all of them alike. NumPy runs in a child
 process without `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE`: some machines
 pin OpenBLAS to an old kernel (Haswell) for the sake of old builds, which
 slows a current NumPy; the reference is NumPy at its best, and the result
@@ -37,6 +41,7 @@ from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.model import build_mlp
 from kbn.numpy_reference import NumpyMLP, load_arrays, preprocess
+from kbn.precision import check as check_precision
 from kbn.training import TrainConfig, train
 
 IMPLEMENTATIONS = ("numpy", "keras", "kbn")
@@ -51,12 +56,17 @@ class BenchResult:
         data: the SPEC, or "synthetic".
         train_size, val_size: images per epoch, trained on and evaluated.
         epochs, repeats, batch_size: the protocol.
-        seconds_per_epoch: {implementation: median over the repeats}.
-        ratio_to_numpy: {implementation: seconds_per_epoch / NumPy's}, when
-            NumPy ran.
-        runs: {implementation: [each repeat's median seconds per epoch]}.
+        seconds_per_epoch: {row: median over the repeats}; the rows are the
+            implementations, kbn's once per precision ("kbn" is float32,
+            "kbn mixed_bfloat16" another).
+        ratio_to_numpy: {row: seconds_per_epoch / NumPy's}, when NumPy ran.
+        runs: {row: [each repeat's median seconds per epoch]}.
         blas: the BLAS kernel NumPy's runs used, e.g. "openblas SkylakeX",
             or None when NumPy did not run.
+        hidden: the hidden widths of kbn's net (NumPy and Keras: the seed net's).
+        precisions: {row: its precision}.
+        ratio_to_float32: {kbn row: kbn float32's seconds_per_epoch / the
+            row's}, the speed-up of each precision, when kbn ran in float32.
     """
 
     data: str
@@ -69,6 +79,14 @@ class BenchResult:
     ratio_to_numpy: dict
     runs: dict
     blas: str | None = None
+    hidden: tuple = SEED_NET["hidden"]
+    precisions: dict = dataclasses.field(default_factory=dict)
+    ratio_to_float32: dict = dataclasses.field(default_factory=dict)
+
+
+def row_name(implementation, precision="float32"):
+    """The result's row for an implementation run in a precision: "kbn", "kbn mixed_bfloat16"."""
+    return implementation if precision == "float32" else f"{implementation} {precision}"
 
 
 def epoch_times(
@@ -82,8 +100,10 @@ def epoch_times(
     implementations=IMPLEMENTATIONS,
     data_dir=None,
     seed=0,
+    hidden=SEED_NET["hidden"],
+    precisions=("float32",),
 ):
-    """Time an epoch of the seed net in each implementation, on the same images.
+    """Time an epoch in each implementation (kbn: in each precision), on the same images.
 
     Args:
         data: a kbn data SPEC, or "synthetic" for random CIFAR-10-shaped
@@ -96,6 +116,10 @@ def epoch_times(
         implementations: any of "numpy", "keras", "kbn".
         data_dir: where the SPEC's files are.
         seed: seeds the split, the weights and the shuffles.
+        hidden: the hidden widths of kbn's net, with BN after each; NumPy and
+            Keras keep the seed net.
+        precisions: kbn's precisions (`kbn.precision.PRECISIONS`), each a
+            row of its own, interleaved with the others.
 
     Returns:
         a `BenchResult`.
@@ -107,25 +131,39 @@ def epoch_times(
         raise KbnError(f"the benchmark needs at least 2 epochs (the first is warm-up), got {epochs}")
     if repeats < 1:
         raise KbnError(f"repeats must be at least 1, got {repeats}")
+    precisions = tuple(dict.fromkeys(check_precision(p) for p in precisions))
+    if not precisions:
+        raise KbnError("the benchmark needs at least one precision")
+    hidden = tuple(int(w) for w in hidden)
+    if any(w < 1 for w in hidden):
+        raise KbnError(f"hidden widths must be positive integers. Received: hidden={list(hidden)}")
     x, y, x_val, y_val = load_arrays(data, train_size, val_size, seed, data_dir)
     if max(y.max(), y_val.max(initial=0)) >= SEED_NET["classes"]:
         raise KbnError(f"{data}: the benchmark's seed net has 10 classes, the data has more")
-    runners = {"numpy": _numpy_epochs_native, "keras": _keras_epochs, "kbn": _kbn_epochs}
-    runs = {name: [] for name in implementations}
+    runners = {
+        "numpy": lambda inputs, precision: _numpy_epochs_native(inputs, epochs, batch_size, seed),
+        "keras": lambda inputs, precision: _keras_epochs(inputs, epochs, batch_size, seed),
+        "kbn": lambda inputs, precision: _kbn_epochs(inputs, epochs, batch_size, seed, hidden, precision),
+    }
+    rows = [(name, p) for name in implementations for p in (precisions if name == "kbn" else ("float32",))]
+    runs = {row_name(*row): [] for row in rows}
     blas = None
     with tempfile.TemporaryDirectory() as folder:
         arrays = pathlib.Path(folder) / "arrays.npz"
         np.savez(arrays, x=x, y=y, x_val=x_val, y_val=y_val)
         for _ in range(repeats):
-            for name in implementations:
+            for name, precision in rows:
                 inputs = arrays if name == "numpy" else (x, y, x_val, y_val)
-                seconds = runners[name](inputs, epochs, batch_size, seed)
+                seconds = runners[name](inputs, precision)
                 if name == "numpy":
                     seconds, blas = seconds
-                runs[name].append(statistics.median(seconds[1:]))
+                runs[row_name(name, precision)].append(statistics.median(seconds[1:]))
     seconds_per_epoch = {name: statistics.median(values) for name, values in runs.items()}
     reference = seconds_per_epoch.get("numpy")
     ratios = {name: s / reference for name, s in seconds_per_epoch.items()} if reference else {}
+    kbn_float32 = seconds_per_epoch.get("kbn")
+    kbn_rows = [row_name("kbn", p) for p in precisions] if "kbn" in implementations else []
+    speedups = {row: kbn_float32 / seconds_per_epoch[row] for row in kbn_rows} if kbn_float32 else {}
     return BenchResult(
         data=data,
         train_size=len(x),
@@ -137,25 +175,36 @@ def epoch_times(
         ratio_to_numpy=ratios,
         runs=runs,
         blas=blas,
+        hidden=hidden,
+        precisions={row_name(*row): row[1] for row in rows},
+        ratio_to_float32=speedups,
     )
 
 
 def format_result(result):
-    """A markdown table of a `BenchResult`, one row per implementation."""
+    """A markdown table of a `BenchResult`, one row per implementation and precision."""
+    seed_net = "-".join(str(w) for w in SEED_NET["hidden"])
+    net = "-".join(str(w) for w in result.hidden)
+    other = [name for name in result.seconds_per_epoch if not name.startswith("kbn")]
+    nets = f"net {net} with BN" if net == seed_net or not other else (
+        f"kbn: net {net} with BN; {', '.join(other)}: the seed net {seed_net} with BN")
     lines = [
-        f"seed net {'-'.join(str(w) for w in SEED_NET['hidden'])} with BN, {result.train_size} "
-        f"images ({result.data}), batch {result.batch_size}"
+        f"{nets}, {result.train_size} images ({result.data}), batch {result.batch_size}"
         + (f", {result.val_size} validation images" if result.val_size else ""),
         f"median of epochs 2..{result.epochs}, median of {result.repeats} runs"
         + (f"; NumPy's BLAS: {result.blas}" if result.blas else ""),
         "",
-        "| implementation | s/epoch | vs NumPy | runs |",
-        "| --- | --- | --- | --- |",
+        "| implementation | precision | s/epoch | vs NumPy | speed-up vs kbn float32 | runs |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, seconds in result.seconds_per_epoch.items():
         ratio = result.ratio_to_numpy.get(name)
+        speedup = result.ratio_to_float32.get(name)
         runs = ", ".join(f"{s:.3f}" for s in result.runs[name])
-        lines.append(f"| {name} | {seconds:.3f} | {f'{ratio:.2f}x' if ratio else '-'} | {runs} |")
+        lines.append(
+            f"| {name.split()[0]} | {result.precisions.get(name, 'float32')} | {seconds:.3f} | "
+            f"{f'{ratio:.2f}x' if ratio else '-'} | {f'{speedup:.2f}x' if speedup else '-'} | {runs} |"
+        )
     return "\n".join(lines)
 
 
@@ -247,18 +296,18 @@ def _keras_epochs(data, epochs, batch_size, seed):
     return timer.seconds
 
 
-def _kbn_epochs(data, epochs, batch_size, seed):
+def _kbn_epochs(data, epochs, batch_size, seed, hidden=SEED_NET["hidden"], precision="float32"):
     x, y, x_val, y_val = data
     dataset = Dataset(
         name="bench", train=Split(x, y), val=Split(x_val, y_val), test=None,
         class_names=tuple(str(k) for k in range(SEED_NET["classes"])),
     )
-    model = build_mlp(SEED_NET["hidden"], SEED_NET["classes"], adapt=x, l2=SEED_NET["lam"], seed=seed)
+    model = build_mlp(hidden, SEED_NET["classes"], adapt=x, lam=SEED_NET["lam"], seed=seed, precision=precision)
     with tempfile.TemporaryDirectory() as logdir:
         config = TrainConfig(
             eta=SEED_NET["eta"], decay=SEED_NET["decay"], momentum=SEED_NET["momentum"],
             epochs=epochs, batch_size=batch_size, seed=seed, logdir=logdir, run_name="bench",
-            verbose=0,
+            verbose=0, precision=precision,
         )
         result = train(model, dataset, config)
     return result.history["seconds"]

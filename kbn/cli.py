@@ -749,9 +749,10 @@ def _reproduce(args):
 
 
 def _bench_parser(sub):
-    from kbn.bench import IMPLEMENTATIONS
+    from kbn.bench import IMPLEMENTATIONS, SEED_NET
+    from kbn.precision import PRECISIONS
 
-    p = sub.add_parser("bench", help="seconds per epoch of the seed net: NumPy vs Keras vs kbn")
+    p = sub.add_parser("bench", help="seconds per epoch: NumPy vs Keras vs kbn, kbn in each precision")
     p.add_argument("--data", default="synthetic", metavar="SPEC",
                    help="synthetic (random CIFAR-10-shaped pixels) or a data SPEC")
     p.add_argument("--data-dir", metavar="DIR")
@@ -763,6 +764,10 @@ def _bench_parser(sub):
     p.add_argument("--batch-size", type=_positive_int, default=100)
     p.add_argument("--only", type=lambda text: text.split(","), default=list(IMPLEMENTATIONS),
                    metavar="NAMES", help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
+    p.add_argument("--hidden", type=_int_list, default=list(SEED_NET["hidden"]), metavar="W1,W2,...",
+                   help="kbn's hidden widths, BN after each (NumPy and Keras keep the seed net's 50,30)")
+    p.add_argument("--precision", type=lambda text: text.split(","), default=["float32"], metavar="NAMES",
+                   help=f"kbn's precisions, comma-separated, each a row: {','.join(PRECISIONS)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
@@ -774,7 +779,7 @@ def _bench(args):
     result = epoch_times(
         args.data, train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,
         repeats=args.repeats, batch_size=args.batch_size, implementations=args.only,
-        data_dir=args.data_dir, seed=args.seed,
+        data_dir=args.data_dir, seed=args.seed, hidden=args.hidden, precisions=args.precision,
     )
     _emit(args, dataclasses.asdict(result), format_result(result))
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from kbn import KbnError
+from kbn import KbnError, bench
 from kbn.bench import epoch_times, format_result
 from kbn.cli import main
 from kbn.numpy_reference import NumpyMLP, gradient_check, run
@@ -69,6 +69,49 @@ def test_kbn_bench_json_is_the_result(capsys):
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(figures["seconds_per_epoch"]) == {"numpy", "kbn"}
     assert figures["train_size"] == 200 and figures["repeats"] == 1
+
+
+def test_kbn_runs_the_given_net_once_per_precision_each_a_row(monkeypatch):
+    built = []
+    real_build_mlp = bench.build_mlp
+
+    def recording_build_mlp(hidden, *args, precision="float32", **kwargs):
+        built.append((tuple(hidden), precision))
+        return real_build_mlp(hidden, *args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(bench, "build_mlp", recording_build_mlp)
+    result = epoch_times(train_size=200, epochs=2, repeats=2, implementations=["kbn"], hidden=(12, 6),
+                         precisions=("float32", "mixed_bfloat16"))
+    assert built == [((12, 6), "float32"), ((12, 6), "mixed_bfloat16")] * 2  # interleaved
+    assert list(result.seconds_per_epoch) == ["kbn", "kbn mixed_bfloat16"]
+    assert result.precisions == {"kbn": "float32", "kbn mixed_bfloat16": "mixed_bfloat16"}
+    assert result.hidden == (12, 6) and all(len(runs) == 2 for runs in result.runs.values())
+    assert result.ratio_to_float32["kbn"] == 1.0
+    assert result.ratio_to_float32["kbn mixed_bfloat16"] == pytest.approx(
+        result.seconds_per_epoch["kbn"] / result.seconds_per_epoch["kbn mixed_bfloat16"])
+    table = format_result(result)
+    assert "net 12-6 with BN" in table and "| kbn | mixed_bfloat16 |" in table and "| kbn | float32 |" in table
+
+
+def test_numpy_and_keras_keep_the_seed_net_and_the_table_says_so():
+    result = epoch_times(train_size=200, epochs=2, repeats=1, implementations=["numpy", "kbn"], hidden=(12,))
+    assert list(result.seconds_per_epoch) == ["numpy", "kbn"] and result.ratio_to_float32 == {"kbn": 1.0}
+    assert "kbn: net 12 with BN; numpy: the seed net 50-30 with BN" in format_result(result)
+
+
+def test_an_unknown_precision_is_a_user_error():
+    with pytest.raises(KbnError, match="precision must be one of"):
+        epoch_times(train_size=100, precisions=("float8",))
+
+
+def test_kbn_bench_hidden_and_precision_reach_the_json(capsys):
+    status = main(["bench", "--train-size", "200", "--epochs", "2", "--repeats", "1", "--only", "kbn",
+                   "--hidden", "8", "--precision", "float32,mixed_bfloat16", "--json"])
+    assert status == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures["seconds_per_epoch"]) == {"kbn", "kbn mixed_bfloat16"}
+    assert figures["hidden"] == [8] and figures["precisions"]["kbn mixed_bfloat16"] == "mixed_bfloat16"
+    assert set(figures["ratio_to_float32"]) == {"kbn", "kbn mixed_bfloat16"}
 
 
 def test_numpy_reference_backward_matches_finite_differences():
