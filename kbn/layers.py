@@ -303,7 +303,7 @@ def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
     return x_hat * gamma + beta, x_hat, inv_std
 
 
-def batch_norm_backward(dy, x_hat, inv_std, gamma, total=None):
+def batch_norm_backward(dy, x_hat, inv_std, gamma, mean=None):
     """Gradients through batch normalisation with the batch's own statistics.
 
     The report's `BatchNormBackPass`: since mean and var are functions of the
@@ -312,8 +312,8 @@ def batch_norm_backward(dy, x_hat, inv_std, gamma, total=None):
     `dx = inv_std * (g - mean_n(g) - x_hat * mean_n(g * x_hat))`.
 
     When the statistics are over a global batch split among replicas, the
-    two means are too: `total` then sums over every replica's examples
-    (`synchronized_sum`), and each replica's dx is exactly the one a single
+    two means are too: `mean` is then `synchronized_mean`, over every
+    replica's examples, and each replica's dx is exactly the one a single
     device would compute for its examples.
 
     Args:
@@ -330,31 +330,34 @@ def batch_norm_backward(dy, x_hat, inv_std, gamma, total=None):
             over this replica's examples (the optimizer sums the replicas').
         dbeta: gradient with respect to beta, of shape (D,): `sum_n dy`, likewise.
     """
-    total = total or (lambda t: tf.reduce_sum(t, axis=0))
+    mean = mean or (lambda t: tf.reduce_mean(t, axis=0))
     dbeta = tf.reduce_sum(dy, axis=0)
     dgamma = tf.reduce_sum(dy * x_hat, axis=0)
     g = dy * gamma  # (N, D)
-    n = total(tf.ones_like(g[:, :1]))  # (1,): examples in the whole batch
-    dx = inv_std * (g - total(g) / n - x_hat * (total(g * x_hat) / n))
+    dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
     return dx, dgamma, dbeta
 
 
-def synchronized_sum(x):
-    """The sum over axis 0 of x (N, D), over every replica's examples: (D,)."""
+def synchronized_mean(x):
+    """The mean over axis 0 of x (N, D), over every replica's examples: (D,).
+
+    The replicas' sums and counts are all-reduced, so replicas holding
+    different numbers of examples weigh each example alike.
+    """
     context = tf.distribute.get_replica_context()
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axis=0))
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axis=0))  # (D,)
+    count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(x)[:1], x.dtype))  # (1,)
+    return total / count
 
 
 def synchronized_moments(x):
     """Mean and biased variance over every replica's examples of x (N, D): (D,), (D,).
 
     Two passes, as `tf.nn.moments`: the mean first, then the mean of the
-    squared deviations from it, each summed over the replicas.
+    squared deviations from it.
     """
-    n = synchronized_sum(tf.ones_like(x[:, :1]))  # (1,)
-    mean = synchronized_sum(x) / n
-    var = synchronized_sum(tf.math.squared_difference(x, tf.stop_gradient(mean))) / n
-    return mean, var
+    mean = synchronized_mean(x)
+    return mean, synchronized_mean(tf.math.squared_difference(x, tf.stop_gradient(mean)))
 
 
 def batch_norm_inference_backward(dy, x_hat, inv_std, gamma):
@@ -469,7 +472,7 @@ class BatchNorm(keras.layers.Layer):
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.supports_masking = True
         self._train_op = _batch_norm_op(batch_norm_backward, self.epsilon)
-        self._synchronized_op = _batch_norm_op(batch_norm_backward, self.epsilon, total=synchronized_sum)
+        self._synchronized_op = _batch_norm_op(batch_norm_backward, self.epsilon, mean=synchronized_mean)
         self._inference_op = _batch_norm_op(batch_norm_inference_backward, self.epsilon)
 
     def build(self, input_shape):
