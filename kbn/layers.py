@@ -321,7 +321,7 @@ def batch_norm_backward(dy, x_hat, inv_std, gamma, mean=None):
         x_hat: normalised inputs of shape (N, D).
         inv_std: `1 / sqrt(var + epsilon)` of shape (D,).
         gamma: scale of shape (D,).
-        total: the sum over the batch's examples of an (N, D) tensor, (D,);
+        mean: the mean over the batch's examples of an (N, D) tensor, (D,);
             None: over this tensor's N examples.
 
     Returns:
