@@ -635,6 +635,7 @@ SEARCH_OPTIONS = {
     "eta_range": {"type": _range, "metavar": "LOW:HIGH", "help": "eta's first interval (log scale)"},
     "lam_range": {"type": _range, "metavar": "LOW:HIGH", "help": "lambda's first interval (log scale)"},
     "architecture": {"help": "also search depth, width, batch norm"},
+    "gamma_beta": {"help": "BatchNorm's learnable gamma and beta (the seed's network has none)"},
     "pruning": {"help": "stop hopeless trials: asha, median, or none (every trial runs every epoch)"},
     "directory": {"help": "searches' root", "metavar": "DIR"},
     "project": {"help": "this search's folder name", "metavar": "NAME"},

@@ -165,6 +165,17 @@ def test_hypermodel_samples_eta_and_lambda_on_a_log_scale():
     assert model.get_layer("dense1").l2 == pytest.approx(hp.get("lam"))
 
 
+@pytest.mark.parametrize("gamma_beta", [False, True])
+def test_hypermodel_builds_batch_norm_with_gamma_and_beta_only_when_asked(gamma_beta):
+    model = KbnHyperModel(DATA.train.x, NUM_CLASSES, gamma_beta=gamma_beta).build(keras_tuner.HyperParameters())
+    learnt = [w.name for layer in model.layers if layer.name.startswith("batch_norm") for w in layer.trainable_weights]
+    assert learnt == (["gamma", "beta", "gamma", "beta"] if gamma_beta else [])
+
+
+def test_a_search_trains_the_seed_network_by_default():
+    assert SearchConfig().gamma_beta is False
+
+
 def test_hypermodel_can_search_the_architecture():
     hypermodel = KbnHyperModel(DATA.train.x, NUM_CLASSES, architecture=True)
     hp = keras_tuner.HyperParameters()

@@ -28,6 +28,8 @@ class KbnHyperModel(keras_tuner.HyperModel):
         lam_range: (low, high) of the L2 penalty, low > 0.
         architecture: also search depth (1 to 3 hidden layers), width
             (50, 100 or 200 units) and batch norm on or off.
+        gamma_beta: BatchNorm's learnable gamma and beta (`build_mlp`'s
+            `center` and `scale`).
         seed: seeds every model's initial weights alike, so trials differ
             only by their hyper-parameters.
 
@@ -46,6 +48,7 @@ class KbnHyperModel(keras_tuner.HyperModel):
         eta_range=ETA_RANGE,
         lam_range=LAM_RANGE,
         architecture=False,
+        gamma_beta=True,
         seed=0,
     ):
         super().__init__(name="kbn_mlp")
@@ -57,6 +60,7 @@ class KbnHyperModel(keras_tuner.HyperModel):
         self.eta_range = tuple(eta_range)
         self.lam_range = tuple(lam_range)
         self.architecture = architecture
+        self.gamma_beta = gamma_beta
         self.seed = seed
 
     def build(self, hp):
@@ -74,7 +78,9 @@ class KbnHyperModel(keras_tuner.HyperModel):
             self.num_classes,
             batch_norm=batch_norm,
             init=self.init,
-            l2=lam,
+            lam=lam,
+            center=self.gamma_beta,
+            scale=self.gamma_beta,
             adapt=self.adapt,
             seed=self.seed,
         )

@@ -51,6 +51,9 @@ class SearchConfig:
     eta_range: tuple = ETA_RANGE
     lam_range: tuple = LAM_RANGE
     architecture: bool = False  # also search depth, width, batch norm
+    # BatchNorm's learnable gamma and beta; off, as in the seed's network and
+    # `kbn train`'s default (the report preset).
+    gamma_beta: bool = False
     # Stop hopeless trials inside each round: asha (successive halving, rungs
     # at epochs 1 and 3 of 10, a third goes on), median, or none (the report's
     # protocol: every trial runs every epoch). none by default: pruned, the
@@ -189,6 +192,7 @@ def _tuner(dataset, config, train_config=None, role=None):
         eta_range=config.eta_range,
         lam_range=config.lam_range,
         architecture=config.architecture,
+        gamma_beta=config.gamma_beta,
         seed=config.seed,
     )
     return KbnTuner(
