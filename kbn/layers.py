@@ -157,6 +157,11 @@ class Dense(keras.layers.Layer):
     include it: the report's cost `J = mean cross-entropy + lambda ||W||^2`.
     Setting `layer.l2` on a built layer changes lambda in place (`L2Penalty`).
 
+    Under a mixed dtype policy (`dtype=keras.DTypePolicy("mixed_bfloat16")`)
+    W and b stay float32 and `x W + b` runs in the compute dtype; the
+    hand-written gradients come back in it, and the optimizer receives
+    float32 ones (the gradients of the casts). The penalty stays float32.
+
     Args:
         units: positive int, output width M.
         l2: float >= 0, the L2 penalty lambda on the kernel (not the bias).
@@ -408,6 +413,12 @@ class BatchNorm(keras.layers.Layer):
     `gamma * (batch - moving_mean) / sqrt(moving_var + epsilon) + beta`.
     The gradients for x, gamma and beta are written by hand
     (`batch_norm_backward`).
+
+    Under a mixed dtype policy (`mixed_bfloat16`, `mixed_float16`) the layer
+    is a float32 island: x is cast to float32, the batch statistics, the
+    normalisation, the moving averages and the backward pass's two sums are
+    float32, and only the output (and dx) is in the compute dtype, as
+    Keras's own `BatchNormalization` does.
 
     Under a `tf.distribute` strategy with R > 1 replicas, each holding B/R
     examples of a global batch of B, a synchronized layer takes the mean and

@@ -154,11 +154,12 @@ def test_a_precision_cannot_go_with_float64_nor_be_unknown():
         build_mlp([8], NUM_CLASSES, input_shape=(4,), precision="bfloat16")
 
 
-def test_the_gradient_checker_still_runs_in_float64():
-    model = build_mlp([6], NUM_CLASSES, adapt=DATA.train.x[:20].astype("float64"), dtype="float64",
-                      lam=1e-2, seed=0)
-    checks = kbn.check_gradients(model, DATA.train.x[:10].astype("float64"), DATA.train.y[:10])
+@pytest.mark.parametrize("policy", MIXED)
+def test_the_gradient_checker_checks_a_mixed_model_in_float64(policy):
+    model = build_mlp([6], NUM_CLASSES, adapt=DATA.train.x[:20], lam=1e-2, seed=0, precision=policy)
+    checks = kbn.check_gradients(model, DATA.train.x[:10], DATA.train.y[:10])
     assert max(c.rel_error for c in checks) < 1e-6
+    assert precision.model_precision(model) == policy  # the model itself is left as it was
 
 
 @pytest.mark.parametrize("policy", MIXED)
