@@ -1,7 +1,8 @@
 """kbn: k-layer networks with hand-written batch-norm backward passes, in Keras 3.
 
-The Python API of DESIGN.md: `load_data` -> `build_mlp` -> `train`, and
-`check_gradients`; the layers `Dense` and `BatchNorm`.
+The Python API: `load_data` -> `build_mlp` -> `train`, and `check_gradients`;
+the layers `Dense` and `BatchNorm`. docs/architecture.md shows the modules
+behind it, floor by floor, and where to add to them.
 """
 
 from kbn._quiet import import_tensorflow

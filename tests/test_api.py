@@ -1,4 +1,4 @@
-"""The Python API of DESIGN.md, end to end, as users' scripts call it."""
+"""The Python API of docs/architecture.md's data flow, end to end, as users' scripts call it."""
 
 import numpy as np
 
