@@ -96,8 +96,10 @@ def batch_indices(order, step, batch_size, replica=0, replicas=1):
     """
     n = tf.shape(order, out_type=tf.int64)[0]
     step, batch_size = tf.cast(step, tf.int64), tf.cast(batch_size, tf.int64)
-    replica, replicas = tf.cast(replica, tf.int64), tf.cast(replicas, tf.int64)
     lo = step * batch_size
+    if isinstance(replicas, int) and replicas == 1:  # one device: the whole batch, fewer ops per step
+        return order[lo : tf.minimum(lo + batch_size, n)]
+    replica, replicas = tf.cast(replica, tf.int64), tf.cast(replicas, tf.int64)
     size = tf.minimum(lo + batch_size, n) - lo
     return order[lo + size * replica // replicas : lo + size * (replica + 1) // replicas]
 
@@ -179,14 +181,14 @@ def train_step(model, trunk, x, y):
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
     model.optimizer.apply(tape.gradient(scaled, variables), variables)
-    return loss * tf.cast(_replicas(), loss.dtype), y_pred
+    return _unscaled(loss), y_pred
 
 
 def evaluation_step(model, trunk, x, y):
     """Keras's TensorFlow `test_step`, its forward pass `trunk(x)`, metrics updated."""
     y_pred = trunk(x, training=False)
     loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-    update_metrics(model, loss[None] * tf.cast(_replicas(), loss.dtype), tf.shape(x)[:1], y, y_pred)
+    update_metrics(model, _unscaled(loss)[None], tf.shape(x)[:1], y, y_pred)
 
 
 def update_metrics(model, losses, sizes, y, y_pred):
@@ -211,6 +213,12 @@ def update_metrics(model, losses, sizes, y, y_pred):
 def loss_tracker(model):
     """The compiled model's running mean of the loss, the `Mean` named "loss"."""
     return next(metric for metric in model.metrics if metric.name == "loss")
+
+
+def _unscaled(loss):
+    """A replica's loss without Keras's 1/R scaling: its own examples' mean."""
+    replicas = _replicas()
+    return loss if replicas == 1 else loss * tf.cast(replicas, loss.dtype)
 
 
 def _replicas():
@@ -272,8 +280,6 @@ class TrainingLoop:
             # its end (see `update_metrics`).
             dtype = model.outputs[0].dtype
             losses = tf.TensorArray(dtype, size=count)
-            sizes = tf.TensorArray(tf.int32, size=count)
-            indices = tf.TensorArray(tf.int64, size=count, infer_shape=False, element_shape=[None])
             predictions = tf.TensorArray(
                 dtype, size=count, infer_shape=False, element_shape=[None, model.outputs[0].shape[-1]]
             )
@@ -281,10 +287,13 @@ class TrainingLoop:
                 index = batch_indices(order, first + tf.cast(i, tf.int64), batch_size)
                 loss, y_pred = step(tf.gather(x, index), tf.gather(y, index))
                 losses = losses.write(i, tf.cast(loss, dtype))
-                sizes = sizes.write(i, tf.shape(index)[0])
-                indices = indices.write(i, index)
                 predictions = predictions.write(i, y_pred)
-            update_metrics(model, losses.stack(), sizes.stack(), tf.gather(y, indices.concat()), predictions.concat())
+            # The call's batches are one run of the order: their labels and sizes at once.
+            n = tf.shape(order, out_type=tf.int64)[0]
+            starts = (first + tf.range(tf.cast(count, tf.int64))) * batch_size  # (S,)
+            sizes = tf.minimum(batch_size, n - starts)  # (S,): B, or less for the epoch's last
+            labels = tf.gather(y, order[starts[0] : starts[-1] + sizes[-1]])
+            update_metrics(model, losses.stack(), sizes, labels, predictions.concat())
 
         def replica_step(x, y, order, b, batch_size):
             # Several replicas: one step per `strategy.run`, since replicas
