@@ -272,9 +272,6 @@ class TrainingLoop:
     def _chunk_loop(self, model, step):
         strategy = self.strategy
 
-        def replica_batch(x, y, order, b, batch_size):
-            return batch_indices(order, b, batch_size, _replica_id(), _replicas())
-
         def one_replica_chunk(x, y, order, first, count, batch_size):
             # One replica: the whole call in one loop, the metrics once at
             # its end (see `update_metrics`).
@@ -298,7 +295,7 @@ class TrainingLoop:
         def replica_step(x, y, order, b, batch_size):
             # Several replicas: one step per `strategy.run`, since replicas
             # synchronise (gradients, batch statistics) only outside loops.
-            index = replica_batch(x, y, order, b, batch_size)
+            index = batch_indices(order, b, batch_size, _replica_id(), _replicas())
             if step is None:  # Keras's own train_step, metrics included
                 model.train_step((tf.gather(x, index), tf.gather(y, index)))
                 return

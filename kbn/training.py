@@ -435,8 +435,13 @@ class _RunLog(keras.callbacks.Callback):
 
 
 def _config_record(config):
-    """The config as JSON: the optimizer, when given, by its class name."""
-    record = dataclasses.asdict(config)
+    """The config as JSON: the optimizer, when given, by its class name.
+
+    `asdict` deep-copies every value, and a deep copy of a Keras optimizer
+    goes through its saving code (slow, and it warns): the optimizer is
+    left out of the copy.
+    """
+    record = dataclasses.asdict(dataclasses.replace(config, optimizer=None))
     if config.optimizer is not None:
         record["optimizer"] = type(config.optimizer).__name__
     return record
