@@ -243,7 +243,7 @@ class TrainingLoop:
     What is traced into the loops (the model, its optimizer and loss, the
     strategy) is fixed for the object's life; everything else (data, order,
     batch size, step range) is an argument. `kbn.train` keeps one per model
-    and traced settings (`kbn.config.TRACED`) and builds a new one when one
+    and traced settings (`kbn.training.TRACED`) and builds a new one when one
     of them changes.
 
     Args:
