@@ -33,7 +33,6 @@ import weakref
 from collections.abc import Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kbn import model as model_lib
