@@ -351,9 +351,9 @@ class TrainingLoop:
         """
         if self.stages is None or len(x) == 0:
             return tf.convert_to_tensor(x)
-        # Each model's stages trace anew, by design: TensorFlow counts the
-        # traces of every model's stage function together and would warn of
-        # "frequent retracing" in a study of many models.
+        # Each model's stages and loops trace anew, by design: TensorFlow
+        # counts the traces of every model's function together and would warn
+        # of "frequent retracing" in a study of many models.
         with tensorflow_warnings_off():
             return self._through_stages(x)
 
@@ -391,15 +391,16 @@ class TrainingLoop:
             calls += 1
             first = call * steps_per_execution
             count = min(steps_per_execution, order_of.steps - first)
-            logs = self._run_chunk(
-                x,
-                y,
-                seed,
-                tf.constant(first_epoch + epoch, tf.int64),
-                tf.constant(first, tf.int64),
-                tf.constant(count, tf.int32),
-                batch_size,
-            )
+            with tensorflow_warnings_off():  # a new model's loops trace anew (see `inputs`)
+                logs = self._run_chunk(
+                    x,
+                    y,
+                    seed,
+                    tf.constant(first_epoch + epoch, tf.int64),
+                    tf.constant(first, tf.int64),
+                    tf.constant(count, tf.int32),
+                    batch_size,
+                )
             if validate is None or call != calls_per_epoch - 1:
                 return logs
             logs = {name: float(value) for name, value in logs.items()}  # before validate resets them
@@ -419,7 +420,8 @@ class TrainingLoop:
             {"loss": float, "accuracy": float, ...}, as Keras names them.
         """
         self.model.reset_metrics()
-        results = self._run_split(x, tf.convert_to_tensor(y), tf.constant(batch_size, tf.int64))
+        with tensorflow_warnings_off():  # a new model's loops trace anew (see `inputs`)
+            results = self._run_split(x, tf.convert_to_tensor(y), tf.constant(batch_size, tf.int64))
         return {name: float(value) for name, value in results.items()}
 
     def tracing_counts(self):
