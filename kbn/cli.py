@@ -283,6 +283,9 @@ MODEL_OPTIONS = {
     "flip": {"help": "random horizontal flips of the training images"},
     "translate": {"type": _fraction, "metavar": "FRACTION",
                   "help": "random shifts of the training images, up to this fraction of their size"},
+    "whiten": {"type": _non_negative_float, "metavar": "EPSILON",
+               "help": "ZCA whitening of the centred inputs with this epsilon (1e-2 for pixels "
+                       "scaled to [0, 1]), learnt from the training images; 0 for none"},
 }
 
 

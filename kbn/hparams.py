@@ -24,6 +24,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from kbn.layers import BatchNorm, Dense
 from kbn.model import SMALL_INIT_STDDEV
+from kbn.preprocessing import Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
 
@@ -49,8 +50,8 @@ def run_hparams(model, config):
         A dict of plain values: `hidden` (widths as "50,30", "" for none),
         `batch_norm`, `init` ("he", "xavier", "small"; absent when the
         kernel initializer is none of kbn's), `eta`, `lam` (the first layer's
-        lambda), `schedule`, `batch_size`, `dropout`, `flip`, `translate`
-        and `seed`.
+        lambda), `schedule`, `batch_size`, `dropout`, `flip`, `translate`,
+        `whiten` (the ZCA epsilon, 0 for none) and `seed`.
     """
     dense = [layer for layer in model.layers if isinstance(layer, Dense)]
     dropout = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
@@ -71,6 +72,7 @@ def run_hparams(model, config):
         "flip": any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers),
         # RandomTranslation keeps a factor as given: a float or (low, high).
         "translate": float(abs(_high(translate[0]))) if translate else 0.0,
+        "whiten": max((layer.epsilon for layer in model.layers if isinstance(layer, Whitening)), default=0.0),
         "seed": config.seed,
     }
     return {name: value for name, value in values.items() if value is not None}

@@ -8,6 +8,13 @@ yields them:
       -> flatten -> / 255 minus the training mean
       -> [Dense -> BatchNorm -> ReLU -> (Dropout)] x (k - 1) -> Dense -> logits (N, K)
 
+With ZCA whitening (`whiten`), the fixed stages come first, so that a
+training run computes them once (`kbn.loop.split_fixed_stages`), and the
+augmentation moves the whitened images:
+
+    pixels -> flatten -> / 255 minus the mean -> whiten -> reshape (N, H, W, C)
+      -> [random flip, random shift] -> flatten -> the layers above
+
 The model comes compiled with the loss that matches its logits (softmax
 cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
 `evaluate` and the gradient checker cannot pair it with the wrong loss.
@@ -22,7 +29,7 @@ import keras
 from kbn import precision as precision_lib
 from kbn.errors import KbnError
 from kbn.layers import BatchNorm, Dense
-from kbn.preprocessing import Centering
+from kbn.preprocessing import Centering, Whitening
 from kbn.sgd import SGD
 
 INITS = ("he", "xavier", "small")
@@ -107,6 +114,7 @@ def build_mlp(
     dropout: float = 0.0,
     flip: bool = False,
     translate: float = 0.0,
+    whiten: float = 0.0,
     dtype: str | None = None,
     precision: str = "float32",
     seed: int | None = None,
@@ -150,6 +158,9 @@ def build_mlp(
         translate: random shifts of the images in training, up to this
             fraction of their height and width (`keras.layers.RandomTranslation`,
             edges reflected); 0 adds none. Needs inputs of shape (H, W, C).
+        whiten: epsilon of a ZCA `Whitening` of the centred inputs, learnt
+            from `adapt` (needed then); 0 adds none. 1e-2 suits pixels
+            scaled to [0, 1]. The augmentation, if any, follows it.
         dtype: "float32" (default floatx) or "float64".
         precision: the hidden layers' Keras dtype policy: "float32",
             "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit
@@ -196,6 +207,10 @@ def build_mlp(
         raise KbnError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     if not 0 <= translate < 1:
         raise KbnError(f"translate must be in [0, 1). Received: translate={translate!r}")
+    if whiten < 0:
+        raise KbnError(f"whiten must be 0 (none) or an epsilon > 0. Received: whiten={whiten!r}")
+    if whiten and adapt is None:
+        raise KbnError("whiten learns its matrix from the training inputs: pass adapt=x_train.")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise KbnError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
     if class_names is not None:
@@ -234,7 +249,15 @@ def build_mlp(
         return None if seed is None else seed + i
 
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
+    centering = Centering(rescale, class_names=class_names, dtype=dtype, name="center")
     x = inputs
+    if whiten:
+        x = centering(keras.layers.Flatten(dtype=dtype, name="flatten_pixels")(x))
+        whitening = Whitening(whiten, dtype=dtype, name="whiten")
+        x = whitening(x)
+        whitening.adapt(np.reshape(adapt, (len(adapt), -1)), scale=rescale)
+        if flip or translate:
+            x = keras.layers.Reshape(input_shape, dtype=dtype, name="unflatten")(x)
     # Augmentation layers are identity maps at inference: a saved model
     # classifies the images as given.
     if flip:
@@ -243,9 +266,10 @@ def build_mlp(
         x = keras.layers.RandomTranslation(
             translate, translate, seed=seed_for(2000), dtype=dtype, name="translate"
         )(x)
-    x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
-    centering = Centering(rescale, class_names=class_names, dtype=dtype, name="center")
-    x = centering(x)
+    if not whiten or flip or translate:
+        x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
+    if not whiten:
+        x = centering(x)
     if adapt is not None:
         centering.adapt(np.reshape(adapt, (len(adapt), -1)))
     for i, width in enumerate(hidden, start=1):

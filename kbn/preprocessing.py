@@ -1,4 +1,4 @@
-"""Centering: the report's input preprocessing as a layer inside the model."""
+"""The model's fixed input stages: Centering (the report's preprocessing) and ZCA Whitening."""
 
 import keras
 import numpy as np
@@ -69,3 +69,87 @@ class Centering(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "class_names": self.class_names}
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class Whitening(keras.layers.Layer):
+    """ZCA whitening: decorrelate the input features with a fixed matrix.
+
+    `y = x W` with `W = U diag(1 / sqrt(s + epsilon)) U^T`, where
+    `C = U diag(s) U^T` is the covariance of the training inputs, learnt by
+    `adapt`. On the training inputs y has (nearly) identity covariance:
+    neighbouring pixels no longer carry the same signal, so a fully
+    connected layer's gradient is not dominated by a few smooth directions
+    of the image. Of the whitening matrices, ZCA's is the one that keeps y
+    closest to x (Bell and Sejnowski, 1997): y is still an image, with its
+    edges enhanced, so flips and shifts can follow it. `epsilon` damps the
+    directions whose variance is below it, mostly pixel noise, instead of
+    blowing them up to unit variance.
+
+    W is a non-trainable weight, so a saved model keeps it and takes raw
+    pixels as before.
+
+    Args:
+        epsilon: float > 0, added to every eigenvalue of C (in the units of
+            the layer's inputs squared: for pixels scaled to [0, 1], 1e-2
+            keeps the directions that carry more than about a tenth of a
+            grey level of standard deviation).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        (batch, D).
+
+    Output shape:
+        (batch, D).
+
+    >>> layer = Whitening(1e-2)
+    >>> layer.adapt(x_train.reshape(len(x_train), -1), scale=1 / 255)
+    """
+
+    def __init__(self, epsilon=1e-2, **kwargs):
+        super().__init__(**kwargs)
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        self.kernel = self.add_weight(name="kernel", shape=(d, d), initializer="identity", trainable=False)
+
+    def adapt(self, x, scale=1.0, chunk=2048):
+        """Learn W from training inputs; `x * scale` is what the layer will see, up to a shift.
+
+        The covariance ignores a constant shift, so x may be the raw
+        inputs of a `Centering` in front of this layer. It is summed over
+        chunks of `chunk` rows in float32 products and float64 sums, so
+        no float copy of the whole of x is made.
+
+        Args:
+            x: array (N, D), N >= 2.
+            scale: float, the factor from x to the layer's inputs.
+            chunk: rows per product.
+        """
+        x = np.asarray(x)
+        if len(x) < 2:
+            raise ValueError(f"adapt needs at least two training examples. Received: {len(x)}")
+        x = x.reshape(len(x), -1)
+        if not self.built:
+            self.build(x.shape)
+        mean = x.mean(axis=0, dtype=np.float64)
+        covariance = np.zeros((x.shape[1], x.shape[1]))
+        for start in range(0, len(x), chunk):
+            centred = (x[start : start + chunk] - mean).astype(np.float32)
+            covariance += centred.T @ centred
+        covariance *= scale**2 / len(x)
+        s, u = np.linalg.eigh(covariance)
+        # Rounding can leave the smallest eigenvalues a hair below 0.
+        self.kernel.assign((u / np.sqrt(np.maximum(s, 0.0) + self.epsilon)) @ u.T)
+
+    def call(self, inputs):
+        return tf.matmul(tf.cast(inputs, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}

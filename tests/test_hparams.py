@@ -41,16 +41,16 @@ def _session(folder):
 def test_run_hparams_reads_the_model_and_the_config():
     x, _ = synthetic.make_images(20, seed=0)
     model = build_mlp([8, 6], NUM_CLASSES, batch_norm=False, init="xavier", l2=1e-3, dropout=0.25,
-                      flip=True, translate=0.125, adapt=x, seed=3)
+                      flip=True, translate=0.125, whiten=1e-2, adapt=x, seed=3)
     config = TrainConfig(eta=0.05, schedule="cosine", batch_size=16, seed=3)
     assert run_hparams(model, config) == {
         "hidden": "8,6", "batch_norm": False, "init": "xavier", "eta": 0.05, "lam": 1e-3,
         "schedule": "cosine", "batch_size": 16, "dropout": 0.25, "flip": True,
-        "translate": 0.125, "seed": 3,
+        "translate": 0.125, "whiten": 1e-2, "seed": 3,
     }
     plain = run_hparams(build_mlp([5], NUM_CLASSES, init="small", adapt=x), TrainConfig())
     assert (plain["hidden"], plain["batch_norm"], plain["init"], plain["dropout"], plain["flip"],
-            plain["translate"]) == ("5", True, "small", 0.0, False, 0.0)
+            plain["translate"], plain["whiten"]) == ("5", True, "small", 0.0, False, 0.0, 0.0)
 
 
 def test_write_hparams_writes_a_session_with_status_and_the_validation_metrics(tmp_path):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from kbn.layers import BatchNorm, Dense
+from kbn.errors import KbnError
+from kbn.loop import split_fixed_stages
 from kbn.model import build_mlp, compile_model, kernel_initializer, loss
 
 NUM_SAMPLES = 64
@@ -448,3 +450,32 @@ def test_flip_on_flat_vectors_is_a_kbn_error_naming_the_shape():
 
     with pytest.raises(KbnError, match=r"images of shape \(H, W, C\). Received: input_shape=\(16,\)"):
         build_mlp([4], NUM_CLASSES, input_shape=(16,), flip=True)
+
+
+def test_whitening_comes_before_the_augmentation_as_fixed_stages_and_survives_saving(tmp_path):
+    x = raw_images(64)
+    model = build_mlp([8], NUM_CLASSES, adapt=x, whiten=1e-2, flip=True, translate=0.1, seed=0)
+    names = [layer.name for layer in model.layers]
+    assert names[:8] == ["pixels", "flatten_pixels", "center", "whiten", "unflatten", "flip", "translate", "flatten"]
+    stages, _ = split_fixed_stages(model)
+    assert [layer.name for layer in stages.layers][1:] == ["flatten_pixels", "center", "whiten", "unflatten"]
+    # The stages centre and whiten: the training images' features come out decorrelated.
+    y = stages(x, training=False).numpy().reshape(len(x), -1)
+    assert np.abs(y.mean(axis=0)).max() < 1e-4
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_whitening_without_augmentation_feeds_the_dense_layers_directly():
+    x = raw_images(64)
+    model = build_mlp([8], NUM_CLASSES, adapt=x, whiten=1e-2, seed=0)
+    assert [layer.name for layer in model.layers][:5] == ["pixels", "flatten_pixels", "center", "whiten", "dense1"]
+
+
+def test_whitening_needs_adapt_and_a_non_negative_epsilon():
+    with pytest.raises(KbnError, match="pass adapt=x_train"):
+        build_mlp([8], NUM_CLASSES, input_shape=(4, 4, 3), whiten=1e-2)
+    with pytest.raises(KbnError, match="whiten must be 0"):
+        build_mlp([8], NUM_CLASSES, adapt=raw_images(8), whiten=-1.0)

@@ -1,9 +1,9 @@
-"""Tests for kbn/preprocessing.py: the Centering layer."""
+"""Tests for kbn/preprocessing.py: the Centering and Whitening layers."""
 
 import numpy as np
 import pytest
 
-from kbn.preprocessing import Centering
+from kbn.preprocessing import Centering, Whitening
 
 
 def test_centering_learns_the_rescaled_per_feature_mean():
@@ -27,3 +27,48 @@ def test_centering_in_float64_is_exact():
 def test_centering_refuses_an_empty_adapt():
     with pytest.raises(ValueError, match="Received: 0"):
         Centering().adapt(np.zeros((0, 4), "uint8"))
+
+
+def correlated_pixels(n=4000, d=6, seed=0):
+    """(n, d) uint8 'pixels' whose features share most of their signal, as neighbours in an image do."""
+    rng = np.random.default_rng(seed)
+    mixing = np.eye(d) + 0.8  # every feature carries the common component
+    z = rng.normal(size=(n, d)) @ mixing.T
+    return np.clip(128 + 20 * z, 0, 255).astype("uint8")
+
+
+def test_whitening_gives_the_training_inputs_identity_covariance():
+    x = correlated_pixels()
+    before = np.corrcoef(x.T.astype(np.float64))
+    assert before[0, 1] > 0.5
+    layer = Whitening(1e-8, dtype="float64")
+    layer.adapt(x, scale=1 / 255)
+    y = layer(x.astype("float64") / 255).numpy()
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.eye(x.shape[1]), atol=1e-4)
+
+
+def test_whitening_is_zca_symmetric_and_epsilon_damps_low_variance_directions():
+    x = correlated_pixels()
+    layer = Whitening(1e-2, dtype="float64")
+    layer.adapt(x, scale=1 / 255)
+    w = layer.kernel.numpy()
+    np.testing.assert_allclose(w, w.T, atol=1e-12)  # ZCA: W = U diag(.) U^T, no rotation
+    variances = np.linalg.eigvalsh(np.cov((x / 255).T, bias=True))
+    whitened = np.linalg.eigvalsh(np.cov((x / 255 @ w).T, bias=True))
+    # Each direction's variance s becomes s / (s + epsilon): below 1, and much below for s << epsilon.
+    np.testing.assert_allclose(np.sort(whitened), np.sort(variances / (variances + 1e-2)), rtol=1e-4)
+
+
+def test_whitening_ignores_a_constant_shift_of_its_adapt_inputs():
+    x = correlated_pixels()
+    a, b = Whitening(1e-3, dtype="float64"), Whitening(1e-3, dtype="float64")
+    a.adapt(x)
+    b.adapt(x.astype("float64") + 100.0, chunk=333)
+    np.testing.assert_allclose(a.kernel.numpy(), b.kernel.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_whitening_refuses_a_bad_epsilon_and_a_single_example():
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        Whitening(0.0)
+    with pytest.raises(ValueError, match="at least two training examples. Received: 1"):
+        Whitening().adapt(np.zeros((1, 4), "uint8"))
