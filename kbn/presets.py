@@ -57,24 +57,25 @@ PRESETS = {
         ),
         _preset(
             "cifar10-mlp",
-            "the best fully connected CIFAR-10 net found: 49k images, wide BN net, dropout, "
-            "flips and shifts, label smoothing, cosine eta",
-            data={"val_size": 1000},
+            "the best fully connected CIFAR-10 net found: 45k images, ZCA-whitened inputs, "
+            "wide BN net, flips and shifts, cosine eta, mixed bfloat16 where native",
+            # 5,000 held-out images: a split that can tell recipes apart
+            # (standard error about 0.65 points).
+            data={"val_size": 5000},
             model={
                 "hidden": [2048, 1024, 512],
                 "batch_norm": True,
                 "init": "he",
                 "lam": 5e-4,
-                "dropout": 0.2,
+                "whiten": 0.1,
                 "flip": True,
                 "translate": 0.125,
             },
             train={
-                "eta": 0.05,
+                "eta": 0.1,
                 "schedule": "cosine",
-                "epochs": 100,
-                "batch_size": 100,
-                "label_smoothing": 0.1,
+                "epochs": 140,
+                "batch_size": 250,
                 # mixed_bfloat16 where the CPU or GPU has it natively, else
                 # float32 (kbn.precision.best_available); --precision overrides.
                 "precision": "auto",

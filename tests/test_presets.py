@@ -71,11 +71,11 @@ def test_kbn_train_with_the_report_preset_trains_the_seeds_network(tmp_path):
     assert all(layer.l2 == preset.model["lam"] for layer in dense)
 
 
-def test_cifar10_mlp_preset_trains_on_the_pool_with_every_regulariser():
+def test_cifar10_mlp_preset_holds_out_5k_images_and_whitens_and_augments_the_rest():
     preset = get_preset("cifar10-mlp")
-    assert preset.data["val_size"] <= 1000 and "train_size" not in preset.data  # the rest trains
+    assert preset.data["val_size"] == 5000 and "train_size" not in preset.data  # the rest trains
     assert preset.model["batch_norm"] and preset.model["flip"] and preset.model["translate"] > 0
-    assert preset.model["dropout"] > 0
+    assert preset.model["whiten"] > 0 and preset.train["precision"] == "auto"
 
 
 def test_presets_cannot_be_changed_in_place():
