@@ -128,6 +128,14 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     def __init__(self, log_dir, **kwargs):
         super().__init__(log_dir=str(log_dir), write_graph=False, **kwargs)
         self._rate = None
+        self._per_epoch = self.update_freq == "epoch" and not kwargs.get("profile_batch")
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras writes every call's logs as `batch_*` summaries, and with
+        # update_freq="epoch" no writer takes them: work for nothing, 2.4 of
+        # the report's search's 215 CPU seconds (benchmarks/search_overhead.py).
+        if not self._per_epoch:
+            super().on_train_batch_end(batch, logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)

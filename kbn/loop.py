@@ -346,11 +346,12 @@ class TrainingLoop:
         only large new tensor (0.6 GB for 50k CIFAR-10 images in float32).
 
         A read-only NumPy array's result is kept for the next runs of this
-        loop while the stages' weights stay the same (a search's trials
-        share one model: 20k CIFAR-10 images through the stages took 0.15 s
-        a trial, 8 s of the report's search). Read-only is the caller's
-        promise that the array will not change; a writable one goes
-        through the stages every time.
+        loop while the stages' weights stay the same: a search's trials
+        share one model, and passing their 10k training and 10k validation
+        CIFAR-10 images through the stages took 6.9 of the report's
+        search's 215 CPU-seconds (`benchmarks/search_overhead.py`).
+        Read-only is the caller's promise that the array will not change; a
+        writable one goes through the stages every time.
 
         Args:
             x: raw inputs (N, ...), as the model takes them.
@@ -363,13 +364,13 @@ class TrainingLoop:
             return tf.convert_to_tensor(x)
         frozen = isinstance(x, np.ndarray) and not x.flags.writeable
         if frozen:
-            weights = [w.numpy() for w in self.stages.weights]  # Centering's mean (D,)
+            weights = [w.numpy() for w in self.stages.weights]  # e.g. Centering's mean (D,)
             kept = self._kept_inputs.get(id(x))
             if kept and kept[0] is x and _equal(kept[1], weights):
                 return kept[2]
-        # Each model's stages trace anew, by design: TensorFlow counts the
-        # traces of every model's stage function together and would warn of
-        # "frequent retracing" in a study of many models.
+        # Each model's stages and loops trace anew, by design: TensorFlow
+        # counts the traces of every model's function together and would warn
+        # of "frequent retracing" in a study of many models.
         with tensorflow_warnings_off():
             out = self._through_stages(x)
         if frozen:

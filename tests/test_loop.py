@@ -93,6 +93,24 @@ def test_inputs_go_through_the_fixed_stages_or_stay_raw():
     np.testing.assert_array_equal(TrainingLoop(augmented).inputs(x), x)
 
 
+def test_a_read_only_splits_stage_output_is_kept_while_the_stages_weights_stay():
+    x, _ = pixels(10)
+    model = build_mlp([8], 3, adapt=x, seed=0)
+    loop = TrainingLoop(model)
+    frozen = x.view()
+    frozen.flags.writeable = False
+    first = loop.inputs(frozen)
+    assert loop.inputs(frozen) is first  # the next run skips the stages
+    assert loop.inputs(x) is not loop.inputs(x)  # a writable array may change between runs
+    np.testing.assert_array_equal(loop.inputs(x), first)
+    centering = next(layer for layer in model.layers if layer.weights)
+    mean = centering.weights[0]
+    mean.assign(mean.numpy() + 1.0)  # the stages changed: computed again
+    again = loop.inputs(frozen)
+    assert again is not first
+    np.testing.assert_allclose(again, first.numpy() - 1.0, atol=1e-6)
+
+
 # --- the compiled loops give Keras's numbers ----------------------------------------------
 
 

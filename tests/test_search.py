@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import keras_tuner
+import numpy as np
 import pytest
 
 import synthetic
@@ -142,6 +143,17 @@ def test_a_later_trial_on_the_shared_model_scores_as_a_fresh_model_would(finishe
     config = dataclasses.replace(TRAIN, eta=last["eta"], epochs=2, logdir=str(tmp_path), verbose=0)
     fresh = train(model, DATA, config)
     assert fresh.summary["final"]["val_acc"] == pytest.approx(last["val_acc"], abs=1e-6)
+
+
+def test_trials_read_the_callers_pixels_through_read_only_views_that_the_loop_keeps():
+    from tuning.tuner import read_only
+
+    frozen = read_only(DATA)
+    for mine, theirs in ((frozen.train, DATA.train), (frozen.val, DATA.val)):
+        assert not mine.x.flags.writeable and np.shares_memory(mine.x, theirs.x)  # a view, not a copy
+        assert mine.y is theirs.y
+    assert DATA.train.x.flags.writeable  # the caller's own arrays are left as they were
+    assert frozen.test is None and frozen.class_names == DATA.class_names
 
 
 def test_a_diverging_trial_is_recorded_as_failed_not_a_crash(tmp_path):

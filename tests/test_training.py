@@ -274,7 +274,7 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, referen
     run_dir = copy_run(killed, tmp_path)
     before = read_json(run_dir / "summary.json")["history"]
     assert len(before["loss"]) == 2
-    assert (run_dir / "backup" / "epoch-0.npz").exists()  # after epoch 2
+    assert (run_dir / "backup" / "epoch-0.state").exists()  # after epoch 2
 
     model = fresh_model()
     result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
@@ -324,7 +324,7 @@ def test_resumed_tensorboard_curves_equal_an_uninterrupted_runs(tmp_path, killed
 @pytest.mark.parametrize(
     "name, torn",
     [
-        ("epoch-0.npz", b""),  # the weights the record names
+        ("epoch-0.state", b""),  # the weights the record names
         ("training_metadata.json", b'{"epo'),
     ],
 )

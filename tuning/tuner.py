@@ -59,6 +59,27 @@ class ReportEpochs(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def read_only(dataset):
+    """`dataset` with read-only views of its inputs (N, ...): the same pixels, not copied.
+
+    kbn's compiled loop keeps a read-only split's pass through the model's
+    fixed stages (flatten, scale, centre) from one run to the next
+    (`kbn.loop.TrainingLoop.inputs`): the trials of a search that share a
+    model skip it after the first.
+    """
+
+    def frozen(split):
+        if split is None:
+            return None
+        x = split.x.view()
+        x.flags.writeable = False
+        return dataclasses.replace(split, x=x)
+
+    return dataclasses.replace(
+        dataset, train=frozen(dataset.train), val=frozen(dataset.val), test=frozen(dataset.test)
+    )
+
+
 class KbnTuner(keras_tuner.Tuner):
     """A KerasTuner `Tuner` whose trials are kbn training runs.
 
@@ -80,7 +101,7 @@ class KbnTuner(keras_tuner.Tuner):
 
     def __init__(self, dataset, train_config, trials_before_exit=None, **kwargs):
         super().__init__(**kwargs)
-        self.dataset = dataset
+        self.dataset = read_only(dataset)
         self.train_config = train_config
         self.trials_before_exit = trials_before_exit
         self._trials_run = 0
