@@ -1,0 +1,107 @@
+"""Where a training epoch's time goes, by TensorFlow op type, in each precision.
+
+    python benchmarks/step_profile.py --data folder:../shared/data/cifar10-jpeg/train \
+        --hidden 2048,1024,512 --batch-size 250 --precision float32,mixed_bfloat16
+
+For each precision: builds the net (the cifar10-mlp preset's model settings with
+`--hidden`), trains one epoch (warm-up: tracing, caches), then traces one more epoch with
+TensorFlow's profiler and sums the time of every op the CPU ran, by op type
+(`MatMul`, `Cast`, `ResourceApplyKerasMomentum`, ...), from the trace's `.xplane.pb`.
+Prints one markdown table: seconds per epoch of each op type in each precision, the
+largest first. Ops run on two threads at once, so the sum of a column can exceed
+the epoch's wall time.
+"""
+
+import argparse
+import collections
+import dataclasses
+import pathlib
+import tempfile
+import time
+
+
+def op_seconds(logdir):
+    """{op type: seconds} summed over the host plane of the trace under `logdir`."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    totals = collections.Counter()
+    for path in pathlib.Path(logdir).rglob("*.xplane.pb"):
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(path.read_bytes())
+        for plane in space.planes:
+            if not plane.name.startswith("/host:CPU"):
+                continue
+            for line in plane.lines:
+                # TensorFlow's executor threads; the Python and trace-me lines would count
+                # the same time again.
+                if not line.name.startswith("tf_"):
+                    continue
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name
+                    # An op is "scope/name:Type"; the executor's own events
+                    # ("ExecutorState::Process", ...) hold ops: their time twice.
+                    if ":" in name and "::" not in name:
+                        totals[name.rsplit(":", 1)[-1]] += event.duration_ps * 1e-12
+    return totals
+
+
+def profile(data, hidden, batch_size, precision):
+    """(wall seconds of the traced epoch, {op type: seconds}) for one precision."""
+    import tensorflow as tf
+
+    import kbn
+    from kbn.presets import get_preset
+
+    model_settings = {**get_preset("cifar10-mlp").model, "hidden": hidden, "precision": precision}
+    model = kbn.build_mlp(num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings)
+    with tempfile.TemporaryDirectory() as logs:
+        config = kbn.TrainConfig(eta=0.05, schedule="constant", epochs=1, batch_size=batch_size,
+                                 precision=precision, logdir=logs, run_name="warm-up", verbose=0,
+                                 plot_curves=False)
+        kbn.train(model, data, config)
+        traced = pathlib.Path(logs) / "trace"
+        tf.profiler.experimental.start(str(traced))
+        start = time.perf_counter()
+        kbn.train(model, data, dataclasses.replace(config, run_name="traced"))
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        return wall, op_seconds(traced)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="folder:../shared/data/cifar10-jpeg/train")
+    parser.add_argument("--train-size", type=int, default=10_000)
+    parser.add_argument("--hidden", default="2048,1024,512")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--precision", default="float32,mixed_bfloat16")
+    parser.add_argument("--rows", type=int, default=14, help="op types shown, the largest first")
+    args = parser.parse_args()
+
+    import kbn
+
+    data = kbn.load_data(args.data, train_size=args.train_size, val_size=500, seed=0)
+    hidden = [int(w) for w in args.hidden.split(",")]
+    precisions = args.precision.split(",")
+    walls, ops = {}, {}
+    for precision in precisions:
+        walls[precision], ops[precision] = profile(data, hidden, args.batch_size, precision)
+    first = precisions[0]
+    kinds = sorted(set().union(*ops.values()), key=lambda k: -max(o.get(k, 0) for o in ops.values()))
+    print(f"net {'-'.join(map(str, hidden))}, {len(data.train.x)} images, batch {args.batch_size}: "
+          f"seconds per epoch by op type (both threads together)\n")
+    print("| op type | " + " | ".join(precisions) + " |")
+    print("| --- |" + " --- |" * len(precisions))
+    for kind in kinds[: args.rows]:
+        print(f"| {kind} | " + " | ".join(f"{ops[p].get(kind, 0):.3f}" for p in precisions) + " |")
+    rest = {p: sum(v for k, v in ops[p].items() if k not in kinds[: args.rows]) for p in precisions}
+    print("| all other ops | " + " | ".join(f"{rest[p]:.3f}" for p in precisions) + " |")
+    print("| sum of ops | " + " | ".join(f"{sum(ops[p].values()):.3f}" for p in precisions) + " |")
+    print("| wall time of the epoch (with 500 validation images) | "
+          + " | ".join(f"{walls[p]:.3f}" for p in precisions) + " |")
+    for p in precisions[1:]:
+        print(f"\n{p}: {walls[first] / walls[p]:.2f}x the speed of {first} (wall, traced epoch)")
+
+
+if __name__ == "__main__":
+    main()
