@@ -249,7 +249,7 @@ def test_train_model_options_reach_the_network_under_their_new_names(files, tmp_
 def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
     status, stdout, stderr = run_main(
         ["train", "--data", f"npz:{files['data']}", *TINY, "--dropout", "0.2", "--flip", "--no-gamma-beta",
-         "--translate", "0.25", "--label-smoothing", "0.1", "--schedule", "cosine",
+         "--translate", "0.25", "--whiten", "0.05", "--label-smoothing", "0.1", "--schedule", "cosine",
          "--logdir", tmp_path, "--run-name", "reg", "--save", tmp_path / "reg.keras", "--json"]
     )
     assert status == 0, stderr
@@ -261,7 +261,9 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
 
     model = keras.models.load_model(tmp_path / "reg.keras")
     layers = [type(layer).__name__ for layer in model.layers]
-    assert layers[:4] == ["InputLayer", "RandomFlip", "RandomTranslation", "Flatten"]
+    assert layers[:8] == ["InputLayer", "Flatten", "Centering", "Whitening", "Reshape", "RandomFlip",
+                          "RandomTranslation", "Flatten"]
+    assert model.get_layer("whiten").epsilon == 0.05
     assert layers.count("Dropout") == 1
     batch_norm = next(layer for layer in model.layers if type(layer).__name__ == "BatchNorm")
     assert (batch_norm.center, batch_norm.scale, batch_norm.trainable_weights) == (False, False, [])
@@ -278,7 +280,7 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     )
     assert status == 0, stderr
     config = json.loads((tmp_path / "preset" / "summary.json").read_text())["config"]
-    for key in ("eta", "schedule", "batch_size", "label_smoothing"):
+    for key in ("eta", "schedule", "batch_size"):
         assert config[key] == preset.train[key], key
     assert config["epochs"] == 1  # given on the command line
     import keras
@@ -287,6 +289,7 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     names = [type(layer).__name__ for layer in model.layers]
     assert "RandomFlip" not in names  # --no-flip wins over the preset's flips
     assert ("RandomTranslation" in names) is bool(preset.model["translate"])
+    assert ("Whitening" in names) is bool(preset.model["whiten"])
     assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [8, NUM_CLASSES]
     dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
     assert dense.l2 == preset.model["lam"]
