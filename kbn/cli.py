@@ -284,8 +284,8 @@ MODEL_OPTIONS = {
     "translate": {"type": _fraction, "metavar": "FRACTION",
                   "help": "random shifts of the training images, up to this fraction of their size"},
     "whiten": {"type": _non_negative_float, "metavar": "EPSILON",
-               "help": "ZCA whitening of the centred inputs with this epsilon (1e-2 for pixels "
-                       "scaled to [0, 1]), learnt from the training images; 0 for none"},
+               "help": "ZCA whitening of the centred inputs with this epsilon (0.1 for CIFAR-10 "
+                       "pixels scaled to [0, 1]), learnt from the training images; 0 for none"},
 }
 
 

@@ -159,8 +159,9 @@ def build_mlp(
             fraction of their height and width (`keras.layers.RandomTranslation`,
             edges reflected); 0 adds none. Needs inputs of shape (H, W, C).
         whiten: epsilon of a ZCA `Whitening` of the centred inputs, learnt
-            from `adapt` (needed then); 0 adds none. 1e-2 suits pixels
-            scaled to [0, 1]. The augmentation, if any, follows it.
+            from `adapt` (needed then); 0 adds none. On CIFAR-10 (pixels
+            scaled to [0, 1]) 0.1 is the `cifar10-mlp` preset's, 2.3 points
+            above 1e-2. The augmentation, if any, follows it.
         dtype: "float32" (default floatx) or "float64".
         precision: the hidden layers' Keras dtype policy: "float32",
             "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit

@@ -90,10 +90,12 @@ class Whitening(keras.layers.Layer):
     pixels as before.
 
     Args:
-        epsilon: float > 0, added to every eigenvalue of C (in the units of
-            the layer's inputs squared: for pixels scaled to [0, 1], 1e-2
-            keeps the directions that carry more than about a tenth of a
-            grey level of standard deviation).
+        epsilon: float > 0, added to every eigenvalue of C, in the units of
+            the layer's inputs squared: a direction of variance s comes out
+            with variance s / (s + epsilon), so the larger epsilon, the more
+            of the low-variance directions (fine detail, pixel noise) stay
+            damped. For CIFAR-10 pixels scaled to [0, 1], 0.1 held out 2.3
+            points more than 0.01 (reports/cifar10-mlp).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -102,7 +104,7 @@ class Whitening(keras.layers.Layer):
     Output shape:
         (batch, D).
 
-    >>> layer = Whitening(1e-2)
+    >>> layer = Whitening(0.1)
     >>> layer.adapt(x_train.reshape(len(x_train), -1), scale=1 / 255)
     """
 
