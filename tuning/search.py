@@ -58,9 +58,9 @@ class SearchConfig:
     # at epochs 1 and 3 of 10, a third goes on), median, or none (the report's
     # protocol: every trial runs every epoch). none by default: with asha the
     # report's CIFAR-10 search scored 0.17 and 0.65 points lower with 32% and
-    # 46% of the epochs (seeds 0 and 1), and no rule replayed offline on the
-    # unpruned searches came within 0.3 points at 40% of the epochs
-    # (benchmarks/search_replay.py; README, Search and Results).
+    # 46% of the epochs (seeds 0 and 1), and of the rules replayed offline on
+    # the unpruned searches, none at 40% of the epochs or fewer came closer
+    # than 0.30 points (benchmarks/search_replay.py; README, Search, Results).
     pruning: str = "none"
     directory: str = "logs/tuning"
     project: str = "search"
