@@ -619,6 +619,12 @@ def _gradcheck(args):
 # --------------------------------------------------------------------------
 
 
+def _validation_freq(text):
+    from kbn.config import parse_validation_freq
+
+    return parse_validation_freq(text)
+
+
 def _range(text):
     """'0.01:0.7' -> (0.01, 0.7)."""
     try:
@@ -640,6 +646,11 @@ SEARCH_OPTIONS = {
     "architecture": {"help": "also search depth, width, batch norm"},
     "gamma_beta": {"help": "BatchNorm's learnable gamma and beta (the seed's network has none)"},
     "pruning": {"help": "stop hopeless trials: asha, median, or none (every trial runs every epoch)"},
+    "validation_freq": {"type": _validation_freq, "metavar": "N|E,E,...",
+                        "help": "trials validate every N epochs, or at those listed, and after the last "
+                                "(default: the epochs the pruning rule judges, and the last)"},
+    "backup_interval": {"help": "seconds between a trial's backups (0: every epoch); a killed trial resumes "
+                                "from its last one", "metavar": "SECONDS"},
     "directory": {"help": "searches' root", "metavar": "DIR"},
     "project": {"help": "this search's folder name", "metavar": "NAME"},
     "resume": {"help": "continue the search --project where it stopped"},

@@ -16,6 +16,7 @@ Metadata keys (all optional but `help`):
     choices: the valid values (a check of their own).
     cli: False for a setting that is not a command-line option.
     metavar: the option's placeholder in the help.
+    type: an argparse type, for a field that is not a bool, int, float or str.
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ from kbn.schedules import SCHEDULES
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
-def setting(default, help, *, check=None, error=None, choices=None, cli=True, metavar=None):
+def setting(default, help, *, check=None, error=None, choices=None, cli=True, metavar=None, type=None):
     """A dataclass field carrying what the CLI and `validate` need to know.
 
     Args:
@@ -38,12 +39,15 @@ def setting(default, help, *, check=None, error=None, choices=None, cli=True, me
         choices: tuple of valid values.
         cli: whether `kbn train` offers it as a flag.
         metavar: placeholder for the value in `--help`.
+        type: how the command line reads the value (an argparse type), for
+            a field that is not a bool, int, float or str.
 
     Returns:
         A `dataclasses.field`.
     """
     metadata = {"help": help, "cli": cli}
-    for key, value in (("check", check), ("error", error), ("choices", choices), ("metavar", metavar)):
+    for key, value in (("check", check), ("error", error), ("choices", choices), ("metavar", metavar),
+                       ("type", type)):
         if value is not None:
             metadata[key] = value
     return dataclasses.field(default=default, metadata=metadata)
@@ -68,6 +72,34 @@ def setting_error(field, value):
     return None
 
 
+def validation_epochs(value):
+    """A `validation_freq` as kbn takes it: an int >= 1 or a tuple of ints >= 1; None when it is neither."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if whole(value):
+        return value
+    if isinstance(value, (tuple, list)) and value and all(whole(v) for v in value):
+        return tuple(value)
+    return None
+
+
+def parse_validation_freq(text):
+    """The command line's `--validation-freq`: "5" -> 5, "1,3,10" -> (1, 3, 10)."""
+    import argparse
+
+    try:
+        parts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        parts = ()
+    value = validation_epochs(parts[0] if len(parts) == 1 else parts)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of epochs N or a list of epochs such as 1,3,10, got {text!r}"
+        )
+    return value
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every training setting in one place, printed and saved with each run."""
@@ -90,6 +122,16 @@ class TrainConfig:
                                     metavar="STEPS")
     epochs: int = setting(20, "passes over the training set", check=lambda v: v >= 0,
                           error="epochs must be 0 or more, got {value}", metavar="N")
+    # Keras's fit(validation_freq=...), as Keras 2 took it: every N epochs, or
+    # the listed ones (1-based). The last epoch always validates: its figures
+    # are the run's final validation metrics. A search needs only the epochs
+    # it judges, and validating 10k images every epoch is a fifth of the
+    # report's search (benchmarks/search_overhead.py).
+    validation_freq: int | tuple = setting(
+        1, "validate every N epochs, or at the epochs listed (1,3,10); the last epoch always validates",
+        check=lambda v: validation_epochs(v) is not None,
+        error="validation_freq must be a positive integer or a list of epochs (1-based), got {value}",
+        metavar="N|E,E,...", type=parse_validation_freq)
     batch_size: int = setting(100, "examples per mini-batch", check=lambda v: v >= 1,
                               error="batch size must be a positive integer, got {value}", metavar="N")
     label_smoothing: float = setting(0.0, "weight of the uniform target mixed into the labels (0: the "
@@ -135,6 +177,15 @@ class TrainConfig:
     plot_curves: bool = setting(True, "draw curves.png in the run folder (TensorBoard has the curves "
                                       "either way)")
     resume: bool = setting(False, "continue the run --run-name where it stopped")
+    # A backup writes every weight and momentum: little next to a long epoch,
+    # a few percent of the seed net's short ones, whose runs are cheaper to
+    # redo in part than to back up at every epoch.
+    backup_interval: float = setting(0.0, "seconds between backups: the state and summary.json are saved at "
+                                          "the end of the first epoch that long after the last save (0: every "
+                                          "epoch)",
+                                     check=lambda v: v >= 0,
+                                     error="backup_interval must be 0 or more seconds, got {value}",
+                                     metavar="SECONDS")
     verbose: int = setting(1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch", cli=False)
 
     def validate(self):
@@ -147,3 +198,14 @@ class TrainConfig:
             raise KbnError(f"eta_min must be in (0, eta], got {self.eta_min}")
         if self.resume and not self.run_name:
             raise KbnError("--resume needs --run-name, the run to continue")
+
+    def validates(self, epoch):
+        """Whether the run validates after `epoch` epochs (1-based).
+
+        As `validation_freq` says (every N epochs, or the listed ones), and
+        always after the last epoch.
+        """
+        if epoch == self.epochs:
+            return True
+        freq = self.validation_freq
+        return epoch % freq == 0 if isinstance(freq, int) else epoch in freq

@@ -389,8 +389,9 @@ class TrainingLoop:
         call runs the next ones of the epoch, up to the epoch's end. The
         calls are counted from `first_epoch` on, so they must come from one
         `fit` that starts at that epoch. The epoch's last call also runs
-        `validate` and adds its figures as `val_<name>`: `fit`'s callbacks
-        find them in their epoch logs, as with `fit(validation_data=...)`.
+        `validate(epoch)` and adds its figures, when it gives some, as
+        `val_<name>`: `fit`'s callbacks find them in their epoch logs, as
+        with `fit(validation_data=...)`.
 
         Args:
             x: training inputs (N, ...), from `inputs`.
@@ -398,7 +399,8 @@ class TrainingLoop:
             order_of: the run's `EpochOrder`.
             first_epoch: the epoch `fit` starts at (after a resume).
             steps_per_execution: S, as the model is compiled.
-            validate: None, or a function of no argument giving {name: float}.
+            validate: None, or a function of the epoch (0-based) giving
+                {name: float}, or None for an epoch it does not validate.
 
         Returns:
             a function of Keras's (unread) iterator giving the logs dict.
@@ -428,7 +430,8 @@ class TrainingLoop:
             if validate is None or call != calls_per_epoch - 1:
                 return logs
             logs = {name: float(value) for name, value in logs.items()}  # before validate resets them
-            return {**logs, **{f"val_{name}": value for name, value in validate().items()}}
+            figures = validate(first_epoch + epoch)
+            return logs if figures is None else {**logs, **{f"val_{name}": v for name, v in figures.items()}}
 
         return run
 

@@ -330,11 +330,14 @@ def _save(fig, path):
 def _plot_series(ax, values, **line_kwargs):
     """Plot per-epoch `values` (length E) at epochs 1..E, finite points only.
 
-    Non-finite points become gaps; the label then names the first diverged
-    epoch. Returns whether the series diverged.
+    None is an epoch without a value (a run that validates every few
+    epochs) and is left out, the line joining its neighbours. Non-finite
+    points become gaps; the label then names the first diverged epoch.
+    Returns whether the series diverged.
     """
-    y = np.asarray([_float_or_nan(v) for v in values], dtype=float)  # (E,)
-    epochs = np.arange(1, len(y) + 1)  # (E,)
+    known = [(epoch, value) for epoch, value in enumerate(values, start=1) if value is not None]
+    epochs = np.asarray([epoch for epoch, _ in known], dtype=int)  # (E',)
+    y = np.asarray([_float_or_nan(value) for _, value in known], dtype=float)  # (E',)
     bad = ~np.isfinite(y)
     label = line_kwargs.pop("label")
     if bad.any():

@@ -13,8 +13,9 @@
 bar and TensorBoard; each call of the model's `train_function` is kbn's
 compiled loop over up to `steps_per_execution` mini-batches
 (`kbn.loop.TrainingLoop`), per replica under the model's `tf.distribute`
-strategy, with the validation split evaluated at each epoch's last call so
-that every callback finds `val_*` in its logs. kbn adds the report's
+strategy, with the validation split evaluated at the last call of each
+epoch that `config.validation_freq` names (every epoch by default), so that
+the callbacks find `val_*` in those epochs' logs. kbn adds the report's
 divergence guard, an optional periodic gradient check, atomic files, one
 writer per run folder, and a resume that keeps every epoch exactly once.
 
@@ -33,6 +34,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kbn import model as model_lib
@@ -174,13 +176,20 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
     x_in = loop.inputs(x)
     x_val = loop.inputs(dataset.val.x) if len(dataset.val) else None
     batch = max(config.batch_size, 1000)
-    validate = (lambda: loop.evaluate(x_val, dataset.val.y, batch)) if x_val is not None else None
+
+    def validate(epoch):
+        if not config.validates(epoch + 1):
+            return None
+        return loop.evaluate(x_val, dataset.val.y, batch)
+
     guard = DivergenceGuard(
         config.divergence_factor,
         first_loss=_first(history, "loss"),
         initial_loss=loop.evaluate(x_in[:1000], y[:1000], batch)["loss"],  # J before training
     )
-    run_log = _RunLog(run_dir, config, history, backup)
+    # Workers of one run must back up the same epochs (`_agree_on_epoch`); their clocks differ.
+    multi_worker = isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    run_log = _RunLog(run_dir, config, history, backup, 0.0 if multi_worker else config.backup_interval)
     callbacks = [GradientCheck(x[:20], y[:20], every=config.gradcheck_every)] if config.gradcheck_every else []
     callbacks += [guard, *user_callbacks, run_log]
     if chief:
@@ -188,7 +197,7 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
 
     # fit runs kbn's loop as the model's train function, from epoch `done`.
     model.train_function = loop.train_function(
-        x_in, y, order, done, steps_per_execution, validate=validate
+        x_in, y, order, done, steps_per_execution, validate=validate if x_val is not None else None
     )
     try:
         model.fit(
@@ -205,7 +214,7 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief):
     model_path = _save_model(model, config.save) if config.save and chief else None
     epochs_run = len(run_log.history.get("loss", []))
     summary = run_log.summary(
-        final=_final_metrics(loop, dataset, batch, {"train": x_in, "val": x_val}),
+        final=_final_metrics(loop, dataset, batch, {"train": x_in, "val": x_val}, run_log.final_validation()),
         diverged=guard.reason,
         stopped_early=guard.reason is None and epochs_run < config.epochs,
         model_path=model_path,
@@ -379,26 +388,33 @@ def _first(history, key):
 
 
 class _RunLog(keras.callbacks.Callback):
-    """The run's history: summary.json, then the backup, at every epoch end.
+    """The run's history, and its record on disk: summary.json, then the backup, when due.
 
     One callback writes both, in this order, so a resume never finds a
-    backup ahead of the history it continues.
+    backup ahead of the history it continues (a history ahead of the backup
+    is cut back to it). They are due at every epoch end, or with a
+    `backup_interval`, at the end of the first epoch that long after the
+    last record; the run's end writes summary.json in any case.
 
     Args:
         run_dir: the run's folder.
         config: the run's `TrainConfig`.
         history: the epochs before this process's first, by key.
         backup: the run's `kbn.backup.Backup`.
+        backup_interval: seconds between records (0: every epoch).
     """
 
-    def __init__(self, run_dir, config, history, backup):
+    def __init__(self, run_dir, config, history, backup, backup_interval=0.0):
         super().__init__()
         self.run_dir = run_dir
         self.config = config
         self.history = history
         self.backup = backup
+        self.backup_interval = backup_interval
         self._rate = None
         self._start = None
+        self._last_backup = time.perf_counter()
+        self._last_validation = None  # (figures, the weights they were computed with)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -407,15 +423,34 @@ class _RunLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         logs["learning_rate"] = self._rate  # the rate this epoch ran at
-        logs["seconds"] = time.perf_counter() - self._start  # training and validation
+        now = time.perf_counter()
+        logs["seconds"] = now - self._start  # training and validation
         # One entry per epoch in every list, None where an epoch has no value
         # (a gradient check every N epochs), so lists stay indexed by epoch.
         done = len(self.history.get("loss", []))
         for key in {*self.history, *logs}:
             values = self.history.setdefault(key, [None] * done)
             values.append(float(logs[key]) if key in logs else None)
-        write_json(self.run_dir / "summary.json", self.summary())
-        self.backup.save(self.model, epoch + 1)
+        if now - self._last_backup >= self.backup_interval:
+            write_json(self.run_dir / "summary.json", self.summary())
+            self.backup.save(self.model, epoch + 1)
+            self._last_backup = now
+        if "val_loss" in logs and (epoch + 1 == self.config.epochs or self.model.stop_training):
+            figures = {"loss": logs["val_loss"], "accuracy": logs["val_accuracy"]}
+            self._last_validation = (figures, [v.numpy() for v in self.model.variables])
+
+    def final_validation(self):
+        """The last epoch's validation figures, or None when the weights changed since.
+
+        They are the run's final validation metrics, not computed a second
+        time, unless a callback changed the weights after the epoch (Keras's
+        `EarlyStopping(restore_best_weights=True)` does).
+        """
+        if self._last_validation is None:
+            return None
+        figures, weights = self._last_validation
+        now = [v.numpy() for v in self.model.variables]
+        return figures if all(np.array_equal(a, b) for a, b in zip(weights, now)) else None
 
     def summary(self, final=None, diverged=None, stopped_early=False, model_path=None):
         seconds = self.history.get("seconds", [])
@@ -461,10 +496,12 @@ def _replay_tensorboard(run_dir, history):
         writer.close()
 
 
-def _final_metrics(loops, dataset, batch_size, inputs):
+def _final_metrics(loops, dataset, batch_size, inputs, val=None):
     """Loss and accuracy of the trained model on every split, in inference mode.
 
-    `inputs` holds the splits already through the loops' `inputs`, by name.
+    `inputs` holds the splits already through the loops' `inputs`, by name;
+    `val`, the validation figures of the model as it is, when the last
+    epoch computed them.
     """
     final = {}
     splits = {"train": dataset.train, "val": dataset.val, "test": dataset.test}
@@ -472,8 +509,10 @@ def _final_metrics(loops, dataset, batch_size, inputs):
         if split is None or not len(split):
             continue
         x = inputs.get(name)
-        x = loops.inputs(split.x) if x is None else x
-        metrics = loops.evaluate(x, split.y, batch_size)
+        if name == "val" and val is not None:
+            metrics = val
+        else:
+            metrics = loops.evaluate(loops.inputs(split.x) if x is None else x, split.y, batch_size)
         final[f"{name}_loss"] = metrics["loss"]
         final[f"{name}_acc"] = metrics["accuracy"]
     return final

@@ -269,6 +269,15 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
     assert (batch_norm.center, batch_norm.scale, batch_norm.trainable_weights) == (False, False, [])
 
 
+def test_train_validation_freq_validates_the_listed_epochs_and_the_last(files, tmp_path):
+    status, _, stderr = run_main(["train", "--data", f"npz:{files['data']}", *TINY, "--epochs", "4",
+                                  "--validation-freq", "1,2", "--logdir", tmp_path, "--run-name", "v", "--json"])
+    assert status == 0, stderr
+    summary = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert summary["config"]["validation_freq"] == [1, 2]
+    assert [v is not None for v in summary["history"]["val_loss"]] == [True, True, False, True]
+
+
 def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path):
     from kbn.presets import get_preset
 
@@ -444,6 +453,10 @@ BAD_INPUTS = [
     pytest.param([*TRAIN, "--momentum", "1"], "momentum must be in [0, 1), got 1.0", id="momentum-one"),
     pytest.param([*TRAIN, "--bn-momentum", "1"], "--bn-momentum", id="bn-momentum-one"),
     pytest.param([*TRAIN, "--strategy", "ring"], "--strategy", id="unknown-strategy"),
+    pytest.param([*TRAIN, "--validation-freq", "0"], "such as 1,3,10, got '0'", id="validation-freq-zero"),
+    pytest.param([*TRAIN, "--validation-freq", "2,x"], "--validation-freq", id="validation-freq-not-epochs"),
+    pytest.param(["tune", "--data", "npz:{data}", "--validation-freq", "1,,3"], "--validation-freq",
+                 id="tune-validation-freq-malformed"),
     pytest.param(["train", "--data", "npz:{flat_data}", "--val-size", "50", "--flip", "--epochs", "0"],
                  "flip and translate augment images of shape (H, W, C)", id="flip-flat-vectors"),
     pytest.param([*TRAIN, "--epochs", "1", "--eta", "1e300"], "eta", id="eta-beyond-float32"),
@@ -674,10 +687,12 @@ def test_tune_flags_reach_the_search_config(monkeypatch, files, tmp_path):
     status, _, stderr = run_main(["tune", "--data", f"npz:{files['data']}", "--val-size", VAL_SIZE,
                                   "--rounds", "2", "--trials", "4", "--eta-range", "0.1:0.2",
                                   "--directory", tmp_path, "--architecture", "--seed", "3",
-                                  "--pruning", "median", "--json"])
+                                  "--pruning", "median", "--validation-freq", "1,3", "--backup-interval", "0",
+                                  "--json"])
     assert status == 0, stderr
     config = seen["config"]
     assert (config.rounds, config.trials, config.eta_range, config.pruning) == (2, 4, (0.1, 0.2), "median")
+    assert (config.validation_freq, config.backup_interval) == ((1, 3), 0.0)
     assert (config.architecture, config.seed, config.verbose, config.directory) == (True, 3, 0, str(tmp_path))
 
 
@@ -689,31 +704,6 @@ def test_every_preset_setting_is_a_train_option():
     for preset in PRESETS.values():
         assert set(preset.data) | set(preset.train) <= dests, preset.name
         assert set(preset.model) <= targets, preset.name
-
-
-# --- kbn reproduce --json --------------------------------------------------------------------
-
-
-def test_reproduce_json_reports_the_report_and_every_studys_run(tmp_path, monkeypatch):
-    import kbn.report
-
-    x, y = synthetic.make_images(400, seed=0, num_classes=3, shape=(6, 6, 1))
-    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
-    tiny = kbn.report.Sizes(train=120, val=60, test=60, epochs=1, final_epochs=1, trials=3,
-                            trial_epochs=1, gradcheck_entries=5)
-    monkeypatch.setattr(kbn.report, "QUICK", tiny)
-    status, stdout, stderr = run_main(["reproduce", "--data", f"npz:{tmp_path / 'd.npz'}",
-                                       "--out", tmp_path / "out", "--quick", "--json"])
-    assert status == 0, stderr
-    assert len(stdout.splitlines()) == 1  # progress went to stderr
-    assert "1/4 gradient check" in stderr
-    result = last_json(stdout)
-    assert result["report"] == str(tmp_path / "out" / "report.md")
-    assert {f"figure{i}.png" for i in range(1, 10)} <= {pathlib.Path(f).name for f in result["figures"]}
-    runs = result["runs"]
-    assert {"study2-bn-he", "study2-no-bn-small", "study3-best", "study4-eta0.2-bn"} <= set(runs)
-    for figures in runs.values():
-        assert 0 <= figures["val_acc"] <= 1 and figures["epochs_run"] == 1
 
 
 @pytest.mark.parametrize("command", list(EXAMPLES))

@@ -132,7 +132,7 @@ def test_plot_curves_survives_a_diverged_run(tmp_path, monkeypatch, bad):
 
 def test_plot_curves_survives_a_run_that_is_nan_from_the_start(tmp_path, monkeypatch):
     figures = record_figures(monkeypatch)
-    history = {"loss": [math.nan] * NUM_EPOCHS, "val_loss": [None] * NUM_EPOCHS}
+    history = {"loss": [math.nan] * NUM_EPOCHS, "val_loss": [math.inf] * NUM_EPOCHS}
     assert_png(plots.plot_curves(history, tmp_path / "curves.png", title="t"))
     (fig,) = figures
     (ax,) = fig.axes  # no accuracy in the history: no accuracy subplot
@@ -140,6 +140,17 @@ def test_plot_curves_survives_a_run_that_is_nan_from_the_start(tmp_path, monkeyp
     assert legend(ax) == ["training (diverged at epoch 1)", "validation (diverged at epoch 1)"]
     assert vertical_lines(ax) == [1, 1]
     assert ax.get_xlim() == pytest.approx((1 - 0.5, NUM_EPOCHS + 0.5), abs=0.2)
+
+
+def test_plot_curves_joins_the_validated_epochs_of_a_run_that_validates_every_few(tmp_path, monkeypatch):
+    figures = record_figures(monkeypatch)
+    history = {"loss": [2.0, 1.5, 1.2, 1.0, 0.9], "val_loss": [None, 1.6, None, 1.1, 1.0]}
+    plots.plot_curves(history, tmp_path / "curves.png", title="t")
+    (ax,) = figures[0].axes
+    assert figures[0].get_suptitle() == "t"  # an epoch without validation is no divergence
+    assert series(ax) == {"training": history["loss"], "validation": [1.6, 1.1, 1.0]}
+    validation = next(line for line in ax.lines if line.get_label() == "validation")
+    assert list(validation.get_xdata()) == [2, 4, 5] and vertical_lines(ax) == []
 
 
 def test_plot_curves_marks_divergence_in_the_legend_and_title(tmp_path, monkeypatch):

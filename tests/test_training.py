@@ -6,6 +6,7 @@ import dataclasses
 import math
 import pathlib
 import shutil
+import types
 
 import keras
 import numpy as np
@@ -307,6 +308,28 @@ def test_resume_after_a_kill_at_the_last_epoch_end_keeps_every_epoch(tmp_path, r
     assert (run_dir / "curves.png").exists()
 
 
+def test_backup_interval_backs_up_once_that_long_has_passed_and_a_resume_redoes_the_rest(
+        tmp_path, reference, monkeypatch):
+    uninterrupted, reference_model = reference
+    # The run's clock reads 0 at the start, then 10 s more at each epoch's start and end:
+    # epochs end at 20, 40, 60 s. Every 35 s, the backup is due at the end of the second.
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(kbn.training, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    saved = []
+    save = kbn.backup.Backup.save
+    monkeypatch.setattr(kbn.backup.Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
+    run_dir = run_killed_after_epoch(tmp_path, index=2, backup_interval=35.0)
+    assert saved == [2] and kbn.backup.Backup(run_dir / "backup").epochs() == [2]
+    assert len(read_json(run_dir / "summary.json")["history"]["loss"]) == 2  # written with the backup
+    monkeypatch.undo()
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
+    # Epoch 3 was not backed up: the resume runs it again, and every epoch is there once.
+    np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"], rtol=1e-6)
+    assert_tensorboard_matches(run_dir, result.history, EPOCHS)
+    assert_same_weights(model, reference_model)
+
+
 def test_resumed_tensorboard_curves_equal_an_uninterrupted_runs(tmp_path, killed, reference):
     uninterrupted, _ = reference
     copy_run(killed, tmp_path)
@@ -432,6 +455,11 @@ def test_gradcheck_every_other_epoch_keeps_history_lists_one_entry_per_epoch(tmp
         ({"gradcheck_every": -1}, "gradcheck_every must be 0 or more"),
         ({"resume": True}, "resume.*run.name"),
         ({"save": "model.h5"}, "must end in .keras, got model.h5"),
+        ({"validation_freq": 0}, "validation_freq must be a positive integer or a list of epochs"),
+        ({"backup_interval": -1.0}, "backup_interval must be 0 or more seconds, got -1.0"),
+        ({"validation_freq": ()}, "validation_freq must be"),
+        ({"validation_freq": (2, 0)}, "validation_freq must be"),
+        ({"validation_freq": 1.5}, "validation_freq must be"),
     ],
 )
 def test_config_validate_rejects_out_of_range_settings(overrides, match):
@@ -579,6 +607,47 @@ def test_user_callbacks_see_the_validation_metrics_of_every_epoch(tmp_path, refe
     assert len(record.epochs) == EPOCHS
     np.testing.assert_allclose([e["val_loss"] for e in record.epochs], uninterrupted.history["val_loss"], rtol=1e-6)
     np.testing.assert_allclose([e["loss"] for e in record.epochs], uninterrupted.history["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("freq, validated", [(2, [2, 4, 5]), ((1, 3), [1, 3, 5])])
+def test_validation_freq_validates_those_epochs_and_the_last(tmp_path, reference, monkeypatch, freq, validated):
+    uninterrupted, _ = reference
+    record = RecordLogs()
+    evaluated = []
+    evaluate = kbn.loop.TrainingLoop.evaluate
+    monkeypatch.setattr(kbn.loop.TrainingLoop, "evaluate",
+                        lambda self, x, y, b: evaluated.append(len(x)) or evaluate(self, x, y, b))
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=5, validation_freq=freq),
+                   callbacks=[record])
+    # The initial loss, each validated epoch, then the final training and test figures: the
+    # validation split is not evaluated again at the end.
+    assert evaluated == [NUM_TRAIN] + [NUM_VAL] * len(validated) + [NUM_TRAIN, NUM_TEST]
+    assert [i + 1 for i, e in enumerate(record.epochs) if "val_loss" in e] == validated
+    val = result.history["val_loss"]
+    assert [i + 1 for i, v in enumerate(val) if v is not None] == validated and len(val) == 5
+    # The training is untouched: the same losses as the run that validates every epoch.
+    np.testing.assert_allclose(result.history["loss"][:EPOCHS], uninterrupted.history["loss"], rtol=1e-6)
+    events = tensorboard(result.run_dir / "validation", "epoch_loss")
+    assert [step + 1 for step, _ in sorted(events)] == validated
+    # The last epoch's validation is the run's final one.
+    assert result.summary["final"]["val_loss"] == val[-1]
+    assert result.summary["final"]["val_acc"] == result.history["val_accuracy"][-1]
+
+
+class ZeroWeightsAtTheEnd(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        for variable in self.model.trainable_variables:
+            variable.assign(keras.ops.zeros_like(variable))
+
+
+def test_final_metrics_are_measured_again_when_a_callback_changed_the_weights_after_the_last_epoch(tmp_path):
+    model = fresh_model()
+    result = train(model, DATA, config(tmp_path, run_name="r"), callbacks=[ZeroWeightsAtTheEnd()])
+    zeroed = model.evaluate(DATA.val.x, DATA.val.y, verbose=0, return_dict=True)
+    # All-zero weights give every class the same logit: a loss of log 4, not the last epoch's.
+    assert result.summary["final"]["val_loss"] == pytest.approx(math.log(NUM_CLASSES), rel=1e-5)
+    assert result.summary["final"]["val_loss"] == pytest.approx(zeroed["loss"], rel=1e-5)
+    assert result.history["val_loss"][-1] < 1.0
 
 
 def test_early_stopping_on_val_loss_ends_the_run_as_stopped_early(tmp_path):
