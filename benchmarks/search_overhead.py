@@ -1,10 +1,12 @@
 """Where a search's time goes: the training passes, and each per-trial and per-epoch cost.
 
-    python benchmarks/search_overhead.py --data folder:PATH [--trials 50] [--epochs 10] [--json]
+    python benchmarks/search_overhead.py --data folder:PATH [--trials 50] [--epochs 10]
+        [--validation-freq N] [--backup-interval SECONDS] [--json]
 
-Runs the report's search (`tuning.search`, one process, no pruning) with
+Runs the report's search (`tuning.search`, one process, no pruning, the
+search's own validation and backup settings unless given) with
 timers around each piece a trial runs besides its training steps (the fixed
-input stages, the initial loss, each epoch's validation, the backup,
+input stages, the initial loss, the validations, the backups,
 summary.json, TensorBoard, the oracle's report, the final metrics, the
 saved model, the HParams session) and measures, before and after it in the
 same process, the seed net's training pass alone: `kbn.train` with no
@@ -68,7 +70,7 @@ def wrap(owner, name, piece):
 
 def evaluation_kind(loop, x, y, batch_size):
     if _STATE["in_fit"]:
-        return "validation, every epoch"
+        return "validation, in fit"
     return "initial loss (1,000 images)" if len(x) == 1000 else "final metrics"
 
 
@@ -86,14 +88,14 @@ def install_timers():
     keras.Model.fit = fit
     wrap(TrainingLoop, "evaluate", evaluation_kind)
     wrap(TrainingLoop, "inputs", "fixed input stages")
-    wrap(Backup, "save", "backup, every epoch")
-    wrap(training, "write_json", lambda path, obj: "summary.json, every epoch" if _STATE["in_fit"] else "summary.json, final")
+    wrap(Backup, "save", "backup")
+    wrap(training, "write_json", lambda path, obj: "summary.json, in fit" if _STATE["in_fit"] else "summary.json, final")
     wrap(training, "_save_model", "model.keras")
     wrap(training, "write_hparams", "HParams session")
     wrap(training, "_compile", "compile (or reuse the loop)")
     wrap(EpochTensorBoard, "on_epoch_end", "TensorBoard, every epoch")
     wrap(EpochTensorBoard, "on_train_batch_end", "TensorBoard, every call")
-    wrap(tuner_lib.ReportEpochs, "on_epoch_end", "oracle report, every epoch")
+    wrap(tuner_lib.ReportEpochs, "on_epoch_end", "oracle report, each validated epoch")
     wrap(tuner_lib.KbnTuner, "_model_for", "model for the trial (build or reset)")
     wrap(tuner_lib, "train", "kbn.train, whole")
 
@@ -131,6 +133,10 @@ def main(argv=None):
     parser.add_argument("--val-size", type=int, default=10000)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--validation-freq", type=int, default=None,
+                        help="trials validate every N epochs (default: the search's, the last epoch)")
+    parser.add_argument("--backup-interval", type=float, default=SearchConfig.backup_interval,
+                        help="seconds between a trial's backups (0: every epoch)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -140,7 +146,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as directory:
         wall, cpu = time.perf_counter(), time.process_time()
         result = search(dataset, SearchConfig(trials=args.trials, epochs=args.epochs, directory=directory,
-                                              verbose=0))
+                                              validation_freq=args.validation_freq,
+                                              backup_interval=args.backup_interval, verbose=0))
         search_wall, search_cpu = time.perf_counter() - wall, time.process_time() - cpu
     spent = {piece: list(entry) for piece, entry in SPENT.items()}  # the search's alone
     after = training_pass(dataset)
@@ -148,7 +155,7 @@ def main(argv=None):
     pass_wall = epochs * (before[0] + after[0]) / 2
     pass_cpu = epochs * (before[1] + after[1]) / 2
 
-    inside_fit = [k for k in spent if k.startswith(("validation", "backup", "summary.json, every", "TensorBoard", "oracle"))]
+    inside_fit = [k for k in spent if k.startswith(("validation", "backup", "summary.json, in fit", "TensorBoard", "oracle"))]
     fit_wall, fit_cpu, _ = spent.pop("fit (training passes and what runs inside it)")
     train_wall, train_cpu, _ = spent.pop("kbn.train, whole")
     model_for = spent.pop("model for the trial (build or reset)")

@@ -2,8 +2,10 @@
 
     python benchmarks/search_replay.py reports/cifar10/logs/study3-search [PROJECT ...]
 
-A search run with `--pruning none` logs every trial's validation accuracy
-after each of its epochs (`runs/trial_<id>/summary.json`). A stopping rule
+A search run with `--pruning none --validation-freq 1` (as `kbn reproduce`'s)
+logs every trial's validation accuracy after each of its epochs
+(`runs/trial_<id>/summary.json`); by default a search without pruning
+validates its trials' last epoch only. A stopping rule
 sees nothing else, so its verdicts can be computed from the log: the trials
 are replayed in the order they ran (one process runs them one after the
 other, so trial i reached every rung before trial i + 1 started), each rule
@@ -46,6 +48,9 @@ def load(project):
     trials = []
     for row in sorted(rows, key=lambda r: r["trial_id"]):
         summary = json.loads((project / "runs" / f"trial_{row['trial_id']}" / "summary.json").read_text())
+        if summary["config"].get("validation_freq", 1) != 1:
+            sys.exit(f"{project}: its trials validated at epochs {summary['config']['validation_freq']} only; "
+                     "replay a search run with --validation-freq 1")
         curve = summary["history"]["val_accuracy"]
         if row["status"] != "COMPLETED" or None in curve:
             continue  # failed (diverged) trials cost the same under every rule

@@ -277,11 +277,15 @@ def _search_study(dataset, sizes, seed, out, progress):
     (eta_range, lam_range) = REPORT_INTERVALS[0]
     config = SearchConfig(rounds=3, trials=sizes.trials, epochs=sizes.trial_epochs,
                           eta_range=eta_range, lam_range=lam_range, directory=str(out / "logs"),
-                          project="study3-search", seed=seed, verbose=0, pruning="none")
+                          project="study3-search", seed=seed, verbose=0, pruning="none",
+                          # Every trial validated after every epoch: its curves, and a log that
+                          # replays through other stopping rules (benchmarks/search_replay.py).
+                          validation_freq=1)
     searched = Dataset(dataset.name, dataset.train, dataset.val, None, dataset.class_names)
     found = search(searched, config, TrainConfig(seed=seed))
     # The report's protocol runs every trial to the end; one line compares ASHA's pruning.
-    pruned = search(searched, dataclasses.replace(config, pruning="asha", project="study3-search-asha"),
+    pruned = search(searched, dataclasses.replace(config, pruning="asha", project="study3-search-asha",
+                                                  validation_freq=None),
                     TrainConfig(seed=seed))
     (out / "search.png").write_bytes((found.project_dir / "search.png").read_bytes())
     progress(f"  best: eta {found.best['eta']:.4g}, lambda {found.best['lam']:.4g}, "

@@ -114,10 +114,13 @@ def test_a_trials_run_folder_holds_its_hparams_session_beside_its_curves(finishe
     assert (hparams["round"], hparams["trial_id"], hparams["status"]) == (2, t["trial_id"], "finished")
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
     assert ("validation", "epoch_accuracy") in {(m.name.group, m.name.tag) for m in experiment.metric_infos}
-    validation = event_accumulator.EventAccumulator(str(run / "validation"),
-                                                    size_guidance={event_accumulator.TENSORS: 0})
-    validation.Reload()
-    assert [e.step for e in validation.Tensors("epoch_loss")] == [0, 1]
+    curves = {}
+    for split in ("train", "validation"):
+        events = event_accumulator.EventAccumulator(str(run / split), size_guidance={event_accumulator.TENSORS: 0})
+        events.Reload()
+        curves[split] = [e.step for e in events.Tensors("epoch_loss")]
+    # Every epoch trains; without pruning a trial validates after its last one only.
+    assert curves == {"train": [0, 1], "validation": [1]}
     # The session itself writes no metric value.
     assert not top.Tags()["scalars"] and set(top.Tags()["tensors"]) <= {
         metadata.SESSION_START_INFO_TAG, metadata.EXPERIMENT_TAG}
@@ -128,6 +131,7 @@ def test_trials_share_the_schedule_epochs_and_seed(finished):
         run = finished.project_dir / "runs" / f"trial_{t['trial_id']}"
         config = json.loads((run / "summary.json").read_text())["config"]
         assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (2, 32, "exp", 0)
+        assert config["validation_freq"] == 2  # the last epoch: the only one a search without pruning judges
         assert config["eta"] == pytest.approx(t["eta"])
 
 
@@ -287,6 +291,7 @@ def test_pruning_stops_hopeless_trials_after_their_rung_and_records_them(pruned)
         summary = json.loads((run / "summary.json").read_text())
         assert t["epochs"] == summary["epochs_run"] == 1  # ASHA's rung for 3 epochs
         assert summary["finished"] and summary["stopped_early"]
+        assert summary["config"]["validation_freq"] == [1]  # the rung; the last epoch validates anyway
         assert t["val_acc"] == pytest.approx(summary["history"]["val_accuracy"][-1])
     rows = [line for line in (pruned.project_dir / "results.md").read_text().splitlines() if "STOPPED" in line]
     assert len(rows) == len(stopped)

@@ -377,7 +377,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         """Forget a worker that died; its running trial goes back to the queue.
 
         The next worker that asks for a trial gets it (and resumes it from its
-        last finished epoch); the chief stops waiting for the dead one.
+        last backup); the chief stops waiting for the dead one.
         """
         trial = self.ongoing_trials.pop(tuner_id, None)
         if trial is not None and trial.trial_id not in self._retry_queue:

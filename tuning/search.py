@@ -12,7 +12,7 @@ diverged trial is recorded as failed, not a crash. With `pruning` the oracle
 stops hopeless trials after a few epochs (`tuning.pruning`); a stopped trial
 is recorded as such and never run again. A killed search resumes with
 `resume=True`: finished trials are kept, none runs twice, and an interrupted
-trial continues from its last finished epoch. `workers=N` runs a chief and N
+trial continues from its last backup (`backup_interval`). `workers=N` runs a chief and N
 worker processes on 127.0.0.1 (`tuning.workers`); the same search spans
 machines with KerasTuner's variables (see the README).
 
@@ -28,7 +28,7 @@ import shutil
 import time
 import warnings
 
-from kbn.config import TrainConfig
+from kbn.config import TrainConfig, validation_epochs
 from kbn.errors import KbnError
 from kbn.runlock import LOCK_NAME, RunLock
 from tuning import workers
@@ -62,6 +62,17 @@ class SearchConfig:
     # the unpruned searches, none at 40% of the epochs or fewer came closer
     # than 0.30 points (benchmarks/search_replay.py; README, Search, Results).
     pruning: str = "none"
+    # The epochs at which trials validate, as TrainConfig.validation_freq
+    # (the last always does). None: those the search judges, the pruning
+    # rule's rungs and the last; without pruning the last alone. Validating
+    # 10k images after each of the report's 500 epochs is a fifth of its
+    # search's time; 1 gives every trial a validation curve.
+    validation_freq: int | tuple | None = None
+    # Seconds between a trial's backups (TrainConfig.backup_interval): a
+    # killed trial resumes from its last one, or starts again. The report's
+    # trials take seconds: backing up each of their epochs cost 3% of the
+    # search (benchmarks/search_overhead.py).
+    backup_interval: float = 10.0
     directory: str = "logs/tuning"
     project: str = "search"
     resume: bool = False  # continue the search in directory/project
@@ -85,6 +96,9 @@ class SearchConfig:
             (self.trials >= self.rounds, f"trials must be at least the number of rounds ({self.rounds}), got {self.trials}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.pruning in PRUNING, f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}"),
+            (self.validation_freq is None or validation_epochs(self.validation_freq) is not None,
+             f"validation_freq must be a positive integer or a list of epochs, got {self.validation_freq}"),
+            (self.backup_interval >= 0, f"backup_interval must be 0 or more seconds, got {self.backup_interval}"),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
             (self.recycle_after >= 1, f"recycle_after must be at least 1, got {self.recycle_after}"),
         ]
@@ -99,8 +113,8 @@ def search(dataset, config=None, train_config=None):
     Args:
         dataset: a `kbn.Dataset`; its val split scores the trials.
         config: a `SearchConfig`.
-        train_config: the base `TrainConfig` of every trial (its epochs are
-            replaced by `config.epochs`).
+        train_config: the base `TrainConfig` of every trial (its epochs,
+            seed, validation_freq and backup_interval are the search's).
 
     Returns:
         a `SearchResult`; the folder also holds results.csv, results.md and
@@ -175,8 +189,13 @@ def _clear(project_dir):
 
 def _tuner(dataset, config, train_config=None, role=None):
     """The search's `KbnTuner`, its oracle and hypermodel, reloaded when the project exists."""
+    rule = pruning_rule(config.pruning, config.epochs)
     train_config = dataclasses.replace(
-        train_config or TrainConfig(), epochs=config.epochs, seed=config.seed
+        train_config or TrainConfig(),
+        epochs=config.epochs,
+        seed=config.seed,
+        validation_freq=config.validation_freq or (rule and rule.rungs) or config.epochs,
+        backup_interval=config.backup_interval,
     )
     oracle = CoarseToFineOracle(
         objective=OBJECTIVE,
@@ -184,7 +203,7 @@ def _tuner(dataset, config, train_config=None, role=None):
         rounds=config.rounds,
         ranges={"eta": tuple(config.eta_range), "lam": tuple(config.lam_range)},
         seed=config.seed,
-        pruning=pruning_rule(config.pruning, config.epochs),
+        pruning=rule,
         # A failed trial (diverged) is a result of the search, not a reason to stop it.
         max_consecutive_failed_trials=config.trials + 1,
     )

@@ -3,7 +3,8 @@
     trial --KbnTuner.run_trial--> kbn.train(model, dataset, config, callbacks=[ReportEpochs])
         runs/trial_<id>/     the trial's kbn run: TensorBoard curves and HParams
                              session, summary.json, model.keras, backup while unfinished
-        ReportEpochs         after every epoch: oracle.update_trial(val_accuracy, step=epochs);
+        ReportEpochs         after each validated epoch (the pruning rule's rungs and the
+                             last): oracle.update_trial(val_accuracy, step=epochs);
                              an answer STOPPED ends the run after that epoch
 
 The oracle decides (see `tuning.oracle` and `tuning.pruning`); the tuner
@@ -31,7 +32,7 @@ RECYCLE_EXIT = 75  # a worker that ends this way asks to be started afresh
 
 
 class ReportEpochs(keras.callbacks.Callback):
-    """Reports the validation accuracy after each epoch; stops the run when the oracle says so.
+    """Reports the validation accuracy after each validated epoch; stops the run when the oracle says so.
 
     Args:
         oracle: the search's oracle, or a worker's client of it.
@@ -85,9 +86,9 @@ class KbnTuner(keras_tuner.Tuner):
 
     Each trial is `kbn.train` in `runs/trial_<id>` under the project folder,
     with the trial's eta and the base `TrainConfig` (schedule, epochs,
-    divergence guard), reporting every epoch to the oracle (`ReportEpochs`).
-    A trial that was interrupted resumes from its last finished epoch; one
-    that finished before the kill is not run again.
+    divergence guard), reporting each validated epoch to the oracle
+    (`ReportEpochs`). A trial that was interrupted resumes from its last
+    backup; one that finished before the kill is not run again.
 
     Args:
         dataset: the `kbn.Dataset` every trial trains on.

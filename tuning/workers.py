@@ -11,7 +11,7 @@ A worker rebuilds the chief's tuner from `worker.json` (settings) and
 the oracle has none left. The chief ends when every trial has ended, or
 with an error when every worker has died (a `--resume` continues the
 search). A worker that dies hands its trial back to the queue, and another
-worker resumes it from its last finished epoch. A worker restarts every
+worker resumes it from its last backup. A worker restarts every
 `recycle_after` trials (memory stays flat). KerasTuner's service has no
 authentication: whoever reaches the port can read and write the search, so
 the chief listens on the loopback unless told otherwise.
