@@ -262,6 +262,9 @@ def _numpy_epochs(data, epochs, batch_size, seed):
 def _keras_epochs(data, epochs, batch_size, seed):
     """The seed net as a Keras user writes it: built-in layers, `fit` as it comes."""
     x, y, x_val, y_val = data
+    # fit's shuffle is a random op, which TensorFlow's op determinism (turned on
+    # for the process by kbn's runs) refuses without a global seed.
+    keras.utils.set_random_seed(seed)
     hidden, lam = SEED_NET["hidden"], SEED_NET["lam"]
     flat = x.reshape(len(x), -1) / 255.0
     layers = [

@@ -28,6 +28,14 @@ def test_every_implementation_is_timed_and_ratios_are_to_numpy():
     assert "| kbn |" in table and "| numpy | " in table and "1.00x" in table
 
 
+def test_keras_runs_again_after_kbn_turned_on_op_determinism_without_a_global_seed():
+    import tensorflow as tf
+
+    tf.random.set_seed(None)  # as in `kbn bench`: no test fixture's seed
+    result = epoch_times(train_size=200, epochs=2, repeats=2, implementations=["kbn", "keras"])
+    assert [len(runs) for runs in result.runs.values()] == [2, 2]
+
+
 def test_without_numpy_there_are_no_ratios(tmp_path):
     result = epoch_times(train_size=200, epochs=2, repeats=1, implementations=["kbn"])
     assert list(result.seconds_per_epoch) == ["kbn"] and result.ratio_to_numpy == {}
