@@ -125,7 +125,7 @@ class TrainConfig:
     # Keras's fit(validation_freq=...), as Keras 2 took it: every N epochs, or
     # the listed ones (1-based). The last epoch always validates: its figures
     # are the run's final validation metrics. A search needs only the epochs
-    # it judges, and validating 10k images every epoch is a fifth of the
+    # it judges, and validating 10k images every epoch took an eighth of the
     # report's search (benchmarks/search_overhead.py).
     validation_freq: int | tuple = setting(
         1, "validate every N epochs, or at the epochs listed (1,3,10); the last epoch always validates",

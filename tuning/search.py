@@ -57,21 +57,23 @@ class SearchConfig:
     # Stop hopeless trials inside each round: asha (successive halving, rungs
     # at epochs 1 and 3 of 10, a third goes on), median, or none (the report's
     # protocol: every trial runs every epoch). none by default: with asha the
-    # report's CIFAR-10 search scored 0.17 and 0.65 points lower with 32% and
-    # 46% of the epochs (seeds 0 and 1), and of the rules replayed offline on
-    # the unpruned searches, none at 40% of the epochs or fewer came closer
-    # than 0.30 points (benchmarks/search_replay.py; README, Search, Results).
+    # report's CIFAR-10 search scored 0.04 to 0.65 points lower (0.32 on
+    # average over five seeds) with 32 to 46% of the epochs, and of the rules
+    # replayed offline on the unpruned searches, none at 40% of the epochs or
+    # fewer came closer than 0.30 points (benchmarks/search_replay.py; README,
+    # Search, Results).
     pruning: str = "none"
     # The epochs at which trials validate, as TrainConfig.validation_freq
     # (the last always does). None: those the search judges, the pruning
     # rule's rungs and the last; without pruning the last alone. Validating
-    # 10k images after each of the report's 500 epochs is a fifth of its
-    # search's time; 1 gives every trial a validation curve.
+    # 10k images after each of the report's 500 epochs took an eighth of its
+    # search's time (benchmarks/search_overhead.py); 1 gives every trial a
+    # validation curve.
     validation_freq: int | tuple | None = None
     # Seconds between a trial's backups (TrainConfig.backup_interval): a
     # killed trial resumes from its last one, or starts again. The report's
-    # trials take seconds: backing up each of their epochs cost 3% of the
-    # search (benchmarks/search_overhead.py).
+    # trials take seconds: backing up each of their epochs cost 2 to 3% of
+    # the search (benchmarks/search_overhead.py).
     backup_interval: float = 10.0
     directory: str = "logs/tuning"
     project: str = "search"
