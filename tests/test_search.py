@@ -15,6 +15,7 @@ import synthetic
 from tune_cli import tune_command
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
+from kbn.fileio import read_json
 from kbn.config import TrainConfig
 from tuning.hypermodel import KbnHyperModel
 from tuning.search import SearchConfig, search
@@ -220,21 +221,25 @@ def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
         search(DATA, _config(tmp_path, **overrides), TRAIN)
 
 
+def finished_runs(runs):
+    """The trials' run folders whose summary.json says the run finished."""
+    return [d for d in runs.glob("trial_*") if (read_json(d / "summary.json") or {}).get("finished")]
+
+
 def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
     argv = tune_command(tmp_path, "--trials", str(TRIALS), "--pruning", "none")
     runs = tmp_path / "p" / "runs"
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    # Kill it once two trials have finished and a third is under way.
+    # Kill it once two trials have finished and a third is under way. A trial has
+    # finished when its summary.json says so (its model.keras is written just before).
     while time.monotonic() < deadline:
-        finished = [d for d in runs.glob("trial_*") if (d / "model.keras").exists()]
-        if len(finished) >= 2 and len(list(runs.glob("trial_*"))) >= 3:
+        if len(finished_runs(runs)) >= 2 and len(list(runs.glob("trial_*"))) >= 3:
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    kept = {d.name: (d / "model.keras").stat().st_mtime_ns for d in runs.glob("trial_*")
-            if (d / "model.keras").exists()}
+    kept = {d.name: (d / "model.keras").stat().st_mtime_ns for d in finished_runs(runs)}
     assert len(kept) >= 2
 
     resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
