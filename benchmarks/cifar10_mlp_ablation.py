@@ -34,8 +34,8 @@ ROWS = [
 def run_row(index, data, epochs, logdir):
     """Train row `index`; its figures as a dict."""
     import kbn
-    from kbn.presets import get_preset
-    from kbn.precision import resolve
+    from kbn.training.presets import get_preset
+    from kbn.nn.precision import resolve
 
     name, model_change, train_change = ROWS[index]
     preset = get_preset("cifar10-mlp")

@@ -4,14 +4,14 @@
     python benchmarks/numpy_reference.py --data synthetic    # random data, same shapes
     python benchmarks/numpy_reference.py --json              # last line: one JSON object
 
-The network and its training live in `kbn.numpy_reference`; this is its command line.
+The network and its training live in `kbn.bench.numpy_reference`; this is its command line.
 """
 
 import argparse
 import json
 import sys
 
-from kbn.numpy_reference import DEFAULT_DECAY, DEFAULT_ETA, DEFAULT_LAM, run
+from kbn.bench.numpy_reference import DEFAULT_DECAY, DEFAULT_ETA, DEFAULT_LAM, run
 
 DEFAULT_DATA = "folder:../shared/data/cifar10-jpeg/train"
 

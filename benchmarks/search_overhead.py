@@ -34,10 +34,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 
 import kbn  # noqa: E402
-import kbn.training as training  # noqa: E402
-from kbn.backup import Backup  # noqa: E402
-from kbn.callbacks import EpochTensorBoard  # noqa: E402
-from kbn.loop import TrainingLoop  # noqa: E402
+import kbn.training.trainer as training  # noqa: E402
+from kbn.training.backup import Backup  # noqa: E402
+from kbn.training.callbacks import EpochTensorBoard  # noqa: E402
+from kbn.training.loop import TrainingLoop  # noqa: E402
 from tuning import tuner as tuner_lib  # noqa: E402
 from tuning.search import SearchConfig, search  # noqa: E402
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import kbn  # noqa: E402
 from kbn.data import Dataset, Split  # noqa: E402
-from kbn.training import compiled_loop  # noqa: E402
+from kbn.training.trainer import compiled_loop  # noqa: E402
 
 
 def best_pair(project):

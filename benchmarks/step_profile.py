@@ -50,7 +50,7 @@ def profile(data, hidden, batch_size, precision):
     import tensorflow as tf
 
     import kbn
-    from kbn.presets import get_preset
+    from kbn.training.presets import get_preset
 
     model_settings = {**get_preset("cifar10-mlp").model, "hidden": hidden, "precision": precision}
     model = kbn.build_mlp(num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings)

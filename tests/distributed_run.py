@@ -11,7 +11,7 @@ import numpy as np
 
 import kbn
 from kbn.data import Dataset, Split
-from kbn.distribute import make_strategy
+from kbn.training.distribute import make_strategy
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from synthetic import make_images  # noqa: E402
@@ -55,7 +55,7 @@ def gradients():
         with tf.GradientTape() as tape:
             tape.watch(xs)
             if autodiff:
-                with kbn.layers.autodiff_backward():
+                with kbn.nn.autodiff_backward():
                     y = layer(xs, training=True)
             else:
                 y = layer(xs, training=True)

@@ -1,4 +1,4 @@
-"""Tests for kbn.callbacks: the divergence guard's stopping rule, the periodic
+"""Tests for kbn.training.callbacks: the divergence guard's stopping rule, the periodic
 gradient check, the epoch timer, and TensorBoard curves that reach disk at every
 epoch end."""
 
@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kbn import build_mlp
-from kbn.callbacks import DivergenceGuard, EpochTensorBoard, EpochTimer, GradientCheck
+from kbn.training.callbacks import DivergenceGuard, EpochTensorBoard, EpochTimer, GradientCheck
 
 NUM_SAMPLES = 20
 NUM_CLASSES = 3
@@ -105,7 +105,7 @@ def test_gradient_check_runs_only_every_nth_epoch(tiny_model, monkeypatch):
     model, x, y = tiny_model
     calls = []
     monkeypatch.setattr(
-        "kbn.callbacks.check_gradients",
+        "kbn.training.callbacks.check_gradients",
         lambda model, x, y, **kwargs: calls.append(kwargs["seed"])
         or [types.SimpleNamespace(rel_error=3e-9), types.SimpleNamespace(rel_error=7e-9)],
     )

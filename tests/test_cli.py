@@ -25,7 +25,7 @@ import synthetic
 
 import kbn
 from kbn.cli import EXAMPLES, MODEL_OPTIONS, build_parser, main
-from kbn.config import TrainConfig, setting
+from kbn.training.config import TrainConfig, setting
 
 NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
 NUM_TEST = 100
@@ -279,7 +279,7 @@ def test_train_validation_freq_validates_the_listed_epochs_and_the_last(files, t
 
 
 def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path):
-    from kbn.presets import get_preset
+    from kbn.training.presets import get_preset
 
     preset = get_preset("cifar10-mlp")
     status, stdout, stderr = run_main(
@@ -364,7 +364,7 @@ def test_evaluate_without_json_prints_one_line_per_split(trained, files):
 
 def test_evaluate_saved_model_in_a_fresh_process(trained, files):
     result = subprocess.run(
-        [sys.executable, "-m", "kbn.cli", "evaluate", str(files["model"]),
+        [sys.executable, "-m", "kbn", "evaluate", str(files["model"]),
          "--data", f"npz:{files['data']}", "--split", "test", "--val-size", str(VAL_SIZE),
          "--json"],
         capture_output=True, text=True, timeout=120, env=fresh_env(),
@@ -499,7 +499,7 @@ def test_bad_input_prints_one_error_line_and_exits_2(argv, names, trained, files
 
 def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
     result = subprocess.run(
-        [sys.executable, "-m", "kbn.cli", "evaluate", str(files["text_model"]),
+        [sys.executable, "-m", "kbn", "evaluate", str(files["text_model"]),
          "--data", f"npz:{files['data']}"],
         capture_output=True, text=True, timeout=120, env=fresh_env(),
     )
@@ -531,12 +531,12 @@ def test_failure_while_running_prints_one_error_line_and_exits_1(argv, names, fi
 
 
 def test_kbn_error_raised_once_training_began_exits_1(files, tmp_path, monkeypatch):
-    import kbn.training
+    import kbn.training.trainer
 
     def train(model, dataset, config):
         raise kbn.KbnError("the run folder vanished mid-run")
 
-    monkeypatch.setattr(kbn.training, "train", train)
+    monkeypatch.setattr(kbn.training.trainer, "train", train)
     status, _, stderr = run_main(["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", tmp_path])
     assert (status, stderr) == (1, "error: the run folder vanished mid-run\n")
 
@@ -652,7 +652,7 @@ def test_train_config_flags_reject_values_with_the_configs_own_message():
 def test_model_options_are_build_mlps_arguments_under_one_name_each():
     import inspect
 
-    from kbn.model import build_mlp
+    from kbn.nn.builder import build_mlp
 
     arguments = inspect.signature(build_mlp).parameters
     for name, option in MODEL_OPTIONS.items():
@@ -697,7 +697,7 @@ def test_tune_flags_reach_the_search_config(monkeypatch, files, tmp_path):
 
 
 def test_every_preset_setting_is_a_train_option():
-    from kbn.presets import PRESETS
+    from kbn.training.presets import PRESETS
 
     dests = {a.dest for a in train_parser()._actions}
     targets = {t for name, o in MODEL_OPTIONS.items() for t in o.get("to", (name,))}

@@ -1,10 +1,10 @@
-"""Tests for kbn.config: TrainConfig's fields carry what `kbn train` and `validate` need."""
+"""Tests for kbn.training.config: TrainConfig's fields carry what `kbn train` and `validate` need."""
 
 import dataclasses
 
 import pytest
 
-from kbn.config import TrainConfig, setting, setting_error
+from kbn.training.config import TrainConfig, setting, setting_error
 from kbn.errors import KbnError
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}

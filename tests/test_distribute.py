@@ -1,4 +1,4 @@
-"""Tests for kbn.distribute and training under tf.distribute: on 2 replicas (logical CPU
+"""Tests for kbn.training.distribute and training under tf.distribute: on 2 replicas (logical CPU
 devices), kbn's synchronized BatchNorm trains exactly as one device does on the same global
 batch, unsynchronized statistics do not, and the hand-written backward pass of the
 synchronized layer matches autodiff and finite differences.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_reliability import KBN, epoch_steps, epochs_recorded, write_npz
 
-from kbn.distribute import STRATEGIES, make_strategy
+from kbn.training.distribute import STRATEGIES, make_strategy
 from kbn.errors import KbnError
 from kbn.fileio import read_json
 

@@ -1,4 +1,4 @@
-"""Tests for kbn.evaluate: load_model's errors and evaluate's figures against a hand count,
+"""Tests for kbn.inference.evaluate: load_model's errors and evaluate's figures against a hand count,
 on a tiny synthetic data set and a model trained for two epochs."""
 
 import dataclasses
@@ -12,9 +12,9 @@ import synthetic
 
 from kbn.data import Dataset, Split, load_data
 from kbn.errors import KbnError
-from kbn.evaluate import evaluate, load_model
-from kbn.model import build_mlp
-from kbn.training import TrainConfig, train
+from kbn.inference.evaluate import evaluate, load_model
+from kbn.nn.builder import build_mlp
+from kbn.training.trainer import TrainConfig, train
 
 NUM_TRAIN = 300  # the pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
 NUM_TEST = 100
@@ -312,7 +312,7 @@ def test_data_whose_class_names_differ_from_the_models_raises_kbn_error(trained,
 
 def named_copy(model, names, tmp_path):
     """`model` with the same weights, built with class names."""
-    from kbn.model import class_names
+    from kbn.nn.builder import class_names
 
     copy = build_mlp([8], NUM_CLASSES, input_shape=IMAGE_SHAPE, class_names=names)
     copy.set_weights(model.get_weights())
@@ -325,7 +325,7 @@ def named_copy(model, names, tmp_path):
 def test_plot_confusion_writes_a_png_of_the_matrix(tmp_path):
     from PIL import Image
 
-    from kbn.plots import plot_confusion
+    from kbn.plots.figures import plot_confusion
 
     path = plot_confusion([[5, 1, 0], [2, 3, 1], [0, 0, 0]], ["cat", "dog", "ship"],
                           tmp_path / "sub" / "confusion.png", title="tiny")
@@ -340,7 +340,7 @@ def test_plot_confusion_writes_a_png_of_the_matrix(tmp_path):
     ids=["names-mismatch", "not-square", "negative"],
 )
 def test_plot_confusion_of_a_bad_matrix_raises_kbn_error(matrix, names, tmp_path):
-    from kbn.plots import plot_confusion
+    from kbn.plots.figures import plot_confusion
 
     with pytest.raises(KbnError, match="K x K"):
         plot_confusion(matrix, names, tmp_path / "c.png", title="bad")

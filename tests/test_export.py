@@ -1,4 +1,4 @@
-"""Tests for kbn.export: the SavedModel serves uint8 images, loads with plain TensorFlow in
+"""Tests for kbn.inference.export: the SavedModel serves uint8 images, loads with plain TensorFlow in
 a process that cannot import kbn, and predicts what the .keras model predicts."""
 
 import json
@@ -13,9 +13,9 @@ import synthetic
 
 from kbn.cli import main
 from kbn.errors import KbnError
-from kbn.export import export
-from kbn.model import build_mlp
-from kbn.predict import softmax
+from kbn.inference.export import export
+from kbn.nn.builder import build_mlp
+from kbn.inference.predict import softmax
 
 NUM_TRAIN = 200
 NUM_CLASSES = 3

@@ -1,12 +1,13 @@
-"""Tests for kbn/gradcheck.py: three gradients agree, and a wrong one is caught."""
+"""Tests for kbn/gradcheck/check.py: three gradients agree, and a wrong one is caught."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbn import layers as layers_lib
+from kbn.nn import batch_norm as batch_norm_lib
+from kbn.nn import dense as dense_lib
 from kbn.errors import KbnError
-from kbn.gradcheck import (
+from kbn.gradcheck.check import (
     check_gradients,
     format_table,
     gradient_table,
@@ -15,7 +16,7 @@ from kbn.gradcheck import (
     relative_error,
     _numeric_gradient,
 )
-from kbn.model import build_mlp
+from kbn.nn.builder import build_mlp
 
 DIM = 20  # input features: the report's check on a reduced input
 NUM_CLASSES = 10
@@ -30,7 +31,7 @@ def _scramble_batch_norm(model, seed=1):
     """Move gamma and beta away from 1 and 0, so their gradients matter."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if isinstance(layer, layers_lib.BatchNorm):
+        if isinstance(layer, batch_norm_lib.BatchNorm):
             layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
             layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape))
 
@@ -83,13 +84,13 @@ def test_l2_penalty_is_part_of_the_checked_gradient():
 
 
 def test_sign_flipped_dense_backward_is_caught(monkeypatch):
-    original = layers_lib.dense_backward
+    original = dense_lib.dense_backward
 
     def flipped(ds, x, W):
         dx, dW, db = original(ds, x, W)
         return dx, -dW, db
 
-    monkeypatch.setattr(layers_lib, "dense_backward", flipped)
+    monkeypatch.setattr(dense_lib, "dense_backward", flipped)
     x, y = _batch(10)
     model = build_mlp([8], NUM_CLASSES, adapt=x, dtype="float64", seed=0)
     checks = {c.param: c for c in check_gradients(model, x, y)}
@@ -103,7 +104,7 @@ def test_batch_norm_backward_without_the_mean_terms_is_caught(monkeypatch):
         # Treats mean and var as constants: the classic BatchNorm mistake.
         return dy * gamma * inv_std, tf.reduce_sum(dy * x_hat, 0), tf.reduce_sum(dy, 0)
 
-    monkeypatch.setattr(layers_lib, "batch_norm_backward", naive)
+    monkeypatch.setattr(batch_norm_lib, "batch_norm_backward", naive)
     x, y = _batch(10)
     model = build_mlp([8], NUM_CLASSES, adapt=x, dtype="float64", seed=0)
     _scramble_batch_norm(model)

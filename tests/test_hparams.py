@@ -1,4 +1,4 @@
-"""Tests for kbn/hparams.py: a run's HParams session beside its own curves."""
+"""Tests for kbn/training/hparams.py: a run's HParams session beside its own curves."""
 
 import pytest
 import tensorflow as tf
@@ -6,9 +6,9 @@ from tensorboard.plugins.hparams import metadata
 
 import synthetic
 from kbn import build_mlp, train
-from kbn.config import TrainConfig
+from kbn.training.config import TrainConfig
 from kbn.data import Dataset, Split
-from kbn.hparams import run_hparams, write_hparams
+from kbn.training.hparams import run_hparams, write_hparams
 
 NUM_CLASSES = 3
 

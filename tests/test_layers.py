@@ -1,4 +1,4 @@
-"""Tests for kbn.layers: Dense and BatchNorm against Keras's own layers, the hand-written
+"""Tests for kbn.nn.dense and kbn.nn.batch_norm: Dense and BatchNorm against Keras's own layers, the hand-written
 backward passes against autodiff and finite differences, the moving statistics, the L2
 penalty, float64, saving, tf.function and tf.distribute."""
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbn import layers
-from kbn.gradcheck import max_entry_error
-from kbn.layers import BatchNorm, Dense, autodiff_backward
+from kbn import nn
+from kbn.nn import batch_norm, dense
+from kbn.gradcheck.check import max_entry_error
+from kbn.nn import BatchNorm, Dense, autodiff_backward
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 5
@@ -276,8 +277,9 @@ def test_gradients_come_from_the_hand_written_backward_unless_autodiff(case, mon
         wrapped.__name__ = function.__name__
         return wrapped
 
-    for name in ("dense_backward", "batch_norm_backward", "batch_norm_inference_backward"):
-        monkeypatch.setattr(layers, name, spy(getattr(layers, name)))
+    for module, name in ((dense, "dense_backward"), (batch_norm, "batch_norm_backward"),
+                         (batch_norm, "batch_norm_inference_backward")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
     layer, x, upstream, call_kwargs = make_case(case)  # BatchNorm binds its ops at __init__
 
     with autodiff_backward():
@@ -323,27 +325,27 @@ def test_backward_functions_match_finite_differences():
     dy = rng.standard_normal((n, d))
 
     def dense_loss(x_, W_, b_):
-        return float(np.sum(layers.dense_forward(x_, W_, b_).numpy() * ds))
+        return float(np.sum(nn.dense_forward(x_, W_, b_).numpy() * ds))
 
-    dx, dW, db = (g.numpy() for g in layers.dense_backward(tf.constant(ds), x, W))
+    dx, dW, db = (g.numpy() for g in nn.dense_backward(tf.constant(ds), x, W))
     assert relative_error(dx, numerical_gradient(lambda v: dense_loss(v, W, b), x.copy())) < 1e-7
     assert relative_error(dW, numerical_gradient(lambda v: dense_loss(x, v, b), W.copy())) < 1e-7
     assert relative_error(db, numerical_gradient(lambda v: dense_loss(x, W, v), b.copy())) < 1e-7
 
     def bn_train_loss(x_, gamma_, beta_):
         mean, var = x_.mean(0), x_.var(0)
-        y = layers.batch_norm_forward(x_, mean, var, gamma_, beta_, EPSILON)[0]
+        y = nn.batch_norm_forward(x_, mean, var, gamma_, beta_, EPSILON)[0]
         return float(np.sum(y.numpy() * dy))
 
     def bn_inference_loss(x_, gamma_, beta_):
-        y = layers.batch_norm_forward(x_, moving_mean, moving_var, gamma_, beta_, EPSILON)[0]
+        y = nn.batch_norm_forward(x_, moving_mean, moving_var, gamma_, beta_, EPSILON)[0]
         return float(np.sum(y.numpy() * dy))
 
     for backward, loss, mean, var in [
-        (layers.batch_norm_backward, bn_train_loss, x.mean(0), x.var(0)),
-        (layers.batch_norm_inference_backward, bn_inference_loss, moving_mean, moving_var),
+        (nn.batch_norm_backward, bn_train_loss, x.mean(0), x.var(0)),
+        (nn.batch_norm_inference_backward, bn_inference_loss, moving_mean, moving_var),
     ]:
-        _, x_hat, inv_std = layers.batch_norm_forward(x, mean, var, gamma, beta, EPSILON)
+        _, x_hat, inv_std = nn.batch_norm_forward(x, mean, var, gamma, beta, EPSILON)
         dx, dgamma, dbeta = (g.numpy() for g in backward(tf.constant(dy), x_hat, inv_std, gamma))
         num_dx = numerical_gradient(lambda v: loss(v, gamma, beta), x.copy())
         assert relative_error(dx, num_dx) < 1e-7

@@ -1,4 +1,4 @@
-"""Tests for kbn.loop: the batches cover every example once per epoch in a new order each
+"""Tests for kbn.training.loop: the batches cover every example once per epoch in a new order each
 epoch, the same for a resumed run and split evenly among replicas, a model splits after its fixed input stages
 only where that is safe, and the compiled loops give Keras's numbers either way."""
 
@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.loop import EpochOrder, TrainingLoop, split_fixed_stages
-from kbn.model import build_mlp
+from kbn.training.loop import EpochOrder, TrainingLoop, split_fixed_stages
+from kbn.nn.builder import build_mlp
 
 N, BATCH = 23, 5  # 4 full batches, then a batch of 3
 

@@ -1,4 +1,4 @@
-"""Tests for kbn.model: the builder's layers, preprocessing, compiled loss, initializers,
+"""Tests for kbn.nn.builder: the builder's layers, preprocessing, compiled loss, initializers,
 seeds, float64, and the report's claim that batch norm rescues a tiny init."""
 
 import re
@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.layers import BatchNorm, Dense
+from kbn.nn import BatchNorm, Dense
 from kbn.errors import KbnError
-from kbn.loop import split_fixed_stages
-from kbn.model import build_mlp, compile_model, kernel_initializer, loss
+from kbn.training.loop import split_fixed_stages
+from kbn.nn.builder import build_mlp, compile_model, kernel_initializer, loss
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 6
@@ -406,7 +406,7 @@ def test_a_model_compiled_with_label_smoothing_saves_and_loads_with_it(tmp_path)
 
 
 def test_class_names_survive_saving_and_loading(tmp_path):
-    from kbn.model import class_names
+    from kbn.nn.builder import class_names
 
     x = np.random.default_rng(0).integers(0, 255, (NUM_SAMPLES,) + IMAGE_SHAPE).astype("uint8")
     model = build_mlp([4], NUM_CLASSES, adapt=x, class_names=("cat", "dog", "ship"))
@@ -417,7 +417,7 @@ def test_class_names_survive_saving_and_loading(tmp_path):
 
 
 def test_class_names_of_a_model_without_names_are_the_indices():
-    from kbn.model import class_names
+    from kbn.nn.builder import class_names
 
     assert class_names(build_mlp([4], NUM_CLASSES, input_shape=IMAGE_SHAPE)) == ["0", "1", "2"]
     plain = keras.Sequential([keras.Input((NUM_FEATURES,)), keras.layers.Dense(4)])

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
 
-from kbn import plots
+from kbn.plots import figures as plots
 from kbn.errors import KbnError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

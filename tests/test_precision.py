@@ -1,4 +1,4 @@
-"""Tests for kbn.precision and mixed precision through kbn: the layers under each Keras dtype
+"""Tests for kbn.nn.precision and mixed precision through kbn: the layers under each Keras dtype
 policy (16-bit compute, float32 variables, float32 islands), a training step in bfloat16 and
 float16 (loss scaling), saved models in a fresh process, the detection of native bfloat16 and
 the cifar10-mlp preset's choice, and `kbn train --precision`."""
@@ -18,13 +18,13 @@ import tensorflow as tf
 import synthetic
 
 import kbn
-from kbn import precision
+from kbn.nn import precision
 from kbn.cli import main
 from kbn.data import Dataset, Split
-from kbn.layers import BatchNorm, Dense
-from kbn.loop import split_fixed_stages
-from kbn.model import build_mlp
-from kbn.training import TrainConfig, compiled_loop, train
+from kbn.nn import BatchNorm, Dense
+from kbn.training.loop import split_fixed_stages
+from kbn.nn.builder import build_mlp
+from kbn.training.trainer import TrainConfig, compiled_loop, train
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 COMPUTE = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -92,7 +92,7 @@ def test_dense_backward_returns_gradients_in_its_inputs_dtypes():
     x16, w16, b16 = tf.cast(x, tf.bfloat16), tf.cast(layer.kernel, tf.bfloat16), tf.cast(layer.bias, tf.bfloat16)
     with tf.GradientTape() as tape:
         tape.watch([x16, w16, b16])
-        s = kbn.layers._dense_op(x16, w16, b16)
+        s = kbn.nn.dense._dense_op(x16, w16, b16)
         loss = tf.reduce_sum(tf.cast(s, tf.float32) * upstream)
     assert [g.dtype for g in tape.gradient(loss, [x16, w16, b16])] == [tf.bfloat16] * 3
 
@@ -183,7 +183,7 @@ def test_a_training_run_in_16_bits_learns_and_float16_scales_its_loss(tmp_path, 
 
 def test_the_loss_scale_skips_a_step_with_non_finite_gradients():
     model = build_mlp([8], NUM_CLASSES, adapt=DATA.train.x, precision="mixed_float16", seed=0)
-    optimizer = keras.optimizers.LossScaleOptimizer(kbn.sgd.SGD(0.1, momentum=0.9))
+    optimizer = keras.optimizers.LossScaleOptimizer(kbn.optim.sgd.SGD(0.1, momentum=0.9))
     variables = model.trainable_variables
     optimizer.build(variables)
     before = [keras.ops.convert_to_numpy(v).copy() for v in variables]
@@ -296,7 +296,7 @@ def test_the_cifar10_mlp_preset_picks_the_detected_precision_unless_told(
         built.update(model=precision.model_precision(model), config=config.precision)
         raise KeyboardInterrupt  # the settings are all this test needs: stop before training
 
-    monkeypatch.setattr(kbn.training, "train", record)
+    monkeypatch.setattr(kbn.training.trainer, "train", record)
     status, out, err = run_main(["train", "--data", f"npz:{npz}", "--preset", "cifar10-mlp",
                                  "--val-size", "40", "--logdir", str(tmp_path), *flags])
     assert status == 130 and built == {"model": expected, "config": expected}

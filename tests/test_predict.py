@@ -1,4 +1,4 @@
-"""Tests for kbn.predict and `kbn predict`: image files and folders in, the model's classes
+"""Tests for kbn.inference.predict and `kbn predict`: image files and folders in, the model's classes
 and softmax probabilities out, on a tiny net trained on synthetic images."""
 
 import json
@@ -11,8 +11,8 @@ import synthetic
 
 from kbn.cli import main
 from kbn.errors import KbnError
-from kbn.model import build_mlp
-from kbn.predict import predict, softmax
+from kbn.nn.builder import build_mlp
+from kbn.inference.predict import predict, softmax
 
 NUM_TRAIN = 200
 NUM_CLASSES = 3

@@ -1,9 +1,9 @@
-"""Tests for kbn/preprocessing.py: the Centering and Whitening layers."""
+"""Tests for kbn/nn/preprocessing.py: the Centering and Whitening layers."""
 
 import numpy as np
 import pytest
 
-from kbn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, Whitening
 
 
 def test_centering_learns_the_rescaled_per_feature_mean():

@@ -1,4 +1,4 @@
-"""Tests for kbn.presets: every preset is a valid set of load_data / build_mlp /
+"""Tests for kbn.training.presets: every preset is a valid set of load_data / build_mlp /
 TrainConfig settings, `report` is the report's network (batch norm without gamma and
 beta) and protocol, and unknown names fail clearly."""
 
@@ -12,7 +12,7 @@ import pytest
 import synthetic
 from kbn import BatchNorm, KbnError, TrainConfig, build_mlp
 from kbn.cli import build_parser, main
-from kbn.presets import PRESETS, get_preset
+from kbn.training.presets import PRESETS, get_preset
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3)).astype("uint8")
 

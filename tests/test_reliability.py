@@ -27,7 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import synthetic
 
 import kbn
-from kbn.callbacks import EpochTensorBoard
+from kbn.training.callbacks import EpochTensorBoard
 from kbn.cli import main
 from kbn.fileio import read_json
 

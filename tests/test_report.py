@@ -1,4 +1,4 @@
-"""Tests for kbn/report.py and `kbn reproduce`: a tiny reproduce run on synthetic data."""
+"""Tests for kbn/report/reproduction.py and `kbn reproduce`: a tiny reproduce run on synthetic data."""
 
 import contextlib
 import io
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import synthetic
-from kbn import report
+from kbn.report import reproduction as report
 from kbn.cli import main
-from kbn.layers import BatchNorm
-from kbn.report import Sizes
+from kbn.nn import BatchNorm
+from kbn.report.reproduction import Sizes
 
 TINY = Sizes(train=120, val=60, test=60, epochs=2, final_epochs=2, trials=3, trial_epochs=1,
              gradcheck_entries=10)

@@ -1,4 +1,4 @@
-"""Tests for kbn.runlock: one writer per folder; a second one, in another process or in
+"""Tests for kbn.training.runlock: one writer per folder; a second one, in another process or in
 this one, gets an error naming the first; a SIGKILLed holder leaves the folder free."""
 
 import contextlib
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from kbn.errors import KbnError
-from kbn.runlock import RunLock
+from kbn.training.runlock import RunLock
 
 
 @contextlib.contextmanager

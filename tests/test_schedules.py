@@ -1,4 +1,4 @@
-"""Tests for kbn.schedules: the triangular cycle's values, its config and
+"""Tests for kbn.optim.schedules: the triangular cycle's values, its config and
 serialization, and the learning rate each kbn schedule name gives."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbn.schedules import SCHEDULES, Cosine, Exponential, Triangular, learning_rate
+from kbn.optim.schedules import SCHEDULES, Cosine, Exponential, Triangular, learning_rate
 
 ETA_MIN = 0.01
 ETA_MAX = 0.11

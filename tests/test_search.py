@@ -16,7 +16,7 @@ from tune_cli import tune_command
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.fileio import read_json
-from kbn.config import TrainConfig
+from kbn.training.config import TrainConfig
 from tuning.hypermodel import KbnHyperModel
 from tuning.search import SearchConfig, search
 
@@ -324,7 +324,7 @@ def test_resuming_a_pruned_search_runs_nothing_again(pruned):
 
 
 def test_a_second_search_on_a_live_project_is_refused(tmp_path):
-    from kbn.runlock import RunLock
+    from kbn.training.runlock import RunLock
 
     with RunLock(tmp_path / "p", what="search project"):
         with pytest.raises(KbnError, match="search project .* is in use by process"):

@@ -1,4 +1,4 @@
-"""Tests for kbn.sgd.SGD: Keras's SGD numbers bit for bit, with the fused kernel or
+"""Tests for kbn.optim.sgd.SGD: Keras's SGD numbers bit for bit, with the fused kernel or
 without it, and a model compiled with it saves and loads."""
 
 import keras
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbn.model import build_mlp
-from kbn.sgd import SGD
+from kbn.nn.builder import build_mlp
+from kbn.optim.sgd import SGD
 
 
 def run_both(dtype, steps=20, **kwargs):

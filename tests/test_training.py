@@ -15,13 +15,13 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kbn
-import kbn.backup
-import kbn.loop
-import kbn.training
+import kbn.training.backup
+import kbn.training.loop
+import kbn.training.trainer
 from kbn import Dataset, KbnError, Split, build_mlp
-from kbn.callbacks import EpochTensorBoard
+from kbn.training.callbacks import EpochTensorBoard
 from kbn.fileio import read_json
-from kbn.training import TrainConfig, TrainResult, train
+from kbn.training.trainer import TrainConfig, TrainResult, train
 
 NUM_TRAIN = 300
 NUM_VAL = 100
@@ -314,12 +314,12 @@ def test_backup_interval_backs_up_once_that_long_has_passed_and_a_resume_redoes_
     # The run's clock reads 0 at the start, then 10 s more at each epoch's start and end:
     # epochs end at 20, 40, 60 s. Every 35 s, the backup is due at the end of the second.
     clock = iter(range(0, 1000, 10))
-    monkeypatch.setattr(kbn.training, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(kbn.training.trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     saved = []
-    save = kbn.backup.Backup.save
-    monkeypatch.setattr(kbn.backup.Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
+    save = kbn.training.backup.Backup.save
+    monkeypatch.setattr(kbn.training.backup.Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
     run_dir = run_killed_after_epoch(tmp_path, index=2, backup_interval=35.0)
-    assert saved == [2] and kbn.backup.Backup(run_dir / "backup").epochs() == [2]
+    assert saved == [2] and kbn.training.backup.Backup(run_dir / "backup").epochs() == [2]
     assert len(read_json(run_dir / "summary.json")["history"]["loss"]) == 2  # written with the backup
     monkeypatch.undo()
     model = fresh_model()
@@ -368,7 +368,7 @@ def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, t
 
 def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
     uninterrupted, reference_model = reference
-    original = kbn.backup.write_json
+    original = kbn.training.backup.write_json
     metadata_writes = []
 
     def write_json(path, obj):
@@ -379,7 +379,7 @@ def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_
         return original(path, obj)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kbn.backup, "write_json", write_json)
+        patch.setattr(kbn.training.backup, "write_json", write_json)
         with pytest.raises(KeyboardInterrupt):
             train(fresh_model(), DATA, config(tmp_path, run_name="r"))
     model = fresh_model()
@@ -499,7 +499,7 @@ def test_resume_of_a_finished_run_gives_its_figures_and_leaves_it_alone(tmp_path
 
 
 def compiled_loops(model):
-    """The compiled loop kbn keeps for `model` (kbn.loop.TrainingLoop)."""
+    """The compiled loop kbn keeps for `model` (kbn.training.loop.TrainingLoop)."""
     return kbn.training.compiled_loop(model)
 
 
@@ -568,8 +568,8 @@ def test_changing_a_traced_setting_trains_as_a_fresh_model_with_it(tmp_path, nam
 
 def test_training_after_the_fixed_stages_matches_kerass_own_train_step(tmp_path, monkeypatch):
     split = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="split"))
-    assert kbn.loop.split_fixed_stages(fresh_model()) is not None
-    monkeypatch.setattr(kbn.loop, "split_fixed_stages", lambda model: None)
+    assert kbn.training.loop.split_fixed_stages(fresh_model()) is not None
+    monkeypatch.setattr(kbn.training.loop, "split_fixed_stages", lambda model: None)
     whole = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="whole"))
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(split.history[key], whole.history[key], rtol=1e-5, err_msg=key)
@@ -614,8 +614,8 @@ def test_validation_freq_validates_those_epochs_and_the_last(tmp_path, reference
     uninterrupted, _ = reference
     record = RecordLogs()
     evaluated = []
-    evaluate = kbn.loop.TrainingLoop.evaluate
-    monkeypatch.setattr(kbn.loop.TrainingLoop, "evaluate",
+    evaluate = kbn.training.loop.TrainingLoop.evaluate
+    monkeypatch.setattr(kbn.training.loop.TrainingLoop, "evaluate",
                         lambda self, x, y, b: evaluated.append(len(x)) or evaluate(self, x, y, b))
     result = train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=5, validation_freq=freq),
                    callbacks=[record])

@@ -1,4 +1,4 @@
-"""Tests for tuning/workers.py and tuning/worker.py: a chief and worker processes on 127.0.0.1."""
+"""Tests for tuning/chief.py and tuning/worker.py: a chief and worker processes on 127.0.0.1."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import time
 
 import synthetic
 from tune_cli import tune_command, worker_pids
-from kbn.config import TrainConfig
+from kbn.training.config import TrainConfig
 from kbn.data import Dataset, Split
 from tuning.search import SearchConfig, search
 

@@ -15,13 +15,13 @@ def tune_command(tmp_path, *options, console_script=False):
     """`kbn tune` in a new process on a tiny npz in tmp_path, project tmp_path/p.
 
     With `console_script`, the installed `kbn` script (as a user runs it,
-    the working folder off the import path), else `python -m kbn.cli`.
+    the working folder off the import path), else `python -m kbn`.
     """
     data = tmp_path / "data.npz"
     x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
     np.savez(data, x_train=x, y_train=y)
     kbn = [str(pathlib.Path(sys.executable).parent / "kbn")] if console_script else [
-        sys.executable, "-m", "kbn.cli"]
+        sys.executable, "-m", "kbn"]
     return [
         *kbn, "tune", "--data", f"npz:{data}", "--val-size", "100",
         "--rounds", "2", "--epochs", "3", "--directory", str(tmp_path), "--project", "p", "--json",

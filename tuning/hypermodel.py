@@ -8,7 +8,7 @@ width, batch norm on or off). Building is `kbn.build_mlp`; training is
 
 import keras_tuner
 
-from kbn.model import build_mlp
+from kbn.nn.builder import build_mlp
 
 ETA_RANGE = (0.01, 0.7)  # the report's first interval
 LAM_RANGE = (1e-6, 0.1)

@@ -13,7 +13,7 @@ stops hopeless trials after a few epochs (`tuning.pruning`); a stopped trial
 is recorded as such and never run again. A killed search resumes with
 `resume=True`: finished trials are kept, none runs twice, and an interrupted
 trial continues from its last backup (`backup_interval`). `workers=N` runs a chief and N
-worker processes on 127.0.0.1 (`tuning.workers`); the same search spans
+worker processes on 127.0.0.1 (`tuning.chief`); the same search spans
 machines with KerasTuner's variables (see the README).
 
 The modules, by job: `hypermodel` (the space), `oracle` (rounds and
@@ -28,10 +28,10 @@ import shutil
 import time
 import warnings
 
-from kbn.config import TrainConfig, validation_epochs
+from kbn.training.config import TrainConfig, validation_epochs
 from kbn.errors import KbnError
-from kbn.runlock import LOCK_NAME, RunLock
-from tuning import workers
+from kbn.training.runlock import LOCK_NAME, RunLock
+from tuning import chief
 from tuning.hypermodel import ETA_RANGE, LAM_RANGE, KbnHyperModel
 from tuning.oracle import CoarseToFineOracle
 from tuning.pruning import PRUNING, pruning_rule
@@ -130,7 +130,7 @@ def search(dataset, config=None, train_config=None):
     config = config or SearchConfig()
     config.validate()
     start = time.perf_counter()
-    role = workers.role()
+    role = chief.role()
     if role == "worker":
         # A worker never wipes the shared project, and never holds its lock.
         config = dataclasses.replace(config, resume=True, workers=0, verbose=0)
@@ -144,8 +144,8 @@ def search(dataset, config=None, train_config=None):
         tuner.oracle.verbose = config.verbose
         if role == "chief":  # the workers run elsewhere, started by the user
             tuner.save()
-            host, port = workers.chief_address()
-            workers.serve(tuner.oracle, host, port)
+            host, port = chief.chief_address()
+            chief.serve(tuner.oracle, host, port)
         elif config.workers:
             _search_on_loopback(tuner, dataset, config, train_config)
         else:
@@ -167,15 +167,15 @@ def _run_search(tuner, config):
 def _search_on_loopback(tuner, dataset, config, train_config):
     """A chief (this process, serving the oracle on 127.0.0.1) and N worker processes."""
     project_dir = pathlib.Path(tuner.project_dir)
-    workers.write_worker_files(project_dir, dataset, config, train_config)
+    chief.write_worker_files(project_dir, dataset, config, train_config)
     tuner.save()
-    port = workers.free_port()
-    pool = workers.WorkerPool(
+    port = chief.free_port()
+    pool = chief.WorkerPool(
         project_dir,
         config.workers,
-        {workers.ORACLE_IP: workers.LOOPBACK, workers.ORACLE_PORT: str(port)},
+        {chief.ORACLE_IP: chief.LOOPBACK, chief.ORACLE_PORT: str(port)},
     )
-    workers.serve(tuner.oracle, workers.LOOPBACK, port, pool)
+    chief.serve(tuner.oracle, chief.LOOPBACK, port, pool)
 
 
 def _clear(project_dir):

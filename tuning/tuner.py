@@ -21,10 +21,10 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from kbn._quiet import tensorflow_warnings_off
-from kbn.evaluate import load_model
+from kbn.inference.evaluate import load_model
 from kbn.fileio import read_json, write_json
-from kbn.layers import Dense
-from kbn.training import train
+from kbn.nn import Dense
+from kbn.training.trainer import train
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 
@@ -65,7 +65,7 @@ def read_only(dataset):
 
     kbn's compiled loop keeps a read-only split's pass through the model's
     fixed stages (flatten, scale, centre) from one run to the next
-    (`kbn.loop.TrainingLoop.inputs`): the trials of a search that share a
+    (`kbn.training.loop.TrainingLoop.inputs`): the trials of a search that share a
     model skip it after the first.
     """
 

@@ -1,4 +1,4 @@
-"""One worker process of a distributed search: the entry point `tuning.workers.worker_command` starts.
+"""One worker process of a distributed search: the entry point `tuning.chief.worker_command` starts.
 
 Started by the chief with KerasTuner's variables (KERASTUNER_TUNER_ID,
 KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) set; it rebuilds the chief's
@@ -15,7 +15,7 @@ import time
 
 import kbn  # noqa: F401  (quiet TensorFlow start-up, layers registered)
 from tuning.search import SearchConfig, search
-from tuning.workers import read_worker_files
+from tuning.chief import read_worker_files
 
 
 def _exit_with_parent(parent):

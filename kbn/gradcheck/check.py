@@ -7,7 +7,7 @@ ways, all in float64 and on the same batch in training mode:
 
     (a) hand:     tf.GradientTape through kbn's hand-written backward passes,
     (b) autodiff: tf.GradientTape through the same forward math with the
-                  custom gradients off (`kbn.layers.autodiff_backward`),
+                  custom gradients off (`kbn.nn.autodiff_backward`),
     (c) numeric:  centred finite differences (J(w + h) - J(w - h)) / 2h,
                   entry by entry.
 
@@ -26,11 +26,11 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from kbn import model as model_lib
+from kbn.nn import builder as model_lib
 from kbn._quiet import tensorflow_warnings_off
 from kbn.data import load_data
 from kbn.errors import KbnError
-from kbn.layers import BatchNorm, Dense, autodiff_backward
+from kbn.nn import BatchNorm, Dense, autodiff_backward
 
 DEFAULT_H = 1e-5
 KINK_TOLERANCE = 1e-8

@@ -12,7 +12,7 @@
 `fit` runs the epochs, the callbacks (kbn's and the caller's), the progress
 bar and TensorBoard; each call of the model's `train_function` is kbn's
 compiled loop over up to `steps_per_execution` mini-batches
-(`kbn.loop.TrainingLoop`), per replica under the model's `tf.distribute`
+(`kbn.training.loop.TrainingLoop`), per replica under the model's `tf.distribute`
 strategy, with the validation split evaluated at the last call of each
 epoch that `config.validation_freq` names (every epoch by default), so that
 the callbacks find `val_*` in those epochs' logs. kbn adds the report's
@@ -37,21 +37,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kbn import model as model_lib
+from kbn.nn import builder as model_lib
 from kbn import plots
-from kbn.backup import Backup
-from kbn.callbacks import DivergenceGuard, EpochTensorBoard, GradientCheck
-from kbn.config import TrainConfig
+from kbn.training.backup import Backup
+from kbn.training.callbacks import DivergenceGuard, EpochTensorBoard, GradientCheck
+from kbn.training.config import TrainConfig
 from kbn.data import Dataset
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
-from kbn.hparams import run_hparams, write_hparams
-from kbn.loop import EpochOrder, TrainingLoop, fit_data
-from kbn.precision import model_precision as precision_of
-from kbn.precision import resolve as resolve_precision
-from kbn.runlock import RunLock
-from kbn.schedules import learning_rate
-from kbn.sgd import SGD
+from kbn.training.hparams import run_hparams, write_hparams
+from kbn.training.loop import EpochOrder, TrainingLoop, fit_data
+from kbn.nn.precision import model_precision as precision_of
+from kbn.nn.precision import resolve as resolve_precision
+from kbn.training.runlock import RunLock
+from kbn.optim.schedules import learning_rate
+from kbn.optim.sgd import SGD
 
 # The TrainConfig fields traced into the compiled loop: the schedule's kind
 # (its numbers live in variables), SGD's momentum, the loss's smoothing, the
@@ -101,7 +101,7 @@ def train(
     Args:
         model: a Keras model from raw inputs to logits, e.g. `build_mlp`,
             built under the `tf.distribute` strategy it is to train with
-            (`with kbn.distribute.make_strategy(...).scope():`). It is
+            (`with kbn.training.distribute.make_strategy(...).scope():`). It is
             compiled here with softmax cross-entropy on its logits,
             accuracy, and the optimizer: `config.optimizer` when given, else
             the one the model was compiled with unless that is kbn's `SGD`
@@ -283,7 +283,7 @@ def _agree_on_epoch(model, backup, done):
 def _compile(model, rate, config):
     """Compile `model` for this run, or reuse the training loop it already has.
 
-    Returns the model's `kbn.loop.TrainingLoop`.
+    Returns the model's `kbn.training.loop.TrainingLoop`.
 
     Tracing the loop costs as much as seven epochs of the seed net, so a
     model that kbn compiled before with the same traced settings (`TRACED`)
@@ -357,7 +357,7 @@ _LOOPS = weakref.WeakKeyDictionary()  # model -> _Kept; a model's loop dies with
 
 
 def compiled_loop(model):
-    """The `kbn.loop.TrainingLoop` kbn keeps for `model`, or None before its first run."""
+    """The `kbn.training.loop.TrainingLoop` kbn keeps for `model`, or None before its first run."""
     kept = _LOOPS.get(model)
     return kept.loop if kept else None
 
@@ -400,7 +400,7 @@ class _RunLog(keras.callbacks.Callback):
         run_dir: the run's folder.
         config: the run's `TrainConfig`.
         history: the epochs before this process's first, by key.
-        backup: the run's `kbn.backup.Backup`.
+        backup: the run's `kbn.training.backup.Backup`.
         backup_interval: seconds between records (0: every epoch).
     """
 

@@ -12,9 +12,9 @@ import zipfile
 import keras
 import numpy as np
 
-import kbn.layers  # noqa: F401  (registers Dense and BatchNorm for loading)
+import kbn.nn  # noqa: F401  (registers Dense and BatchNorm for loading)
 from kbn.errors import KbnError
-from kbn.model import class_names as model_class_names
+from kbn.nn.builder import class_names as model_class_names
 
 SPLITS = ("train", "val", "test")
 

@@ -22,9 +22,10 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from kbn.layers import BatchNorm, Dense
-from kbn.model import SMALL_INIT_STDDEV
-from kbn.preprocessing import Whitening
+from kbn.nn.batch_norm import BatchNorm
+from kbn.nn.dense import Dense
+from kbn.nn.builder import SMALL_INIT_STDDEV
+from kbn.nn.preprocessing import Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
 
@@ -136,7 +137,7 @@ def _high(factor):
 
 
 def _init_name(initializer):
-    """kbn's name for a kernel initializer (see `kbn.model.kernel_initializer`), or None."""
+    """kbn's name for a kernel initializer (see `kbn.nn.builder.kernel_initializer`), or None."""
     if isinstance(initializer, keras.initializers.HeNormal):
         return "he"
     if isinstance(initializer, keras.initializers.GlorotNormal):

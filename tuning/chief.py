@@ -35,8 +35,7 @@ import numpy as np
 from keras_tuner.src import protos
 from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
-import tuning
-from kbn.config import TrainConfig
+from kbn.training.config import TrainConfig
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
@@ -121,7 +120,7 @@ def worker_command(project_dir):
     would be imported instead of ours. The worker's path starts instead with
     the folder this process imported `tuning` from: it runs the chief's kbn.
     """
-    root = str(pathlib.Path(tuning.__file__).resolve().parent.parent)
+    root = str(pathlib.Path(__file__).resolve().parent.parent)  # the folder holding tuning/
     code = (
         "import sys; sys.path[0] = sys.argv.pop(1); "
         "from tuning.worker import main; sys.exit(main(sys.argv[1:]))"

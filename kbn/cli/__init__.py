@@ -16,8 +16,8 @@ it was:
          take (--flip on flat vectors); nothing has run.
     130  interrupted (Ctrl-C).
 
-`kbn train`'s training options are generated from `kbn.config.TrainConfig`'s
-fields (a new field declared with `kbn.config.setting` is a new flag), its
+`kbn train`'s training options are generated from `kbn.training.config.TrainConfig`'s
+fields (a new field declared with `kbn.training.config.setting` is a new flag), its
 model options from `kbn.build_mlp`'s arguments (`MODEL_OPTIONS`), and `kbn
 tune`'s from `tuning.search.SearchConfig`'s fields (`SEARCH_OPTIONS`).
 """
@@ -196,13 +196,13 @@ def _add_config_options(parser, config_class, table=None):
     """One option per command-line field of the dataclass `config_class`.
 
     The flag is the field's name (`--batch-size` for `batch_size`), the
-    default the field's, the value checked as `kbn.config.setting_error`
+    default the field's, the value checked as `kbn.training.config.setting_error`
     says; a bool field gives `--name` and `--no-name`. A field that is not a
     bool, int, float or str needs a `type` (an argparse type) to be offered.
 
     Args:
         parser: an argparse parser.
-        config_class: a dataclass whose fields may carry `kbn.config.setting`
+        config_class: a dataclass whose fields may carry `kbn.training.config.setting`
             metadata: help, check, error, choices, cli, metavar.
         table: {field name: metadata} overriding or adding to the fields' own
             (for a dataclass without metadata), plus `type`: an argparse type.
@@ -242,7 +242,7 @@ _KINDS = {int: "an integer", float: "a number", str: "a string"}
 
 def _setting_type(field, kind):
     """argparse type: the text as `kind`, then the field's own check."""
-    from kbn.config import setting_error
+    from kbn.training.config import setting_error
 
     def parse(text):
         try:
@@ -291,8 +291,8 @@ MODEL_OPTIONS = {
 
 def _model_defaults():
     """{option: default}: build_mlp's, then the report preset's network."""
-    from kbn.model import build_mlp
-    from kbn.presets import get_preset
+    from kbn.nn.builder import build_mlp
+    from kbn.training.presets import get_preset
 
     parameters = inspect.signature(build_mlp).parameters
     settings = {name: p.default for name, p in parameters.items()}
@@ -312,7 +312,7 @@ def _model_options_from(settings):
 
 
 def _add_model_options(parser):
-    from kbn.model import INITS
+    from kbn.nn.builder import INITS
 
     defaults = _model_defaults()
     for name, option in MODEL_OPTIONS.items():
@@ -338,8 +338,8 @@ def _model_settings(args):
 
 
 def _train_parser(sub):
-    from kbn.config import TrainConfig
-    from kbn.presets import PRESETS
+    from kbn.training.config import TrainConfig
+    from kbn.training.presets import PRESETS
 
     p = sub.add_parser(
         "train", help="train a k-layer network and log it to TensorBoard",
@@ -364,7 +364,7 @@ def _apply_preset(parser):
     flags on the command line still win."""
 
     def apply(name):
-        from kbn.presets import get_preset
+        from kbn.training.presets import get_preset
 
         preset = get_preset(name)
         targets = {t for option_name, option in MODEL_OPTIONS.items() for t in option.get("to", (option_name,))}
@@ -377,12 +377,12 @@ def _apply_preset(parser):
 
 
 def _train(args):
-    from kbn.config import TrainConfig
-    from kbn.model import build_mlp
-    from kbn.training import train
+    from kbn.training.config import TrainConfig
+    from kbn.nn.builder import build_mlp
+    from kbn.training.trainer import train
 
-    from kbn.distribute import make_strategy
-    from kbn.precision import resolve
+    from kbn.training.distribute import make_strategy
+    from kbn.nn.precision import resolve
 
     config = TrainConfig(**_config_settings(args, TrainConfig), verbose=0 if args.json else 1)
     config.validate()
@@ -462,7 +462,7 @@ def _evaluate_parser(sub):
 
 
 def _evaluate(args):
-    from kbn.evaluate import evaluate, load_model
+    from kbn.inference.evaluate import evaluate, load_model
 
     model = load_model(args.model)
     if args.split == "test":
@@ -476,7 +476,7 @@ def _evaluate(args):
         for name, r in result["splits"].items()
     ]
     if args.confusion:
-        from kbn.plots import plot_confusion
+        from kbn.plots.figures import plot_confusion
 
         splits = "+".join(result["splits"])
         result["confusion_png"] = str(plot_confusion(
@@ -504,8 +504,8 @@ def _predict_parser(sub):
 
 
 def _predict(args):
-    from kbn.evaluate import load_model
-    from kbn.predict import predict
+    from kbn.inference.evaluate import load_model
+    from kbn.inference.predict import predict
 
     predictions = predict(load_model(args.model), args.images, top=args.top)
     lines = [
@@ -530,9 +530,9 @@ def _export_parser(sub):
 
 
 def _export(args):
-    from kbn.evaluate import load_model
-    from kbn.export import SIGNATURE, export
-    from kbn.model import class_names
+    from kbn.inference.evaluate import load_model
+    from kbn.inference.export import SIGNATURE, export
+    from kbn.nn.builder import class_names
 
     model = load_model(args.model)
     directory = export(model, args.directory)
@@ -578,7 +578,7 @@ def _gradcheck_parser(sub):
 
 def _gradcheck(args):
     from kbn.errors import KbnError
-    from kbn.gradcheck import check_inputs, format_table, gradient_table
+    from kbn.gradcheck.check import check_inputs, format_table, gradient_table
 
     if not args.batch_sizes:
         raise KbnError("--batch-sizes needs at least one batch size, e.g. 10,20,30")
@@ -620,7 +620,7 @@ def _gradcheck(args):
 
 
 def _validation_freq(text):
-    from kbn.config import parse_validation_freq
+    from kbn.training.config import parse_validation_freq
 
     return parse_validation_freq(text)
 
@@ -731,7 +731,7 @@ def _reproduce_parser(sub):
 
 def _reproduce(args):
     from kbn.fileio import read_json
-    from kbn.report import default_out, reproduce
+    from kbn.report.reproduction import default_out, reproduce
 
     out = pathlib.Path(args.out or default_out(args.data))
     command = "kbn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
@@ -764,8 +764,8 @@ def _reproduce(args):
 
 
 def _bench_parser(sub):
-    from kbn.bench import IMPLEMENTATIONS, SEED_NET
-    from kbn.precision import PRECISIONS
+    from kbn.bench.epoch_time import IMPLEMENTATIONS, SEED_NET
+    from kbn.nn.precision import PRECISIONS
 
     p = sub.add_parser("bench", help="seconds per epoch: NumPy vs Keras vs kbn, kbn in each precision")
     p.add_argument("--data", default="synthetic", metavar="SPEC",
@@ -789,7 +789,7 @@ def _bench_parser(sub):
 
 
 def _bench(args):
-    from kbn.bench import epoch_times, format_result
+    from kbn.bench.epoch_time import epoch_times, format_result
 
     result = epoch_times(
         args.data, train_size=args.train_size, val_size=args.val_size, epochs=args.epochs,

@@ -26,8 +26,8 @@ import keras
 import tensorflow as tf
 
 from kbn.errors import KbnError
-from kbn.evaluate import load_model
-from kbn.model import class_names as model_class_names
+from kbn.inference.evaluate import load_model
+from kbn.nn.builder import class_names as model_class_names
 
 SIGNATURE = "serving_default"
 

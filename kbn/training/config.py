@@ -5,7 +5,7 @@ the source of `kbn train`'s training options: each field is declared with
 `setting(default, help, ...)`, whose metadata says what the option means,
 which values are valid, and how the command line offers it. A new field
 declared that way is validated by `TrainConfig.validate` and becomes a
-`kbn train` flag (`--field-name`) without touching kbn/cli.py:
+`kbn train` flag (`--field-name`) without touching kbn/cli/__init__.py:
 
     precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
 
@@ -22,8 +22,8 @@ Metadata keys (all optional but `help`):
 import dataclasses
 
 from kbn.errors import KbnError
-from kbn.precision import AUTO, PRECISIONS
-from kbn.schedules import SCHEDULES
+from kbn.nn.precision import AUTO, PRECISIONS
+from kbn.optim.schedules import SCHEDULES
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -141,7 +141,7 @@ class TrainConfig:
     seed: int = setting(0, "seeds the weights and the shuffling (kbn train: the data split too)")
     optimizer: object = setting(None, "another Keras optimizer instead of SGD with momentum (None: SGD)",
                                 cli=False)
-    # The model's Keras dtype policy (kbn.precision): kbn train builds the
+    # The model's Keras dtype policy (kbn.nn.precision): kbn train builds the
     # model with it; a model built with build_mlp(precision=...) must agree.
     precision: str = setting("float32", "float32; mixed_bfloat16 or mixed_float16: float32 weights, 16-bit "
                                         "matmuls (float16 with loss scaling); auto: mixed_bfloat16 where the "
@@ -156,7 +156,7 @@ class TrainConfig:
                                    check=lambda v: v >= 1,
                                    error="replicas must be a positive integer, got {value}", metavar="N")
     # Tiny nets on a CPU are bound by per-call overhead: the compiled loop
-    # (kbn.loop) runs this many mini-batches per call.
+    # (kbn.training.loop) runs this many mini-batches per call.
     steps_per_execution: int = setting(50, "mini-batches per call of the compiled training loop",
                                        check=lambda v: v >= 1,
                                        error="steps_per_execution must be positive, got {value}", metavar="N")

@@ -32,10 +32,10 @@ import numpy as np
 from kbn import plots
 from kbn.data import Dataset, Split, load_data
 from kbn.fileio import atomic_path
-from kbn.gradcheck import format_table, gradient_table
-from kbn.model import build_mlp
-from kbn.presets import get_preset
-from kbn.training import TrainConfig, train
+from kbn.gradcheck.check import format_table, gradient_table
+from kbn.nn.builder import build_mlp
+from kbn.training.presets import get_preset
+from kbn.training.trainer import TrainConfig, train
 from tuning.search import SearchConfig, search
 
 # The seed report's figures, quoted beside ours.

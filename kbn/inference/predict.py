@@ -17,14 +17,14 @@ import numpy as np
 
 from kbn.data import folder
 from kbn.errors import KbnError
-from kbn.model import class_names as model_class_names
+from kbn.nn.builder import class_names as model_class_names
 
 
 def predict(model, paths, top=1, batch_size=256):
     """The `top` most probable classes of each image, with their probabilities.
 
     Args:
-        model: a kbn classifier (`build_mlp` or `kbn.evaluate.load_model`)
+        model: a kbn classifier (`build_mlp` or `kbn.inference.evaluate.load_model`)
             whose inputs are images of shape (H, W, C), C 1 or 3, and whose
             outputs are logits of shape (N, K).
         paths: image files and folders (str or path-like); a folder stands

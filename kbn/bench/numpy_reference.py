@@ -29,7 +29,7 @@ busy 2-core machine OpenBLAS's two threads fight other processes and the time pe
 swings 0.07-0.9 s; set `OPENBLAS_NUM_THREADS=1` (before Python starts) for steadier
 figures.
 
->>> from kbn.numpy_reference import gradient_check
+>>> from kbn.bench.numpy_reference import gradient_check
 >>> gradient_check() < 1e-6
 True
 """

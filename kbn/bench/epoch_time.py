@@ -1,7 +1,7 @@
 """Seconds per epoch: plain NumPy, Keras's own layers and `fit`, and kbn in each precision.
 
     SPEC or synthetic pixels -> the same (N, H, W, C) uint8 images for all three
-      numpy   kbn.numpy_reference.NumpyMLP: forward and hand backward in NumPy
+      numpy   kbn.bench.numpy_reference.NumpyMLP: forward and hand backward in NumPy
       keras   Keras's Dense, BatchNormalization and ReLU, `fit`, SGD with momentum
       kbn     build_mlp + kbn.train, the seconds_per_epoch of its summary.json,
               once per precision ("kbn" in float32, "kbn mixed_bfloat16", ...)
@@ -36,13 +36,13 @@ import time
 import keras
 import numpy as np
 
-from kbn.callbacks import EpochTimer
+from kbn.training.callbacks import EpochTimer
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
-from kbn.model import build_mlp
-from kbn.numpy_reference import NumpyMLP, load_arrays, preprocess
-from kbn.precision import check as check_precision
-from kbn.training import TrainConfig, train
+from kbn.nn.builder import build_mlp
+from kbn.bench.numpy_reference import NumpyMLP, load_arrays, preprocess
+from kbn.nn.precision import check as check_precision
+from kbn.training.trainer import TrainConfig, train
 
 IMPLEMENTATIONS = ("numpy", "keras", "kbn")
 SEED_NET = dict(hidden=(50, 30), classes=10, eta=0.0864, decay=0.8, lam=1.8245e-4, momentum=0.9)
@@ -118,7 +118,7 @@ def epoch_times(
         seed: seeds the split, the weights and the shuffles.
         hidden: the hidden widths of kbn's net, with BN after each; NumPy and
             Keras keep the seed net.
-        precisions: kbn's precisions (`kbn.precision.PRECISIONS`), each a
+        precisions: kbn's precisions (`kbn.nn.precision.PRECISIONS`), each a
             row of its own, interleaved with the others.
 
     Returns:
@@ -219,7 +219,7 @@ def _numpy_epochs_native(arrays, epochs, batch_size, seed):
     """
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     code = (
-        "import json, sys; from kbn.bench import _numpy_child; "
+        "import json, sys; from kbn.bench.epoch_time import _numpy_child; "
         "print(json.dumps(_numpy_child(*sys.argv[1:])))"
     )
     done = subprocess.run(

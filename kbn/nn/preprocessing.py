@@ -17,7 +17,7 @@ class Centering(keras.layers.Layer):
     The layer also carries the model's class names (`class_names`), so that
     a saved model brings them back with its config: the input stage is in
     every kbn model and runs once per split in training, so the names cost
-    nothing there. `kbn.model.class_names(model)` reads them.
+    nothing there. `kbn.nn.builder.class_names(model)` reads them.
 
     Args:
         scale: float, raw value to [0, 1] (1/255 for 8-bit pixels).

@@ -2,7 +2,7 @@
 and a TensorBoard writer that loses nothing when the process is killed.
 
 The validation metrics are not a callback: kbn's train function adds them to
-the logs of each epoch's last call (`kbn.loop.TrainingLoop.train_function`),
+the logs of each epoch's last call (`kbn.training.loop.TrainingLoop.train_function`),
 so every callback, whatever its place in the list, finds `val_*` there.
 
 Keras's private attributes, where no public way exists: `EpochTensorBoard`
@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from kbn.gradcheck import check_gradients
+from kbn.gradcheck.check import check_gradients
 
 
 class DivergenceGuard(keras.callbacks.Callback):

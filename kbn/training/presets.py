@@ -77,7 +77,7 @@ PRESETS = {
                 "epochs": 140,
                 "batch_size": 250,
                 # mixed_bfloat16 where the CPU or GPU has it natively, else
-                # float32 (kbn.precision.best_available); --precision overrides.
+                # float32 (kbn.nn.precision.best_available); --precision overrides.
                 "precision": "auto",
             },
         ),

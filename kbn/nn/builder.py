@@ -9,7 +9,7 @@ yields them:
       -> [Dense -> BatchNorm -> ReLU -> (Dropout)] x (k - 1) -> Dense -> logits (N, K)
 
 With ZCA whitening (`whiten`), the fixed stages come first, so that a
-training run computes them once (`kbn.loop.split_fixed_stages`), and the
+training run computes them once (`kbn.training.loop.split_fixed_stages`), and the
 augmentation moves the whitened images:
 
     pixels -> flatten -> / 255 minus the mean -> whiten -> reshape (N, H, W, C)
@@ -26,11 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 import keras
 
-from kbn import precision as precision_lib
+from kbn.nn import precision as precision_lib
 from kbn.errors import KbnError
-from kbn.layers import BatchNorm, Dense
-from kbn.preprocessing import Centering, Whitening
-from kbn.sgd import SGD
+from kbn.nn.batch_norm import BatchNorm
+from kbn.nn.dense import Dense
+from kbn.nn.preprocessing import Centering, Whitening
+from kbn.optim.sgd import SGD
 
 INITS = ("he", "xavier", "small")
 SMALL_INIT_STDDEV = 1e-4  # the report's tiny init: without BN the signal dies
@@ -165,7 +166,7 @@ def build_mlp(
         dtype: "float32" (default floatx) or "float64".
         precision: the hidden layers' Keras dtype policy: "float32",
             "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit
-            compute; `kbn.precision`). The input stages, BatchNorm's
+            compute; `kbn.nn.precision`). The input stages, BatchNorm's
             statistics, the logits and the loss stay float32. Not with
             dtype="float64".
         seed: int seeding the kernel initializers, for repeatable models.

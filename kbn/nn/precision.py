@@ -11,7 +11,7 @@ full-precision weights and a saved model keeps them; the matmuls (most of a
 step) run in 16 bits. A few things stay float32 whatever the policy, where
 16 bits would lose the answer: BatchNorm's batch statistics, its moving
 averages and the two sums of its backward pass, the logits and the loss,
-and the L2 penalty (see `kbn.model.build_mlp`, `kbn.layers`).
+and the L2 penalty (see `kbn.nn.builder.build_mlp`, `kbn.nn.batch_norm`).
 
 bfloat16 pays only where the hardware multiplies it natively: CPUs with
 AVX512-BF16 or AMX-BF16 (Intel Cooper Lake, Sapphire Rapids and later; AMD
@@ -21,6 +21,8 @@ Elsewhere TensorFlow emulates it and it runs slower than float32:
 """
 
 import pathlib
+
+import tensorflow as tf
 
 from kbn.errors import KbnError
 
@@ -137,3 +139,16 @@ def model_precision(model):
     if mixed:
         return mixed[0]
     return names[-1] if names else "float32"
+
+
+def island_dtype(dtype):
+    """The dtype a sum or a statistic over a batch is taken in: float32 for 16-bit inputs.
+
+    The "float32 islands" of a mixed-precision step (as Keras's own
+    BatchNormalization keeps them): 16-bit floats carry 8 (bfloat16) or 11
+    (float16) bits of mantissa, too few for a mean over a batch, a variance,
+    or a moving average that adds 1% of a new value at each step.
+    float32 and float64 stay as they are.
+    """
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype

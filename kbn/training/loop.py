@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from kbn._quiet import tensorflow_warnings_off
-from kbn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, Whitening
 
 # Layers that learn nothing and map an input the same way in training and at
 # inference: their output is computed once per split (`split_fixed_stages`).

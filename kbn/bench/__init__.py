@@ -1,0 +1,9 @@
+"""Speed references: seconds per epoch of NumPy, Keras and kbn, and the plain NumPy network.
+
+    epoch_time.py       `kbn bench`: the same epochs timed in each implementation
+    numpy_reference.py  the report's network in plain NumPy, forward and hand backward
+"""
+
+from kbn.bench.epoch_time import IMPLEMENTATIONS, SEED_NET, BenchResult, epoch_times, format_result
+
+__all__ = ["IMPLEMENTATIONS", "SEED_NET", "BenchResult", "epoch_times", "format_result"]

@@ -1,0 +1,37 @@
+"""The network: kbn's layers, the fixed input stages, dtype policies and the k-layer builder.
+
+    dense.py          Dense, `s = x W + b`, and its hand-written backward pass
+    batch_norm.py     BatchNorm, its training and inference backward passes
+    autodiff.py       `autodiff_backward()`: the same layers differentiated by TensorFlow
+    preprocessing.py  Centering (pixels / 255 minus the training mean) and ZCA Whitening
+    precision.py      the Keras dtype policy a model computes in
+    builder.py        `build_mlp`: the k-layer network, compiled with kbn's SGD
+"""
+
+from kbn.nn.autodiff import autodiff_backward
+from kbn.nn.batch_norm import (
+    BatchNorm,
+    batch_norm_backward,
+    batch_norm_forward,
+    batch_norm_inference_backward,
+)
+from kbn.nn.builder import build_mlp, class_names, compile_model
+from kbn.nn.dense import Dense, L2Penalty, dense_backward, dense_forward
+from kbn.nn.preprocessing import Centering, Whitening
+
+__all__ = [
+    "BatchNorm",
+    "Centering",
+    "Dense",
+    "L2Penalty",
+    "Whitening",
+    "autodiff_backward",
+    "batch_norm_backward",
+    "batch_norm_forward",
+    "batch_norm_inference_backward",
+    "build_mlp",
+    "class_names",
+    "compile_model",
+    "dense_backward",
+    "dense_forward",
+]
