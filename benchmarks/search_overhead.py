@@ -35,9 +35,10 @@ import keras  # noqa: E402
 
 import kbn  # noqa: E402
 import kbn.training.trainer as training  # noqa: E402
-from kbn.training.backup import Backup  # noqa: E402
-from kbn.training.callbacks import EpochTensorBoard  # noqa: E402
+from kbn.training.callbacks import Backup, EpochTensorBoard, SaveModel  # noqa: E402
+from kbn.training.callbacks import run_log as run_log_module  # noqa: E402
 from kbn.training.loop import TrainingLoop  # noqa: E402
+from kbn.training.loop_cache import LoopCache  # noqa: E402
 from tuning import tuner as tuner_lib  # noqa: E402
 from tuning.search import SearchConfig, search  # noqa: E402
 
@@ -89,10 +90,11 @@ def install_timers():
     wrap(TrainingLoop, "evaluate", evaluation_kind)
     wrap(TrainingLoop, "inputs", "fixed input stages")
     wrap(Backup, "save", "backup")
-    wrap(training, "write_json", lambda path, obj: "summary.json, in fit" if _STATE["in_fit"] else "summary.json, final")
-    wrap(training, "_save_model", "model.keras")
+    wrap(run_log_module, "write_json",
+         lambda path, obj: "summary.json, final" if obj.get("finished") else "summary.json, in fit")
+    wrap(SaveModel, "on_train_end", "model.keras")
     wrap(training, "write_hparams", "HParams session")
-    wrap(training, "_compile", "compile (or reuse the loop)")
+    wrap(LoopCache, "compile", "compile (or reuse the loop)")
     wrap(EpochTensorBoard, "on_epoch_end", "TensorBoard, every epoch")
     wrap(EpochTensorBoard, "on_train_batch_end", "TensorBoard, every call")
     wrap(tuner_lib.ReportEpochs, "on_epoch_end", "oracle report, each validated epoch")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import kbn  # noqa: E402
 from kbn.data import Dataset, Split  # noqa: E402
-from kbn.training.trainer import compiled_loop  # noqa: E402
+from kbn.training import LoopCache  # noqa: E402
 
 
 def best_pair(project):
@@ -74,14 +74,16 @@ def main(argv=None):
                 [50, 30], dataset.num_classes, lam=lam, center=False, scale=False,
                 adapt=dataset.train.x, seed=seed,
             )
+            loops = LoopCache()
             with tempfile.TemporaryDirectory() as logdir:
                 result = kbn.train(
                     model, dataset,
                     kbn.TrainConfig(eta=eta, epochs=config["epochs"], seed=seed, logdir=logdir,
                                     verbose=0, plot_curves=False),
+                    loops=loops,
                 )
             on_val.append(result.summary["final"]["val_acc"])
-            loop = compiled_loop(model)
+            loop = loops.get(model)
             on_held.append(loop.evaluate(loop.inputs(held.x), held.y, 1000)["accuracy"])
         print(
             f"| {project} | {eta:.4g} | {lam:.3g} | {100 * score:.2f}% | "

@@ -22,7 +22,7 @@ MOVED = {
     "kbn.config": "kbn.training.config",
     "kbn.loop": "kbn.training.loop",
     "kbn.callbacks": "kbn.training.callbacks",
-    "kbn.backup": "kbn.training.backup",
+    "kbn.backup": "kbn.training.callbacks.backup",
     "kbn.hparams": "kbn.training.hparams",
     "kbn.distribute": "kbn.training.distribute",
     "kbn.runlock": "kbn.training.runlock",

@@ -1,10 +1,10 @@
-"""Tests for kbn.training.backup: a saved state restores every model and optimizer variable exactly,
+"""Tests for kbn.training.callbacks.backup: a saved state restores every model and optimizer variable exactly,
 and a state that does not fit the model, or is torn, counts as no backup."""
 
 import numpy as np
 import pytest
 
-from kbn.training.backup import Backup
+from kbn.training.callbacks import Backup
 from kbn.nn.builder import build_mlp
 
 N, CLASSES = 40, 3

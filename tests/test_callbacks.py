@@ -105,7 +105,7 @@ def test_gradient_check_runs_only_every_nth_epoch(tiny_model, monkeypatch):
     model, x, y = tiny_model
     calls = []
     monkeypatch.setattr(
-        "kbn.training.callbacks.check_gradients",
+        "kbn.training.callbacks.gradient_check.check_gradients",
         lambda model, x, y, **kwargs: calls.append(kwargs["seed"])
         or [types.SimpleNamespace(rel_error=3e-9), types.SimpleNamespace(rel_error=7e-9)],
     )

@@ -14,7 +14,7 @@ from kbn.data import Dataset, Split, load_data
 from kbn.errors import KbnError
 from kbn.inference.evaluate import evaluate, load_model
 from kbn.nn.builder import build_mlp
-from kbn.training.trainer import TrainConfig, train
+from kbn.training import TrainConfig, train
 
 NUM_TRAIN = 300  # the pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
 NUM_TEST = 100

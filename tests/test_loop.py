@@ -7,7 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.training.loop import EpochOrder, TrainingLoop, split_fixed_stages
+from kbn.training.loop import TrainingLoop, Validation
+from kbn.training.order import EpochOrder
+from kbn.training.stages import split_fixed_stages
 from kbn.nn.builder import build_mlp
 
 N, BATCH = 23, 5  # 4 full batches, then a batch of 3
@@ -145,3 +147,21 @@ def test_a_compiled_chunk_takes_the_same_steps_as_keras_train_step(flip):
     # The logs are the means over the chunk's equal batches; train_on_batch gives each one's.
     for name in ("loss", "accuracy"):
         assert float(logs[name]) == pytest.approx(np.mean([s[name] for s in steps]), rel=1e-5)
+
+
+def test_the_train_function_validates_after_the_epochs_it_is_given_and_no_other():
+    x, y = pixels(20, seed=2)
+    model = build_mlp([8], 3, adapt=x, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=model.loss, metrics=["accuracy"])
+    loops = TrainingLoop(model)
+    x_in = loops.inputs(x)
+    validation = Validation(x_in[:10], y[:10], epochs=frozenset({2, 3}), batch_size=4)
+    # Two calls per epoch (5 mini-batches of 4, 3 per call), from epoch 1 (a resumed run).
+    run = loops.train_function(x_in, y, EpochOrder(20, 4, seed=0), first_epoch=1, steps_per_execution=3,
+                               validation=validation)
+    logs = [run(None) for _ in range(4)]  # epochs 2 and 3 (1-based), two calls each
+    assert [sorted(k for k in entry if k.startswith("val_")) for entry in logs] == [
+        [], ["val_accuracy", "val_loss"], [], ["val_accuracy", "val_loss"]
+    ]
+    expected = loops.evaluate(x_in[:10], y[:10], 4)
+    assert logs[3]["val_loss"] == pytest.approx(expected["loss"], rel=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 from kbn.nn import BatchNorm, Dense
 from kbn.errors import KbnError
-from kbn.training.loop import split_fixed_stages
+from kbn.training.stages import split_fixed_stages
 from kbn.nn.builder import build_mlp, compile_model, kernel_initializer, loss
 
 NUM_SAMPLES = 64

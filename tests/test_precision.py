@@ -22,9 +22,9 @@ from kbn.nn import precision
 from kbn.cli import main
 from kbn.data import Dataset, Split
 from kbn.nn import BatchNorm, Dense
-from kbn.training.loop import split_fixed_stages
+from kbn.training.stages import split_fixed_stages
 from kbn.nn.builder import build_mlp
-from kbn.training.trainer import TrainConfig, compiled_loop, train
+from kbn.training import LoopCache, TrainConfig, train
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 COMPUTE = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -167,10 +167,11 @@ def test_a_training_run_in_16_bits_learns_and_float16_scales_its_loss(tmp_path, 
     model = build_mlp([16], NUM_CLASSES, adapt=DATA.train.x, precision=policy, seed=0)
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
     config = TrainConfig(eta=0.05, epochs=3, batch_size=16, logdir=str(tmp_path), verbose=0, precision=policy)
-    result = train(model, DATA, config)
+    loops = LoopCache()
+    result = train(model, DATA, config, loops=loops)
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")
-    assert compiled_loop(model).stages is not None
+    assert loops.get(model).stages is not None
     assert not result.diverged and np.all(np.isfinite(result.history["loss"]))
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert all(v.dtype == "float32" for v in model.weights)

@@ -15,13 +15,13 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kbn
-import kbn.training.backup
 import kbn.training.loop
 import kbn.training.trainer
 from kbn import Dataset, KbnError, Split, build_mlp
-from kbn.training.callbacks import EpochTensorBoard
+from kbn.training.callbacks import Backup, EpochTensorBoard, cadence
+from kbn.training.callbacks import backup as backup_module
 from kbn.fileio import read_json
-from kbn.training.trainer import TrainConfig, TrainResult, train
+from kbn.training import LoopCache, TrainConfig, TrainResult, train
 
 NUM_TRAIN = 300
 NUM_VAL = 100
@@ -311,15 +311,15 @@ def test_resume_after_a_kill_at_the_last_epoch_end_keeps_every_epoch(tmp_path, r
 def test_backup_interval_backs_up_once_that_long_has_passed_and_a_resume_redoes_the_rest(
         tmp_path, reference, monkeypatch):
     uninterrupted, reference_model = reference
-    # The run's clock reads 0 at the start, then 10 s more at each epoch's start and end:
-    # epochs end at 20, 40, 60 s. Every 35 s, the backup is due at the end of the second.
-    clock = iter(range(0, 1000, 10))
-    monkeypatch.setattr(kbn.training.trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    # The run's cadence reads its clock once at the start (0 s) and once at each epoch's
+    # end: epochs end at 20, 40, 60 s. Every 35 s, the record is due at the end of the second.
+    clock = iter(range(0, 1000, 20))
+    monkeypatch.setattr(cadence, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     saved = []
-    save = kbn.training.backup.Backup.save
-    monkeypatch.setattr(kbn.training.backup.Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
+    save = Backup.save
+    monkeypatch.setattr(Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
     run_dir = run_killed_after_epoch(tmp_path, index=2, backup_interval=35.0)
-    assert saved == [2] and kbn.training.backup.Backup(run_dir / "backup").epochs() == [2]
+    assert saved == [2] and Backup(run_dir / "backup").epochs() == [2]
     assert len(read_json(run_dir / "summary.json")["history"]["loss"]) == 2  # written with the backup
     monkeypatch.undo()
     model = fresh_model()
@@ -368,7 +368,7 @@ def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, t
 
 def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
     uninterrupted, reference_model = reference
-    original = kbn.training.backup.write_json
+    original = backup_module.write_json
     metadata_writes = []
 
     def write_json(path, obj):
@@ -379,7 +379,7 @@ def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_
         return original(path, obj)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kbn.training.backup, "write_json", write_json)
+        patch.setattr(backup_module, "write_json", write_json)
         with pytest.raises(KeyboardInterrupt):
             train(fresh_model(), DATA, config(tmp_path, run_name="r"))
     model = fresh_model()
@@ -465,13 +465,13 @@ def test_gradcheck_every_other_epoch_keeps_history_lists_one_entry_per_epoch(tmp
 def test_config_validate_rejects_out_of_range_settings(overrides, match):
     bad = TrainConfig(**overrides)
     with pytest.raises(KbnError, match=match):
-        bad.validate()
+        bad.check()
 
 
 def test_config_validate_accepts_the_defaults_and_edge_values():
-    TrainConfig().validate()
-    TrainConfig(epochs=0, momentum=0.0, decay=1.0, eta_min=0.0864, step_size=1).validate()
-    TrainConfig(resume=True, run_name="r", save="out/m.keras").validate()
+    TrainConfig().check()
+    TrainConfig(epochs=0, momentum=0.0, decay=1.0, eta_min=0.0864, step_size=1).check()
+    TrainConfig(resume=True, run_name="r", save="out/m.keras").check()
 
 
 def test_train_rejects_a_bad_config_before_creating_the_run_dir(tmp_path):
@@ -498,23 +498,19 @@ def test_resume_of_a_finished_run_gives_its_figures_and_leaves_it_alone(tmp_path
 # --- one compiled model, many runs (a search's trials) -------------------------------------
 
 
-def compiled_loops(model):
-    """The compiled loop kbn keeps for `model` (kbn.training.loop.TrainingLoop)."""
-    return kbn.training.compiled_loop(model)
-
-
 def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_model(tmp_path):
     model = fresh_model(l2=1e-3)
     initial = model.get_weights()
-    train(model, DATA, config(tmp_path, run_name="first", eta=0.2, epochs=2))
-    loop = compiled_loops(model)
+    cache = LoopCache()
+    train(model, DATA, config(tmp_path, run_name="first", eta=0.2, epochs=2), loops=cache)
+    loop = cache.get(model)
     traces = loop.tracing_counts()
     model.set_weights(initial)
     for layer in model.layers:
         if isinstance(layer, kbn.Dense):
             layer.l2 = 1e-2
-    second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3))
-    assert compiled_loops(model) is loop  # the same compiled loops,
+    second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3), loops=cache)
+    assert cache.get(model) is loop  # the same compiled loops,
     assert loop.tracing_counts() == traces  # not traced again
     fresh = train(fresh_model(l2=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
     np.testing.assert_allclose(second.history["learning_rate"], [0.05, 0.025, 0.0125], rtol=1e-6)
@@ -524,16 +520,27 @@ def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_mo
 
 def test_a_run_with_another_schedule_kind_or_momentum_compiles_a_new_step(tmp_path):
     model = fresh_model()
-    train(model, DATA, config(tmp_path, run_name="exp", epochs=1))
-    loops = compiled_loops(model)
-    train(model, DATA, config(tmp_path, run_name="constant", schedule="constant", epochs=1))
-    assert compiled_loops(model) is not loops
-    loops = compiled_loops(model)
-    result = train(model, DATA, config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1))
-    assert compiled_loops(model) is loops
+    cache = LoopCache()
+    train(model, DATA, config(tmp_path, run_name="exp", epochs=1), loops=cache)
+    loops = cache.get(model)
+    train(model, DATA, config(tmp_path, run_name="constant", schedule="constant", epochs=1), loops=cache)
+    assert cache.get(model) is not loops
+    loops = cache.get(model)
+    result = train(model, DATA, config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1),
+                   loops=cache)
+    assert cache.get(model) is loops
     assert result.history["learning_rate"] == [pytest.approx(0.01)]
-    train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1))
-    assert compiled_loops(model) is not loops
+    train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1),
+          loops=cache)
+    assert cache.get(model) is not loops
+
+
+def test_without_a_loop_cache_every_run_traces_its_own_loop(tmp_path):
+    model = fresh_model()
+    cache = LoopCache()
+    train(model, DATA, config(tmp_path, run_name="kept", epochs=1), loops=cache)
+    train(model, DATA, config(tmp_path, run_name="own", epochs=1))  # no cache: a loop of its own
+    assert cache.get(model) is not None and LoopCache().get(model) is None
 
 
 # Each setting traced into the loop, and a changed value for it.
@@ -554,10 +561,11 @@ def test_every_traced_setting_is_known_to_the_loop_reuse():
 def test_changing_a_traced_setting_trains_as_a_fresh_model_with_it(tmp_path, name):
     model = fresh_model()
     initial = model.get_weights()
-    train(model, DATA, config(tmp_path, run_name="before", epochs=1))
+    cache = LoopCache()
+    train(model, DATA, config(tmp_path, run_name="before", epochs=1), loops=cache)
     model.set_weights(initial)
     changed = {name: CHANGED_TRACED_SETTINGS[name]()}
-    again = train(model, DATA, config(tmp_path, run_name="after", epochs=2, **changed))
+    again = train(model, DATA, config(tmp_path, run_name="after", epochs=2, **changed), loops=cache)
     fresh = train(fresh_model(), DATA, config(tmp_path, run_name="fresh", epochs=2,
                                               **{name: CHANGED_TRACED_SETTINGS[name]()}))
     plain = train(fresh_model(), DATA, config(tmp_path, run_name="plain", epochs=2))

@@ -30,13 +30,10 @@ from concurrent import futures
 
 import grpc
 import numpy as np
-# KerasTuner's own gRPC servicer and its protos: the chief serves the oracle
-# with them, but with its own loop, which ends when every worker has died.
-from keras_tuner.src import protos
-from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
 from kbn.training.config import TrainConfig
 from kbn.data import Dataset, Split
+from kbn import _compat
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
 from tuning.tuner import RECYCLE_EXIT
@@ -204,10 +201,10 @@ def serve(oracle, host, port, pool=None, poll_seconds=0.1):
     """Serve `oracle` to workers on host:port until the search has ended.
 
     KerasTuner's own server loop (`oracle_chief.start_server`) waits for its
-    workers forever, checks the end every 20 s, and binds whatever address
-    the workers connect to. Here the chief binds `host`, checks every
-    `poll_seconds`, hands a dead worker's trial back to the queue, and stops
-    when every worker of `pool` has died.
+    workers forever, checks the end at a fixed interval of its own, and
+    binds whatever address the workers connect to. Here the chief binds
+    `host`, checks every `poll_seconds`, hands a dead worker's trial back to
+    the queue, and stops when every worker of `pool` has died.
 
     Args:
         oracle: the search's oracle.
@@ -222,8 +219,9 @@ def serve(oracle, host, port, pool=None, poll_seconds=0.1):
             the oracle's state is saved for `--resume`.
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    add_servicer, servicer_class, _ = _compat.oracle_service()
+    servicer = servicer_class(oracle)
+    add_servicer(servicer, server)
     if not server.add_insecure_port(f"{host}:{port}"):
         raise KbnError(f"the search's chief cannot listen on {host}:{port}")
     server.start()
@@ -257,4 +255,4 @@ def serve(oracle, host, port, pool=None, poll_seconds=0.1):
 
 def _search_ended(oracle, servicer):
     # A worker was told STOPPED (no trial left) and no trial is running or waiting.
-    return servicer.stop_triggered and exit_chief(oracle)
+    return servicer.stop_triggered and _compat.oracle_service()[2](oracle)

@@ -1,6 +1,7 @@
 """Coarse-to-fine random search: the report's three shrinking eta/lambda intervals.
 
-The report searched eta and lambda by hand in three intervals, each drawn
+The report (DD2424 assignment 3: k-layer networks with batch normalization)
+searched eta and lambda by hand in three intervals, each drawn
 around the best pairs of the previous one. `CoarseToFineOracle` does the same
 inside KerasTuner: the search runs in `rounds`; each round draws its trials
 log-uniformly in the round's box, and when every trial of the round has ended
@@ -34,6 +35,7 @@ import random
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
+from kbn import _compat
 from kbn.errors import KbnError
 from kbn.fileio import write_json
 
@@ -172,9 +174,9 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         margin: float > 0, how far the next box reaches beyond the best
             trials on each side, as a fraction of the previous box's
             log-span. Defaults to 0.1: with 3 rounds of 17 trials on a
-            quadratic objective in log space, the last box is about 6% of
-            the first one's log-area (median) and holds the optimum 9 times
-            in 10; 0.25 leaves about 35% and always holds it.
+            quadratic objective in log space, the last box is a small part of
+            the first one's log-area and holds the optimum most of the time;
+            0.25 always holds it but leaves a box several times larger.
         seed: int, the random seed; None picks one (KerasTuner's rule), saved
             with the state.
         pruning: None, or a stopping rule of `tuning.pruning` (`Asha`,
@@ -380,8 +382,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         last backup); the chief stops waiting for the dead one.
         """
         trial = self.ongoing_trials.pop(tuner_id, None)
-        if trial is not None and trial.trial_id not in self._retry_queue:
-            self._retry_queue.append(trial.trial_id)
+        if trial is not None and trial.trial_id not in _compat.oracle_retry_queue(self):
+            _compat.oracle_retry_queue(self).append(trial.trial_id)
         self.tuner_ids.discard(tuner_id)
         self.save()
 
@@ -425,12 +427,12 @@ class CoarseToFineOracle(keras_tuner.Oracle):
     # a torn oracle.json or trial.json that breaks the next reload. kbn's are
     # written beside the target and renamed over it, whole or not at all.
     def save(self):
-        write_json(self._get_oracle_fname(), self.get_state())
+        write_json(_compat.oracle_state_file(self), self.get_state())
 
-    def _save_trial(self, trial):
+    def _save_trial(self, trial):  # KerasTuner's private hook (kbn._compat.OVERRIDDEN)
         if self._defer_trial_save:
             return
-        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+        write_json(os.path.join(_compat.oracle_trial_dir(self, trial.trial_id), "trial.json"), trial.get_state())
 
     def get_state(self):
         state = super().get_state()
@@ -469,7 +471,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
 
     def _draw_values(self, box):
         """Values for the next trial: KerasTuner's random draw, `box`'s names overridden."""
-        values = self._random_values()
+        values = _compat.oracle_random_values(self)
         if values is None:
             return None
         # Seeded by (seed, draw index), not by a running generator, so a
@@ -496,8 +498,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         further (ASHA's own order: a trial promoted past a rung beat the
         trials stopped there) and by their score at their last rung among
         equals; the scores passed on are these ranks. Completed trials alone
-        are few after pruning (2 of 17 with ASHA), and a box drawn around one
-        or two of them collapses onto them.
+        are few after pruning (docs/results.md, Pruning the search), and a box
+        drawn around one or two of them collapses onto them.
         """
         if not any(tid in self._stopped for tid in trial_ids):
             return self._completed_results(trial_ids)

@@ -1,5 +1,7 @@
 """Run the report's coarse-to-fine search of eta and lambda with KerasTuner.
 
+The report: DD2424 assignment 3, k-layer networks with batch normalization.
+
     Dataset --KbnHyperModel + CoarseToFineOracle + KbnTuner--> DIRECTORY/PROJECT/
         oracle.json, trial_*/      KerasTuner's own state (resumable, distributed)
         runs/trial_<id>/           each trial's kbn run: TensorBoard curves and
@@ -28,7 +30,7 @@ import shutil
 import time
 import warnings
 
-from kbn.training.config import TrainConfig, validation_epochs
+from kbn.training.config import TrainConfig, as_validation_freq
 from kbn.errors import KbnError
 from kbn.training.runlock import LOCK_NAME, RunLock
 from tuning import chief
@@ -51,29 +53,29 @@ class SearchConfig:
     eta_range: tuple = ETA_RANGE
     lam_range: tuple = LAM_RANGE
     architecture: bool = False  # also search depth, width, batch norm
-    # BatchNorm's learnable gamma and beta; off, as in the seed's network and
+    # BatchNorm's learnable gamma and beta; off, as in the report's network and
     # `kbn train`'s default (the report preset).
     gamma_beta: bool = False
     # Stop hopeless trials inside each round: asha (successive halving, rungs
     # at epochs 1 and 3 of 10, a third goes on), median, or none (the report's
     # protocol: every trial runs every epoch). none by default: with asha the
-    # report's CIFAR-10 search scored 0.04 to 0.65 points lower (0.32 on
-    # average over five seeds) with 32 to 46% of the epochs, and of the rules
-    # replayed offline on the unpruned searches, none at 40% of the epochs or
-    # fewer came closer than 0.30 points (benchmarks/search_replay.py; README,
-    # Search, Results).
+    # report's CIFAR-10 search found a worse best pair on every seed tried, and
+    # no rule replayed offline on the unpruned searches saved enough epochs
+    # while staying close enough (benchmarks/search_replay.py; docs/results.md,
+    # Pruning the search).
     pruning: str = "none"
     # The epochs at which trials validate, as TrainConfig.validation_freq
     # (the last always does). None: those the search judges, the pruning
-    # rule's rungs and the last; without pruning the last alone. Validating
-    # 10k images after each of the report's 500 epochs took an eighth of its
-    # search's time (benchmarks/search_overhead.py); 1 gives every trial a
-    # validation curve.
+    # rule's rungs and the last; without pruning the last alone: validating
+    # 10k images after each of the report's 500 epochs is a sizeable part of
+    # its search's time (benchmarks/search_overhead.py, docs/performance.md);
+    # 1 gives every trial a validation curve.
     validation_freq: int | tuple | None = None
     # Seconds between a trial's backups (TrainConfig.backup_interval): a
     # killed trial resumes from its last one, or starts again. The report's
-    # trials take seconds: backing up each of their epochs cost 2 to 3% of
-    # the search (benchmarks/search_overhead.py).
+    # trials are short: backing up each of their epochs would cost a
+    # measurable part of the search (benchmarks/search_overhead.py,
+    # docs/performance.md).
     backup_interval: float = 10.0
     directory: str = "logs/tuning"
     project: str = "search"
@@ -85,7 +87,7 @@ class SearchConfig:
     seed: int = 0
     verbose: int = 1  # KerasTuner's trial-by-trial display: 0 silent
 
-    def validate(self):
+    def check(self):
         """Raise KbnError naming the first setting out of range."""
         for name in ("eta_range", "lam_range"):
             low, high = getattr(self, name)
@@ -98,7 +100,7 @@ class SearchConfig:
             (self.trials >= self.rounds, f"trials must be at least the number of rounds ({self.rounds}), got {self.trials}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.pruning in PRUNING, f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}"),
-            (self.validation_freq is None or validation_epochs(self.validation_freq) is not None,
+            (self.validation_freq is None or as_validation_freq(self.validation_freq) is not None,
              f"validation_freq must be a positive integer or a list of epochs, got {self.validation_freq}"),
             (self.backup_interval >= 0, f"backup_interval must be 0 or more seconds, got {self.backup_interval}"),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
@@ -107,6 +109,11 @@ class SearchConfig:
         for ok, message in checks:
             if not ok:
                 raise KbnError(message)
+
+    def validate(self):
+        """Deprecated name of `check` (validation is the held-out split's evaluation)."""
+        warnings.warn("SearchConfig.validate() is now SearchConfig.check()", DeprecationWarning, stacklevel=2)
+        self.check()
 
 
 def search(dataset, config=None, train_config=None):
@@ -128,7 +135,7 @@ def search(dataset, config=None, train_config=None):
             is writing, or (with workers) every worker dead before the end.
     """
     config = config or SearchConfig()
-    config.validate()
+    config.check()
     start = time.perf_counter()
     role = chief.role()
     if role == "worker":

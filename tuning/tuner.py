@@ -20,11 +20,12 @@ import keras
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
+from kbn import _compat
 from kbn._quiet import tensorflow_warnings_off
 from kbn.inference.evaluate import load_model
 from kbn.fileio import read_json, write_json
 from kbn.nn import Dense
-from kbn.training.trainer import train
+from kbn.training import LoopCache, train
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 
@@ -107,6 +108,7 @@ class KbnTuner(keras_tuner.Tuner):
         self.trials_before_exit = trials_before_exit
         self._trials_run = 0
         self._warm = None  # (architecture values, model, its initial weights)
+        self._loops = LoopCache()  # the shared model's compiled loop, kept across trials
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)  # the trial is recorded by the oracle first
@@ -146,7 +148,8 @@ class KbnTuner(keras_tuner.Tuner):
             save=str(run_dir / "model.keras"),
             resume=run_dir.exists(),
             verbose=0,
-            plot_curves=False,  # TensorBoard and search.png show the trials; a PNG each costs 0.25 s
+            # TensorBoard and search.png show the trials; a PNG each would slow every trial.
+            plot_curves=False,
         )
         reported = []
         if trial.metrics.exists(OBJECTIVE.name):
@@ -155,7 +158,7 @@ class KbnTuner(keras_tuner.Tuner):
         # The searched values and the round (the oracle's), beside kbn's own HParams.
         extras = {"trial_id": trial.trial_id, **hp.values}
         with tensorflow_warnings_off():  # a new model, new graphs, every trial
-            result = train(model, self.dataset, config, callbacks=[report], hparams=extras)
+            result = train(model, self.dataset, config, callbacks=[report], hparams=extras, loops=self._loops)
         # Who ran it, and the process's peak memory so far: flat across
         # trials, or KerasTuner's known growth (its issues 395, 873, 1031).
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -177,7 +180,7 @@ class KbnTuner(keras_tuner.Tuner):
             model.set_weights(initial)
             for layer in model.layers:
                 if isinstance(layer, Dense):
-                    layer.l2 = hp.get("lam")
+                    layer.lam = hp.get("lam")
             return model
         keras.backend.clear_session()  # Keras's global state; flat memory needs workers
         model = self.hypermodel.build(hp)
@@ -186,9 +189,9 @@ class KbnTuner(keras_tuner.Tuner):
 
     def save(self):
         """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
-        if not self._is_worker():
+        if not _compat.tuner_is_worker(self):
             self.oracle.save()
-        write_json(self._get_tuner_fname(), self.get_state())
+        write_json(_compat.tuner_state_file(self), self.get_state())
 
     def save_model(self, trial_id, model, step=0):
         """kbn's training already saved the trial's model in its run dir."""

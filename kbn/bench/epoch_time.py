@@ -9,8 +9,9 @@
        (tracing and warm-up), the median of that over `repeats` runs, its
        ratio to NumPy and, for kbn's rows, to kbn in float32.
 
-NumPy and Keras run the seed net (3072-50-30-10 with BN); kbn runs the net
-`hidden` names (the seed net by default, or e.g. the cifar10-mlp preset's
+NumPy and Keras run the network of the report (DD2424 assignment 3: k-layer
+networks with batch normalization), 3072-50-30-10 with BN; kbn runs the net
+`hidden` names (the report's network by default, or e.g. the cifar10-mlp preset's
 [2048, 1024, 512]) in each of `precisions`. The runs are interleaved (numpy,
 keras, kbn float32, kbn mixed_bfloat16, numpy, ...) so that a burst of load
 on a shared machine lands on all of them alike. NumPy runs in a child
@@ -42,9 +43,12 @@ from kbn.errors import KbnError
 from kbn.nn.builder import build_mlp
 from kbn.bench.numpy_reference import NumpyMLP, load_arrays, preprocess
 from kbn.nn.precision import check as check_precision
-from kbn.training.trainer import TrainConfig, train
+from kbn.training import TrainConfig, train
 
 IMPLEMENTATIONS = ("numpy", "keras", "kbn")
+# The report's network, 3072-50-30-10 with batch norm (hidden widths and classes; 3072
+# inputs on CIFAR-10), with the report's best eta and lambda, its decay and momentum:
+# what NumPy and Keras run, and kbn by default.
 SEED_NET = dict(hidden=(50, 30), classes=10, eta=0.0864, decay=0.8, lam=1.8245e-4, momentum=0.9)
 
 
@@ -63,7 +67,7 @@ class BenchResult:
         runs: {row: [each repeat's median seconds per epoch]}.
         blas: the BLAS kernel NumPy's runs used, e.g. "openblas SkylakeX",
             or None when NumPy did not run.
-        hidden: the hidden widths of kbn's net (NumPy and Keras: the seed net's).
+        hidden: the hidden widths of kbn's net (NumPy and Keras: the report's network's).
         precisions: {row: its precision}.
         ratio_to_float32: {kbn row: kbn float32's seconds_per_epoch / the
             row's}, the speed-up of each precision, when kbn ran in float32.
@@ -117,7 +121,7 @@ def epoch_times(
         data_dir: where the SPEC's files are.
         seed: seeds the split, the weights and the shuffles.
         hidden: the hidden widths of kbn's net, with BN after each; NumPy and
-            Keras keep the seed net.
+            Keras keep the report's network.
         precisions: kbn's precisions (`kbn.nn.precision.PRECISIONS`), each a
             row of its own, interleaved with the others.
 
@@ -139,7 +143,7 @@ def epoch_times(
         raise KbnError(f"hidden widths must be positive integers. Received: hidden={list(hidden)}")
     x, y, x_val, y_val = load_arrays(data, train_size, val_size, seed, data_dir)
     if max(y.max(), y_val.max(initial=0)) >= SEED_NET["classes"]:
-        raise KbnError(f"{data}: the benchmark's seed net has 10 classes, the data has more")
+        raise KbnError(f"{data}: the benchmark's network (the report's) has 10 classes, the data has more")
     runners = {
         "numpy": lambda inputs, precision: _numpy_epochs_native(inputs, epochs, batch_size, seed),
         "keras": lambda inputs, precision: _keras_epochs(inputs, epochs, batch_size, seed),
@@ -187,7 +191,7 @@ def format_result(result):
     net = "-".join(str(w) for w in result.hidden)
     other = [name for name in result.seconds_per_epoch if not name.startswith("kbn")]
     nets = f"net {net} with BN" if net == seed_net or not other else (
-        f"kbn: net {net} with BN; {', '.join(other)}: the seed net {seed_net} with BN")
+        f"kbn: net {net} with BN; {', '.join(other)}: the report's net {seed_net} with BN")
     lines = [
         f"{nets}, {result.train_size} images ({result.data}), batch {result.batch_size}"
         + (f", {result.val_size} validation images" if result.val_size else ""),
@@ -246,7 +250,7 @@ def _numpy_child(arrays, epochs, batch_size, seed):
 def _numpy_epochs(data, epochs, batch_size, seed):
     x, y, x_val, y_val = data
     xt, xv = preprocess(x, x_val)
-    net = NumpyMLP(SEED_NET["hidden"], SEED_NET["classes"], l2=SEED_NET["lam"], seed=seed, input_dim=xt.shape[1])
+    net = NumpyMLP(SEED_NET["hidden"], SEED_NET["classes"], lam=SEED_NET["lam"], seed=seed, input_dim=xt.shape[1])
     rng = np.random.default_rng([seed, 1])
     seconds = []
     for epoch in range(epochs):
@@ -260,7 +264,7 @@ def _numpy_epochs(data, epochs, batch_size, seed):
 
 
 def _keras_epochs(data, epochs, batch_size, seed):
-    """The seed net as a Keras user writes it: built-in layers, `fit` as it comes."""
+    """The report's network as a Keras user writes it: built-in layers, `fit` as it comes."""
     x, y, x_val, y_val = data
     # fit's shuffle is a random op, which TensorFlow's op determinism (turned on
     # for the process by kbn's runs) refuses without a global seed.

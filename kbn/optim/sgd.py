@@ -1,23 +1,26 @@
 """SGD: Keras's SGD with momentum, its update as TensorFlow's one fused kernel.
 
-The report's update, for every trainable variable w with gradient g:
+The update of the report (DD2424 assignment 3: k-layer networks with batch
+normalization), for every trainable variable w with gradient g:
 
     v = momentum * v - eta * g        (v: the velocity, 0 at the start)
     w = w + v
 
 Keras's `SGD` writes it as five ops per variable (two multiplies, a
 subtraction, an assignment, an add-assignment), each a pass over the
-variable and a scheduling of its own. For the seed net that is 40 ops per
-mini-batch and a tenth of the epoch. TensorFlow's `ResourceApplyKerasMomentum`
-kernel computes the same two lines, in the same order, in one op.
+variable and a scheduling of its own. TensorFlow's `ResourceApplyKerasMomentum`
+kernel computes the same two lines, in the same order, in one op: one pass
+and one scheduling per variable instead of five (the saving is measured by
+`kbn bench`, see docs/performance.md).
 
-`update_step` finds a variable's velocity with the optimizer's
-`_get_variable_index`, as every Keras optimizer's own `update_step` does:
-Keras has no public lookup.
+`update_step` finds a variable's velocity as every Keras optimizer's own
+`update_step` does, through a private lookup (`kbn._compat.variable_index`).
 """
 
 import keras
 import tensorflow as tf
+
+from kbn import _compat
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -37,7 +40,7 @@ class SGD(keras.optimizers.SGD):
     def update_step(self, gradient, variable, learning_rate):
         if not self._fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
-        velocity = self.momentums[self._get_variable_index(variable)].value
+        velocity = self.momentums[_compat.variable_index(self, variable)].value
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle,
             accum=velocity.handle,

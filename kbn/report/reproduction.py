@@ -1,4 +1,6 @@
-"""`kbn reproduce`: the seed report's four studies as one command.
+"""`kbn reproduce`: the report's four studies as one command.
+
+The report: DD2424 assignment 3, k-layer networks with batch normalization.
 
     SPEC --reproduce()--> OUT/report.md   one section per study, the report's
                                           numbers beside ours
@@ -18,7 +20,8 @@ The nets studies 2 to 4 train are the report's: batch norm only normalises,
 with no learnable gamma and beta (`REPORT_BATCH_NORM`, from the `report`
 preset); the search's trials are built by `tuning`'s hypermodel.
 Every number in the text comes from the run; the report's own numbers are
-quoted as such. `quick=True` shrinks the sizes (about 5 minutes on 2 cores).
+quoted as such. `quick=True` shrinks the sizes (`QUICK`) for a short run;
+report.md's header states how long its run took.
 """
 
 import dataclasses
@@ -35,10 +38,10 @@ from kbn.fileio import atomic_path
 from kbn.gradcheck.check import format_table, gradient_table
 from kbn.nn.builder import build_mlp
 from kbn.training.presets import get_preset
-from kbn.training.trainer import TrainConfig, train
+from kbn.training import TrainConfig, train
 from tuning.search import SearchConfig, search
 
-# The seed report's figures, quoted beside ours.
+# The report's figures, quoted beside ours.
 REPORT_GRADIENTS = {
     10: {"b1": 1.2866e-07, "b2": 1.0594e-10, "W1": 5.8156e-07, "W2": 1.2639e-09},
     20: {"b1": 1.4993e-07, "b2": 2.0207e-10, "W1": 7.6248e-07, "W2": 1.4795e-09},
@@ -108,7 +111,7 @@ def reproduce(spec, out, *, quick=False, sizes=None, data_dir=None, seed=0, comm
         f"({scale}: {len(dataset.train)} training, "
         f"{len(dataset.val)} validation and {len(dataset.test)} test examples, seed {seed}). "
         "Every number below comes from this run, except those in the columns and lines "
-        "marked *report*, quoted from the seed report (CIFAR-10).",
+        "marked *report*, quoted from the report (DD2424 assignment 3, CIFAR-10).",
         "",
     ]
     path = out / "report.md"

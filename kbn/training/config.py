@@ -4,7 +4,7 @@ Printed at the start of `kbn train`, saved in each run's summary.json, and
 the source of `kbn train`'s training options: each field is declared with
 `setting(default, help, ...)`, whose metadata says what the option means,
 which values are valid, and how the command line offers it. A new field
-declared that way is validated by `TrainConfig.validate` and becomes a
+declared that way is checked by `TrainConfig.check` and becomes a
 `kbn train` flag (`--field-name`) without touching kbn/cli/__init__.py:
 
     precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
@@ -20,6 +20,7 @@ Metadata keys (all optional but `help`):
 """
 
 import dataclasses
+import warnings
 
 from kbn.errors import KbnError
 from kbn.nn.precision import AUTO, PRECISIONS
@@ -29,7 +30,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def setting(default, help, *, check=None, error=None, choices=None, cli=True, metavar=None, type=None):
-    """A dataclass field carrying what the CLI and `validate` need to know.
+    """A dataclass field carrying what the CLI and `TrainConfig.check` need to know.
 
     Args:
         default: the field's default value.
@@ -72,7 +73,7 @@ def setting_error(field, value):
     return None
 
 
-def validation_epochs(value):
+def as_validation_freq(value):
     """A `validation_freq` as kbn takes it: an int >= 1 or a tuple of ints >= 1; None when it is neither."""
     def whole(v):
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -92,7 +93,7 @@ def parse_validation_freq(text):
         parts = tuple(int(part) for part in text.split(","))
     except ValueError:
         parts = ()
-    value = validation_epochs(parts[0] if len(parts) == 1 else parts)
+    value = as_validation_freq(parts[0] if len(parts) == 1 else parts)
     if value is None:
         raise argparse.ArgumentTypeError(
             f"expected a positive number of epochs N or a list of epochs such as 1,3,10, got {text!r}"
@@ -129,7 +130,7 @@ class TrainConfig:
     # report's search (benchmarks/search_overhead.py).
     validation_freq: int | tuple = setting(
         1, "validate every N epochs, or at the epochs listed (1,3,10); the last epoch always validates",
-        check=lambda v: validation_epochs(v) is not None,
+        check=lambda v: as_validation_freq(v) is not None,
         error="validation_freq must be a positive integer or a list of epochs (1-based), got {value}",
         metavar="N|E,E,...", type=parse_validation_freq)
     batch_size: int = setting(100, "examples per mini-batch", check=lambda v: v >= 1,
@@ -188,7 +189,7 @@ class TrainConfig:
                                      metavar="SECONDS")
     verbose: int = setting(1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch", cli=False)
 
-    def validate(self):
+    def check(self):
         """Raise KbnError naming the first setting out of range."""
         for field in dataclasses.fields(self):
             message = setting_error(field, getattr(self, field.name))
@@ -199,13 +200,24 @@ class TrainConfig:
         if self.resume and not self.run_name:
             raise KbnError("--resume needs --run-name, the run to continue")
 
-    def validates(self, epoch):
-        """Whether the run validates after `epoch` epochs (1-based).
+    def validate(self):
+        """Deprecated name of `check` (validation is the held-out split's evaluation)."""
+        warnings.warn("TrainConfig.validate() is now TrainConfig.check()", DeprecationWarning, stacklevel=2)
+        self.check()
+
+    def validation_epochs(self):
+        """The 1-based epochs after which the run evaluates its validation split.
 
         As `validation_freq` says (every N epochs, or the listed ones), and
-        always after the last epoch.
+        always the last epoch, whose metrics are the run's final validation
+        metrics.
+
+        Returns:
+            a frozenset of ints in [1, epochs].
         """
-        if epoch == self.epochs:
-            return True
         freq = self.validation_freq
-        return epoch % freq == 0 if isinstance(freq, int) else epoch in freq
+        if isinstance(freq, int):
+            wanted = range(freq, self.epochs + 1, freq)
+        else:
+            wanted = (epoch for epoch in freq if 1 <= epoch <= self.epochs)
+        return frozenset(wanted) | ({self.epochs} if self.epochs else set())

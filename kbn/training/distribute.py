@@ -78,3 +78,40 @@ def _logical_cpus(count):
             f"(it has {len(logical)}); create the strategy first in the process"
         )
     return [device.name for device in logical]
+
+
+def worker_id(strategy):
+    """None for the process that writes the run folder (the chief), else its task id.
+
+    Keras's multi-worker convention: the chief (task `chief`, or worker 0
+    when the cluster names no chief) writes files; the others only keep
+    what they need to resume.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`.
+
+    Returns:
+        None, or "worker-1"-like: the task's type and index.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    cluster = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+    ):
+        return None
+    return f"{resolver.task_type}-{resolver.task_id}"
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` spans processes (`MultiWorkerMirroredStrategy`)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def smallest_across_workers(strategy, value):
+    """The smallest of every worker's `value` (an int); `value` itself in one process."""
+    if not is_multi_worker(strategy):
+        return value
+    reported = strategy.run(lambda: tf.constant([value], tf.int64))
+    return int(tf.reduce_min(strategy.gather(reported, axis=0)))

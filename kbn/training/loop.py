@@ -36,126 +36,32 @@ dummy one-element dataset that the train function never reads, because the
 mini-batches come from the permutation, not from an iterator.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kbn._quiet import tensorflow_warnings_off
-from kbn.nn.preprocessing import Centering, Whitening
-
-# Layers that learn nothing and map an input the same way in training and at
-# inference: their output is computed once per split (`split_fixed_stages`).
-FIXED_STAGES = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Rescaling, Centering, Whitening)
+from kbn.training.order import batch_indices, epoch_order
+from kbn.training.stages import split_fixed_stages
 
 
-class EpochOrder:
-    """The order of the training examples in each epoch, and its mini-batches.
-
-    Keras's own shuffle of arrays repeats one permutation in every epoch once
-    a global seed is set (its shuffle op restarts with each epoch's iterator),
-    and the same batches every epoch cost the seed net about a point of
-    validation accuracy. Here epoch e's order is a stateless function of
-    (seed, e): new each epoch, the same for the same seed, the same for a
-    resumed run as for an uninterrupted one, and the same on every worker.
-
-    Args:
-        n: N, training examples.
-        batch_size: B, examples per mini-batch; the last mini-batch of an
-            epoch holds the N mod B left over, when there are some.
-        seed: int.
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """The validation split as the loop evaluates it, and the epochs that do.
 
     Attributes:
-        steps: mini-batches per epoch, ceil(N / B).
+        x: inputs (N, ...), from `TrainingLoop.inputs`.
+        y: labels (N,).
+        epochs: the 1-based epochs after which the split is evaluated.
+        batch_size: examples per evaluation batch.
     """
 
-    def __init__(self, n, batch_size, seed):
-        self.n = int(n)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.steps = -(-self.n // self.batch_size)
-
-    def order(self, epoch):
-        """The permutation of range(N) for `epoch`, int64 (N,)."""
-        return epoch_order(self.seed, epoch, self.n)
-
-    def batch(self, order, step, replica=0, replicas=1):
-        """Indices of one replica's share of mini-batch `step`, int64 (about B/R,)."""
-        return batch_indices(order, step, self.batch_size, replica, replicas)
-
-
-def epoch_order(seed, epoch, n):
-    """The permutation of range(n) for (seed, epoch), int64 (n,); any may be a tensor."""
-    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.experimental.stateless_shuffle(tf.range(tf.cast(n, tf.int64)), seed=key)
-
-
-def batch_indices(order, step, batch_size, replica=0, replicas=1):
-    """Replica r's share of mini-batch `step` of `order` (N,), int64 (about B/R,).
-
-    The batch is order[step B : (step + 1) B], cut at N; replica r of R takes
-    the r-th of R nearly equal slices of it.
-    """
-    n = tf.shape(order, out_type=tf.int64)[0]
-    step, batch_size = tf.cast(step, tf.int64), tf.cast(batch_size, tf.int64)
-    lo = step * batch_size
-    if isinstance(replicas, int) and replicas == 1:  # one device: the whole batch, fewer ops per step
-        return order[lo : tf.minimum(lo + batch_size, n)]
-    replica, replicas = tf.cast(replica, tf.int64), tf.cast(replicas, tf.int64)
-    size = tf.minimum(lo + batch_size, n) - lo
-    return order[lo + size * replica // replicas : lo + size * (replica + 1) // replicas]
-
-
-def split_fixed_stages(model):
-    """The model as (stages, trunk): its fixed input stages, then the rest.
-
-    Fixed stages (`Flatten`, `Reshape`, `Rescaling`, kbn's `Centering`
-    and `Whitening`)
-    learn nothing and map an input the same way at every step, in training
-    as at inference. Their output for a split can be computed once per run
-    instead of once per mini-batch; for the seed net that is a cast, a
-    multiply and a subtraction over every pixel of every batch, a seventh
-    of its epoch. NumPy does the same: it centres the data once.
-
-    Args:
-        model: a Keras model.
-
-    Returns:
-        (stages, trunk): two functional models over the model's own layers,
-        stages from its inputs (N, ...) to the last fixed stage's output
-        (N, D), trunk from there to its output. None when the model starts
-        with no fixed stage (e.g. with random augmentation), is not a
-        functional model with one input and one output, or uses a stage's
-        output elsewhere.
-    """
-    if type(model).train_step is not keras.Model.train_step:
-        return None  # a custom train_step: kbn keeps calling it
-    if type(model).test_step is not keras.Model.test_step:
-        return None
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except AttributeError:  # a subclassed model: no graph to split
-        return None
-    if not inputs or not outputs or len(inputs) != 1 or len(outputs) != 1:
-        return None
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    fixed = 0
-    while (
-        fixed < len(layers)
-        and isinstance(layers[fixed], FIXED_STAGES)
-        and not layers[fixed].trainable_weights
-    ):
-        fixed += 1
-    if fixed == 0 or fixed == len(layers):
-        return None
-    try:
-        boundary = layers[fixed - 1].output
-        stages = keras.Model(inputs[0], boundary, name=f"{model.name}_stages")
-        trunk = keras.Model(boundary, outputs[0], name=f"{model.name}_trunk")
-    except (AttributeError, ValueError):  # a shared stage, or an input used past the stages
-        return None
-    if len(stages.weights) + len(trunk.weights) != len(model.weights):
-        return None
-    return stages, trunk
+    x: object
+    y: object
+    epochs: frozenset
+    batch_size: int
 
 
 def train_step(model, trunk, x, y):
@@ -244,8 +150,8 @@ class TrainingLoop:
 
     What is traced into the loops (the model, its optimizer and loss, the
     strategy) is fixed for the object's life; everything else (data, order,
-    batch size, step range) is an argument. `kbn.train` keeps one per model
-    and traced settings (`kbn.training.TRACED`) and builds a new one when one
+    batch size, step range) is an argument. A `kbn.training.LoopCache` keeps
+    one per model and traced settings (`kbn.training.TRACED`) and builds a new one when one
     of them changes.
 
     Args:
@@ -381,17 +287,17 @@ class TrainingLoop:
             self._kept_inputs[id(x)] = (x, weights, out)
         return out
 
-    def train_function(self, x, y, order_of, first_epoch, steps_per_execution, validate=None):
+    def train_function(self, x, y, order_of, first_epoch, steps_per_execution, validation=None):
         """A `model.train_function` for `fit(steps_per_epoch=order_of.steps)`.
 
         `fit` calls it once per `steps_per_execution` mini-batches (the
         model's compiled setting, which the progress bar counts in); each
         call runs the next ones of the epoch, up to the epoch's end. The
         calls are counted from `first_epoch` on, so they must come from one
-        `fit` that starts at that epoch. The epoch's last call also runs
-        `validate(epoch)` and adds its figures, when it gives some, as
-        `val_<name>`: `fit`'s callbacks find them in their epoch logs, as
-        with `fit(validation_data=...)`.
+        `fit` that starts at that epoch. With `validation`, the last call of
+        each epoch it names also evaluates the validation split and adds
+        its metrics as `val_<name>`: `fit`'s callbacks find them in their
+        epoch logs, as with `fit(validation_data=...)`.
 
         Args:
             x: training inputs (N, ...), from `inputs`.
@@ -399,8 +305,8 @@ class TrainingLoop:
             order_of: the run's `EpochOrder`.
             first_epoch: the epoch `fit` starts at (after a resume).
             steps_per_execution: S, as the model is compiled.
-            validate: None, or a function of the epoch (0-based) giving
-                {name: float}, or None for an epoch it does not validate.
+            validation: None, or a `Validation`: the split and the epochs
+                that evaluate it.
 
         Returns:
             a function of Keras's (unread) iterator giving the logs dict.
@@ -427,11 +333,12 @@ class TrainingLoop:
                     tf.constant(count, tf.int32),
                     batch_size,
                 )
-            if validate is None or call != calls_per_epoch - 1:
+            epochs_run = first_epoch + epoch + 1
+            if validation is None or call != calls_per_epoch - 1 or epochs_run not in validation.epochs:
                 return logs
-            logs = {name: float(value) for name, value in logs.items()}  # before validate resets them
-            figures = validate(first_epoch + epoch)
-            return logs if figures is None else {**logs, **{f"val_{name}": v for name, v in figures.items()}}
+            logs = {name: float(value) for name, value in logs.items()}  # before `evaluate` resets them
+            metrics = self.evaluate(validation.x, validation.y, validation.batch_size)
+            return {**logs, **{f"val_{name}": value for name, value in metrics.items()}}
 
         return run
 

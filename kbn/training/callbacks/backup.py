@@ -1,4 +1,4 @@
-"""Backup: the state of a run at its last finished epochs, safe against a kill.
+"""BackupAndResume: the state of a run at its last recorded epochs, and the resume from it.
 
     run_dir/backup/
         epoch-0.state, epoch-1.state   every model and optimizer variable's bytes, alternately
@@ -8,14 +8,22 @@
 A resumed run restores the newest state and starts `fit` at its epoch
 (`fit(initial_epoch=...)`), so it continues exactly where the uninterrupted
 run would be: weights, moving statistics, momentum and step count.
+
+`BackupAndResume` is the callback that owns the folder, as Keras's
+`BackupAndRestore` owns its own: it restores the newest state before `fit`,
+saves one at the epochs its `Cadence` names, and removes the folder when
+training ends. `Backup` is the folder's format.
 """
 
 import pathlib
 import shutil
 
+import keras
 import numpy as np
 
+from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
+from kbn.training.distribute import smallest_across_workers
 
 
 class Backup:
@@ -35,12 +43,11 @@ class Backup:
     The state is every model variable and every optimizer variable, their
     bytes one after the other in one file, in the order of `model.variables`
     then `model.optimizer.variables`; the record lists each one's shape and
-    dtype, so a restore checks that the state fits the model. For the seed
-    net (0.3 M numbers) a save takes 4 ms: a `.npz` of the same arrays, each
-    read through `keras.ops.convert_to_numpy`, took 19 ms (zip headers and
-    checksums per array), and Keras's `BackupAndRestore` (`.weights.h5`
-    plus a JSON file written in place, so a kill can tear them) 30. A
-    search writes one every epoch of every trial.
+    dtype, so a restore checks that the state fits the model. One flat file
+    is the cheapest save measured (a `.npz` pays zip headers and checksums
+    per array; Keras's `BackupAndRestore` writes `.weights.h5` and a JSON
+    file in place, which a kill can tear): `benchmarks/search_overhead.py`
+    times it, and a search writes one at every recorded epoch of every trial.
 
     Args:
         folder: the backup folder, made when first written.
@@ -124,3 +131,56 @@ def _variables(model):
 def _layout(arrays):
     """Each array's shape and dtype, as JSON keeps them: [[[3072, 50], "float32"], ...]."""
     return [[list(array.shape), array.dtype.str] for array in arrays]
+
+
+class BackupAndResume(keras.callbacks.Callback):
+    """The run's backup, from restore to removal: Keras's `BackupAndRestore`, kill-safe.
+
+    Call `restore(model)` before `fit`: it gives the epoch to start from,
+    `fit(initial_epoch=...)`, which Keras offers no public way for a
+    callback to move. Then, as a callback, it saves the state at every
+    epoch end its `cadence` names, and removes the folder when training
+    ends: a finished run keeps no backup. Put it after the run log, which
+    asks the same cadence and writes summary.json first.
+
+    Under `MultiWorkerMirroredStrategy` every worker restores the newest
+    epoch all of them have: workers write their backups one after the
+    other, so a kill can leave one an epoch ahead; each keeps its two last
+    states, and the one ahead goes back.
+
+    Args:
+        folder: the backup folder (`run_dir/backup`).
+        cadence: the run's `Cadence`.
+        resume: False: a backup left by an earlier run of the same name is
+            removed and the run starts at epoch 0.
+    """
+
+    def __init__(self, folder, cadence, resume=False):
+        super().__init__()
+        self.backup = Backup(folder)
+        self.cadence = cadence
+        self.resume = resume
+
+    def restore(self, model):
+        """Load the newest usable state into `model`; the number of epochs it had run (0: none)."""
+        if not self.resume:
+            self.backup.remove()
+            return 0
+        done = self.backup.restore(model)
+        agreed = smallest_across_workers(model.distribute_strategy, done)
+        if agreed == done:
+            return done
+        if agreed in self.backup.epochs():
+            return self.backup.restore(model, epoch=agreed)
+        raise KbnError(
+            f"the workers' backups are too far apart to resume (this one: epoch {done}, "
+            f"another: epoch {agreed}); start the run over without --resume"
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cadence.due(epoch + 1):
+            self.backup.save(self.model, epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.backup.remove()
+
