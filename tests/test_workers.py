@@ -104,3 +104,31 @@ def test_workers_stop_when_their_chief_is_killed(tmp_path):
     while worker_pids(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert worker_pids(tmp_path) == []
+
+
+def test_a_search_with_a_dead_workers_trial_in_the_queue_has_not_ended(tmp_path):
+    # A worker told "no trial left" ends; a worker dying after it hands its trial back:
+    # the chief must not take the empty room for the search's end.
+    import types
+
+    import keras_tuner
+
+    from kbn import _compat
+    from tuning import chief
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=2)
+    told_to_stop = types.SimpleNamespace(stop_triggered=True)
+    assert chief._search_ended(oracle, told_to_stop)
+    _compat.oracle_retry_queue(oracle).append("1")
+    assert not chief._search_ended(oracle, told_to_stop)
+
+
+def test_the_pool_restarts_a_worker_that_ended_cleanly_and_no_other(tmp_path):
+    from tuning.chief import WorkerPool
+
+    pool = WorkerPool(tmp_path, 2, env={})
+    started = []
+    pool._start = started.append  # no process: only which worker would start
+    assert not pool.restart_one()
+    pool.done.append("tuner1")
+    assert pool.restart_one() and started == [1] and pool.done == []

@@ -142,6 +142,7 @@ class WorkerPool:
         self.threads = max(1, (os.cpu_count() or 1) // count)
         self.processes = {}  # tuner id -> the running (or not yet polled) process
         self.dead = {}  # tuner id -> exit status of a worker that died
+        self.done = []  # tuner ids of workers that ended cleanly: the oracle had no trial for them
 
     def start(self):
         for i in range(self.count):
@@ -169,6 +170,7 @@ class WorkerPool:
                 self._start(int(tuner_id.removeprefix("tuner")))
             elif status == 0:  # the oracle had no trial left for it
                 del self.processes[tuner_id]
+                self.done.append(tuner_id)
             elif status is not None:
                 self.dead[tuner_id] = status
                 del self.processes[tuner_id]
@@ -178,6 +180,17 @@ class WorkerPool:
     @property
     def running(self):
         return bool(self.processes)
+
+    def restart_one(self):
+        """Start again a worker that had ended cleanly; False when none had.
+
+        A worker told that no trial was left ends; if another worker dies
+        afterwards, its trial goes back to the queue with nobody to take it.
+        """
+        if not self.done:
+            return False
+        self._start(int(self.done.pop().removeprefix("tuner")))
+        return True
 
     def stop(self):
         """Stop the workers still running (the chief is failing)."""
@@ -233,6 +246,8 @@ def serve(oracle, host, port, pool=None, poll_seconds=0.1):
             if pool is not None:
                 for tuner_id in pool.poll():
                     oracle.release(tuner_id)
+                if not pool.running and _compat.oracle_retry_queue(oracle) and pool.restart_one():
+                    continue
                 if not pool.running and not _search_ended(oracle, servicer):
                     statuses = ", ".join(f"{t} {s}" for t, s in sorted(pool.dead.items()))
                     raise KbnError(
@@ -254,5 +269,7 @@ def serve(oracle, host, port, pool=None, poll_seconds=0.1):
 
 
 def _search_ended(oracle, servicer):
-    # A worker was told STOPPED (no trial left) and no trial is running or waiting.
-    return servicer.stop_triggered and _compat.oracle_service()[2](oracle)
+    # A worker was told STOPPED (no trial left) and no trial is running or waiting,
+    # including a dead worker's trial handed back to the queue.
+    waiting = _compat.oracle_retry_queue(oracle)
+    return servicer.stop_triggered and not waiting and _compat.oracle_service()[2](oracle)

@@ -124,10 +124,10 @@ class TrainConfig:
     epochs: int = setting(20, "passes over the training set", check=lambda v: v >= 0,
                           error="epochs must be 0 or more, got {value}", metavar="N")
     # Keras's fit(validation_freq=...), as Keras 2 took it: every N epochs, or
-    # the listed ones (1-based). The last epoch always validates: its figures
+    # the listed ones (1-based). The last epoch always validates: its metrics
     # are the run's final validation metrics. A search needs only the epochs
-    # it judges, and validating 10k images every epoch took an eighth of the
-    # report's search (benchmarks/search_overhead.py).
+    # it judges, and validating every epoch is a sizeable share of a search
+    # of short trials (benchmarks/search_overhead.py).
     validation_freq: int | tuple = setting(
         1, "validate every N epochs, or at the epochs listed (1,3,10); the last epoch always validates",
         check=lambda v: as_validation_freq(v) is not None,
@@ -179,8 +179,8 @@ class TrainConfig:
                                       "either way)")
     resume: bool = setting(False, "continue the run --run-name where it stopped")
     # A backup writes every weight and momentum: little next to a long epoch,
-    # a few percent of the seed net's short ones, whose runs are cheaper to
-    # redo in part than to back up at every epoch.
+    # but not next to the report's network's short ones, whose runs are
+    # cheaper to redo in part than to back up at every epoch.
     backup_interval: float = setting(0.0, "seconds between backups: the state and summary.json are saved at "
                                           "the end of the first epoch that long after the last save (0: every "
                                           "epoch)",

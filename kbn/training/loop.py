@@ -3,7 +3,7 @@
 Tiny networks on a CPU are bound by per-step framework work, not arithmetic:
 Keras's `fit` pays for each mini-batch a `tf.data` hand-off and a nested
 function call, even with `steps_per_execution`, and for each epoch a new input
-pipeline (the seed net trained at 1.9x the time of plain NumPy that way).
+pipeline (`kbn bench` times both against plain NumPy: docs/performance.md).
 `TrainingLoop` is the model's `train_function` instead: `fit` still runs the
 epochs, the callbacks and the progress bar (which counts mini-batches, since
 the model is compiled with `steps_per_execution=S`), and each call of the
@@ -102,8 +102,8 @@ def evaluation_step(model, trunk, x, y):
 def update_metrics(model, losses, sizes, y, y_pred):
     """The model's loss tracker and compiled metrics, over S batches at once.
 
-    Keras updates them after every step, a dozen small ops each time, a
-    tenth of the seed net's epoch; the means come out the same when the
+    Keras updates them after every step, a dozen small ops each time, which
+    a short step pays for in full; the means come out the same when the
     steps' losses are weighted by their batch sizes, as Keras does. Under a
     strategy the metrics' variables sum every replica's update.
 
@@ -233,8 +233,7 @@ class TrainingLoop:
             check(x[lo:hi], y[lo:hi])
 
         # Keras's `evaluate` builds a new input pipeline on every call and
-        # pays a function call per batch: validating the seed net on 10k
-        # images took 0.07 s that way, 0.02 s in one loop.
+        # pays a function call per batch: one loop over the split pays neither.
         def run_split(x, y, batch_size):
             n = tf.shape(x, out_type=tf.int64)[0]
             for start in tf.range(0, n, batch_size):
@@ -249,13 +248,12 @@ class TrainingLoop:
 
         One compiled call over the whole split: TensorFlow reuses the
         buffer of each elementwise stage for the next, so the result is the
-        only large new tensor (0.6 GB for 50k CIFAR-10 images in float32).
+        only large new tensor: N x D float32 numbers.
 
         A read-only NumPy array's result is kept for the next runs of this
         loop while the stages' weights stay the same: a search's trials
-        share one model, and passing their 10k training and 10k validation
-        CIFAR-10 images through the stages took 6.9 of the report's
-        search's 215 CPU-seconds (`benchmarks/search_overhead.py`).
+        share one model, and would otherwise pass the same images through
+        the same stages once per trial (`benchmarks/search_overhead.py`).
         Read-only is the caller's promise that the array will not change; a
         writable one goes through the stages every time.
 

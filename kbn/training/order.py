@@ -14,8 +14,8 @@ class EpochOrder:
 
     Keras's own shuffle of arrays repeats one permutation in every epoch once
     a global seed is set (its shuffle op restarts with each epoch's iterator),
-    and the same batches every epoch cost the seed net about a point of
-    validation accuracy. Here epoch e's order is a stateless function of
+    and the same batches every epoch cost the report's network validation
+    accuracy. Here epoch e's order is a stateless function of
     (seed, e): new each epoch, the same for the same seed, the same for a
     resumed run as for an uninterrupted one, and the same on every worker.
 

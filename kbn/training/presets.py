@@ -46,7 +46,7 @@ PRESETS = {
     for preset in (
         _preset(
             "report",
-            "the seed report's network and protocol: [50, 30] with plain BN (no gamma, beta), "
+            "the report's network and protocol: [50, 30] with plain BN (no gamma, beta), "
             "eta 0.0864 decayed 0.8 per epoch",
             data={"train_size": 10000, "val_size": 10000},
             # The report's batch norm only normalises: its gradients are b and W

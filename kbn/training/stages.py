@@ -20,12 +20,12 @@ def split_fixed_stages(model):
     """The model as (stages, trunk): its fixed input stages, then the rest.
 
     Fixed stages (`Flatten`, `Reshape`, `Rescaling`, kbn's `Centering`
-    and `Whitening`)
-    learn nothing and map an input the same way at every step, in training
-    as at inference. Their output for a split can be computed once per run
-    instead of once per mini-batch; for the seed net that is a cast, a
-    multiply and a subtraction over every pixel of every batch, a seventh
-    of its epoch. NumPy does the same: it centres the data once.
+    and `Whitening`) learn nothing and map an input the same way at every
+    step, in training as at inference. Their output for a split can be
+    computed once per run instead of once per mini-batch: a cast, a multiply
+    and a subtraction over every pixel of every batch saved (the report's
+    network spends a good share of its epoch there; docs/performance.md).
+    NumPy does the same: it centres the data once.
 
     Args:
         model: a Keras model.
