@@ -8,15 +8,32 @@ DATA   ?= fashion_mnist
 ARGS   ?=
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce test train gradcheck bench install data clean
+.PHONY: reproduce test test-fast lint format train gradcheck bench install data clean docs
 
-# The seed report's four studies (gradient check, BN vs no BN, coarse-to-fine
+# The report's four studies (gradient check, BN vs no BN, coarse-to-fine
 # search, eta study) -> reports/<data set>/report.md. QUICK=1: small sizes.
 reproduce: install data
 	$(BIN)/kbn reproduce --data $(DATA) $(if $(QUICK),--quick) $(ARGS)
 
+# Every test: those in this process on both cores (a file's tests on one), then
+# those that start processes (marked slow), one at a time.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -m slow
+
+# Every test but those that start processes: a quick check while editing.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+
+# The style, checked: ruff's lint and format, mypy on the typed public API.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 train: install data
 	$(BIN)/kbn train --data $(DATA) $(ARGS)
@@ -24,10 +41,18 @@ train: install data
 gradcheck: install
 	$(BIN)/kbn gradcheck $(ARGS)
 
-# Seconds per epoch of the seed net: NumPy vs Keras's own layers vs kbn.
+# Seconds per epoch of the report's network: NumPy vs Keras's own layers vs kbn.
 # ARGS="--data folder:../shared/data/cifar10-jpeg/train" for real images.
 bench: install
 	$(BIN)/kbn bench $(ARGS)
+
+# The documentation site (docs/, mkdocs.yml) -> site/; any warning fails it.
+docs: $(BIN)/mkdocs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+$(BIN)/mkdocs: $(BIN)/kbn pyproject.toml
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
 
 install: $(BIN)/kbn
 

@@ -1,4 +1,4 @@
-"""Seconds per epoch of the seed net in plain NumPy, with Keras's own layers and with kbn.
+"""Seconds per epoch of the report's network in plain NumPy, with Keras's own layers and with kbn.
 
     python benchmarks/epoch_time.py                      # synthetic CIFAR-10-shaped data
     python benchmarks/epoch_time.py --data folder:../shared/data/cifar10-jpeg/train

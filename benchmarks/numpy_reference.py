@@ -1,4 +1,4 @@
-"""The seed net in plain NumPy on the report's protocol: kbn's speed and accuracy reference.
+"""The report's network in plain NumPy on the report's protocol: kbn's speed and accuracy reference.
 
     python benchmarks/numpy_reference.py                     # folder CIFAR-10, 20 epochs
     python benchmarks/numpy_reference.py --data synthetic    # random data, same shapes

@@ -9,7 +9,7 @@ timers around each piece a trial runs besides its training steps (the fixed
 input stages, the initial loss, the validations, the backups,
 summary.json, TensorBoard, the oracle's report, the final metrics, the
 saved model, the HParams session) and measures, before and after it in the
-same process, the seed net's training pass alone: `kbn.train` with no
+same process, the report's network's training pass alone: `kbn.train` with no
 validation images, the median epoch of 2 to 6, as `kbn bench --only kbn`.
 The bar is the search's time over 500 such passes (50 trials x 10 epochs).
 
@@ -116,7 +116,7 @@ class _EpochClock(keras.callbacks.Callback):
 
 
 def training_pass(dataset, epochs=6):
-    """The seed net's training epoch, no validation: median (wall, cpu) of epochs 2 to `epochs`."""
+    """The report's network's training epoch, no validation: median (wall, cpu) of epochs 2 to `epochs`."""
     no_val = kbn.Dataset(dataset.name, dataset.train, kbn.data.Split(dataset.train.x[:0], dataset.train.y[:0]),
                          None, dataset.class_names)
     model = kbn.build_mlp([50, 30], dataset.num_classes, center=False, scale=False,

@@ -17,7 +17,7 @@ accuracy and its gap to the unpruned best.
 What a replay leaves out: a real pruned search narrows its boxes around
 other trials (those that completed, and the stopped ones ranked below them),
 so its rounds 2 and 3 draw other pairs. The replay isolates the rule's own
-choice among the same trials; the real searches (README, Search) measure the
+choice among the same trials; the real searches (docs/results.md, "Pruning the search") measure the
 whole.
 
 The last column, "noise best", is the expected best of the same number of

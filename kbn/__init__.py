@@ -2,7 +2,7 @@
 
 The Python API: `load_data` -> `build_mlp` -> `train`, and `check_gradients`;
 the layers `Dense` and `BatchNorm`. docs/architecture.md shows the modules
-behind it, floor by floor, and where to add to them.
+behind it, level by level, and where to add to them.
 """
 
 from kbn._quiet import import_tensorflow

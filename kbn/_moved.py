@@ -1,7 +1,7 @@
 """The modules that moved in 0.2, still importable under their 0.1 names for one release.
 
 `import kbn.sgd` gives `kbn.optim.sgd` with a `DeprecationWarning` that names
-the new place; the alias goes in the next release (CHANGELOG.md lists the
+the new place; the alias goes in kbn 0.3 (CHANGELOG.md lists the
 moves). An import hook, not a file per old name, so that the package's tree
 shows only where things are now.
 """
@@ -45,7 +45,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         new = MOVED[spec.name]
         warnings.warn(
-            f"{spec.name} moved to {new} in kbn 0.2; the old name goes in the next release",
+            f"{spec.name} moved to {new} in kbn 0.2; the old name goes in kbn 0.3",
             DeprecationWarning,
             stacklevel=2,
         )

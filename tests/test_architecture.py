@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
 PACKAGES = ("kbn", "tuning")
@@ -125,6 +127,7 @@ def test_the_import_reader_sees_lazy_and_module_imports():
     assert "kbn/data/__init__.py" in imported_files("kbn/gradcheck/check.py", files)
 
 
+@pytest.mark.slow
 def test_import_kbn_loads_neither_tuning_nor_keras_tuner():
     code = "import kbn, sys; print(sorted(m for m in ('tuning', 'keras_tuner') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -1,5 +1,5 @@
 """Tests for kbn.bench and kbn.bench.numpy_reference: the three implementations time the same
-seed net on the same images, ratios are to NumPy, and the NumPy reference is a correct,
+network (the report's) on the same images, ratios are to NumPy, and the NumPy reference is a correct,
 learning implementation of the report's network."""
 
 import json
@@ -14,6 +14,7 @@ from kbn.cli import main
 from kbn.bench.numpy_reference import NumpyMLP, gradient_check, run
 
 
+@pytest.mark.slow
 def test_every_implementation_is_timed_and_ratios_are_to_numpy():
     result = epoch_times(train_size=300, val_size=100, epochs=2, repeats=2)
     assert list(result.seconds_per_epoch) == ["numpy", "keras", "kbn"]
@@ -43,6 +44,7 @@ def test_without_numpy_there_are_no_ratios(tmp_path):
     assert "| kbn |" in format_result(result) and "| - |" in format_result(result)
 
 
+@pytest.mark.slow
 def test_bench_reads_any_data_spec(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (150, 8, 8, 3), dtype=np.uint8),
@@ -56,7 +58,7 @@ def test_data_with_more_classes_than_the_seed_net_is_a_user_error(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (60, 4, 4, 1), dtype=np.uint8),
              y_train=np.arange(60) % 12)
-    with pytest.raises(KbnError, match="seed net has 10 classes"):
+    with pytest.raises(KbnError, match="network \\(the report's\\) has 10 classes"):
         epoch_times(f"npz:{tmp_path / 'd.npz'}", train_size=40, val_size=20, epochs=2, repeats=1)
 
 
@@ -71,6 +73,7 @@ def test_bad_settings_raise_kbn_error(kwargs, match):
         epoch_times(train_size=100, **kwargs)
 
 
+@pytest.mark.slow
 def test_kbn_bench_json_is_the_result(capsys):
     status = main(["bench", "--train-size", "200", "--epochs", "2", "--repeats", "1",
                    "--only", "numpy,kbn", "--json"])
@@ -102,10 +105,11 @@ def test_kbn_runs_the_given_net_once_per_precision_each_a_row(monkeypatch):
     assert "net 12-6 with BN" in table and "| kbn | mixed_bfloat16 |" in table and "| kbn | float32 |" in table
 
 
+@pytest.mark.slow
 def test_numpy_and_keras_keep_the_seed_net_and_the_table_says_so():
     result = epoch_times(train_size=200, epochs=2, repeats=1, implementations=["numpy", "kbn"], hidden=(12,))
     assert list(result.seconds_per_epoch) == ["numpy", "kbn"] and result.ratio_to_float32 == {"kbn": 1.0}
-    assert "kbn: net 12 with BN; numpy: the seed net 50-30 with BN" in format_result(result)
+    assert "kbn: net 12 with BN; numpy: the report's net 50-30 with BN" in format_result(result)
 
 
 def test_an_unknown_precision_is_a_user_error():
@@ -132,7 +136,7 @@ def test_numpy_reference_learns_a_separable_problem():
     centres = rng.normal(0, 3, (3, 20))
     y = rng.integers(0, 3, 600)
     x = (centres[y] + rng.normal(0, 1, (600, 20))).astype(np.float32)
-    net = NumpyMLP((16,), 3, l2=0.0, seed=0, input_dim=20)
+    net = NumpyMLP((16,), 3, lam=0.0, seed=0, input_dim=20)
     before = net.accuracy(x, y)
     for epoch in range(5):
         net.train_epoch(x, y, 0.05, batch_size=50, rng=np.random.default_rng(epoch))

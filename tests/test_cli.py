@@ -24,7 +24,8 @@ import pytest
 import synthetic
 
 import kbn
-from kbn.cli import EXAMPLES, MODEL_OPTIONS, build_parser, main
+from kbn.cli import COMMANDS, build_parser, main
+from kbn.cli.options import MODEL_OPTIONS
 from kbn.training.config import TrainConfig, setting
 
 NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
@@ -239,7 +240,7 @@ def test_train_model_options_reach_the_network_under_their_new_names(files, tmp_
 
     model = keras.models.load_model(tmp_path / "m.keras", compile=False)  # 0 epochs: no optimizer state
     dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
-    assert [layer.l2 for layer in dense] == [0.01, 0.01]
+    assert [layer.lam for layer in dense] == [0.01, 0.01]
     assert dense[0].get_config()["kernel_initializer"]["class_name"] == "GlorotNormal"
     batch_norm = model.get_layer("batch_norm1")
     assert batch_norm.momentum == 0.5
@@ -301,7 +302,7 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     assert ("Whitening" in names) is bool(preset.model["whiten"])
     assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [8, NUM_CLASSES]
     dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
-    assert dense.l2 == preset.model["lam"]
+    assert dense.lam == preset.model["lam"]
     assert last_json(stdout)["epochs_run"] == 1
 
 
@@ -362,6 +363,7 @@ def test_evaluate_without_json_prints_one_line_per_split(trained, files):
     assert all("accuracy" in line and "loss" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_evaluate_saved_model_in_a_fresh_process(trained, files):
     result = subprocess.run(
         [sys.executable, "-m", "kbn", "evaluate", str(files["model"]),
@@ -497,6 +499,7 @@ def test_bad_input_prints_one_error_line_and_exits_2(argv, names, trained, files
     assert names in lines[0]
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
     result = subprocess.run(
         [sys.executable, "-m", "kbn", "evaluate", str(files["text_model"]),
@@ -552,6 +555,7 @@ def test_version_prints_the_one_version_of_the_package():
     assert importlib.metadata.version("kbn-keras") == kbn.__version__
 
 
+@pytest.mark.slow
 def test_python_dash_m_kbn_is_the_kbn_command():
     result = subprocess.run(
         [sys.executable, "-m", "kbn", "--help"], capture_output=True, text=True, timeout=120,
@@ -559,7 +563,7 @@ def test_python_dash_m_kbn_is_the_kbn_command():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("usage: kbn ")
-    for command in EXAMPLES:
+    for command in COMMANDS:
         assert re.search(rf"^    {command}\b", result.stdout, re.MULTILINE), command
 
 
@@ -578,9 +582,9 @@ def subcommands():
     return action.choices
 
 
-@pytest.mark.parametrize("command", list(EXAMPLES))
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_subcommand_help_shows_every_default_and_examples(command):
-    from kbn.cli import _shown_default
+    from kbn.cli.parser import shown_default
 
     parser = subcommands()[command]
     status, stdout, _ = run_main([command, "--help"])
@@ -589,7 +593,7 @@ def test_subcommand_help_shows_every_default_and_examples(command):
     assert "examples: kbn " + command in text
     shown = 0
     for action in parser._actions:
-        default = _shown_default(action)
+        default = shown_default(action)
         if action.option_strings and default:
             assert f"(default: {default})" in text, (action.option_strings, default)
             shown += 1
@@ -626,15 +630,16 @@ def test_train_offers_every_command_line_field_of_train_config():
 
 
 def test_train_config_field_added_later_becomes_a_checked_flag():
-    from kbn.cli import _Parser, _add_config_options
+    from kbn.cli.options import add_config_options
+    from kbn.cli.parser import Parser
 
     @dataclasses.dataclass
     class Later(TrainConfig):
         precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
         warmup: int = setting(0, "warm-up epochs", check=lambda v: v >= 0, error="warmup must be 0 or more, got {value}")
 
-    parser = _Parser(prog="kbn train")
-    _add_config_options(parser, Later)
+    parser = Parser(prog="kbn train")
+    add_config_options(parser, Later)
     args = parser.parse_args(["--precision", "mixed", "--warmup", "2", "--eta", "0.5"])
     assert (args.precision, args.warmup, args.eta) == ("mixed", 2, 0.5)
     for bad, message in [(["--warmup", "-1"], "warmup must be 0 or more, got -1"),
@@ -706,16 +711,16 @@ def test_every_preset_setting_is_a_train_option():
         assert set(preset.model) <= targets, preset.name
 
 
-@pytest.mark.parametrize("command", list(EXAMPLES))
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_help_example_is_a_valid_command_line(command):
     import shlex
 
     parser = build_parser()
-    for line in EXAMPLES[command]:
+    for line in COMMANDS[command].EXAMPLES:
         argv = shlex.split(line)
         assert argv[:2] == ["kbn", command], line
         args = parser.parse_args(argv[1:])
-        assert args.func.__name__ == f"_{command}", line
+        assert args.func is COMMANDS[command].run, line
 
 
 def test_readme_command_line_names_only_flags_that_exist():

@@ -39,6 +39,7 @@ def one_device(tmp_path_factory):
     return run("train", "default", "float64", "sync", tmp_path=tmp_path_factory.mktemp("one"))
 
 
+@pytest.mark.slow
 def test_two_synchronized_replicas_train_as_one_device_in_float64(one_device, tmp_path):
     mirrored = run("train", "mirrored", "float64", "sync", tmp_path=tmp_path)
     np.testing.assert_allclose(mirrored["loss"], one_device["loss"], rtol=1e-6)
@@ -48,18 +49,21 @@ def test_two_synchronized_replicas_train_as_one_device_in_float64(one_device, tm
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_two_synchronized_replicas_train_as_one_device_in_float32(tmp_path):
     one = run("train", "default", "float32", "sync", tmp_path=tmp_path / "one")
     mirrored = run("train", "mirrored", "float32", "sync", tmp_path=tmp_path / "two")
     np.testing.assert_allclose(mirrored["loss"], one["loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_per_replica_statistics_train_otherwise(one_device, tmp_path):
     apart = run("train", "mirrored", "float64", "nosync", tmp_path=tmp_path)
     gap = np.max(np.abs(np.subtract(apart["loss"], one_device["loss"])) / np.array(one_device["loss"]))
     assert gap > 1e-3
 
 
+@pytest.mark.slow
 def test_synchronized_batch_norm_gradients_on_two_replicas_match_autodiff_and_finite_differences():
     errors = run("gradients")
     assert errors["hand_vs_autodiff"] < 1e-12
@@ -114,6 +118,7 @@ def start_workers(argv, ports, folder):
 WORKER_EPOCHS = 6
 
 
+@pytest.mark.slow
 def test_two_workers_killed_mid_run_resume_every_epoch_exactly_once(tmp_path):
     data = write_npz(tmp_path / "data.npz", 1250, (8, 8, 1))
     argv = ["train", "--data", f"npz:{data}", "--epochs", WORKER_EPOCHS, "--batch-size", 25, "--hidden", 16,

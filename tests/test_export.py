@@ -57,6 +57,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_without_kbn_and_predicts_what_the_keras_model_predicts(saved, tmp_path):
     model, path, images = saved
     directory = export(path, tmp_path / "served")

@@ -49,7 +49,7 @@ def test_report_table_has_every_relative_error_below_1e_6(batch_norm):
 
 def test_four_layer_net_with_gamma_beta_and_l2_checks_below_1e_6():
     x, y = _batch(20, seed=3)
-    model = build_mlp([30, 20, 10], NUM_CLASSES, l2=0.05, adapt=x, dtype="float64", seed=2)
+    model = build_mlp([30, 20, 10], NUM_CLASSES, lam=0.05, adapt=x, dtype="float64", seed=2)
     _scramble_batch_norm(model)
     checks = check_gradients(model, x, y)
     assert [c.param for c in checks] == [
@@ -75,7 +75,7 @@ def test_net_with_dropout_and_augmentation_checks_below_1e_6_under_one_fixed_mas
 def test_l2_penalty_is_part_of_the_checked_gradient():
     x, y = _batch(10)
     plain = build_mlp([8], NUM_CLASSES, adapt=x, dtype="float64", seed=0)
-    penalised = build_mlp([8], NUM_CLASSES, l2=0.5, adapt=x, dtype="float64", seed=0)
+    penalised = build_mlp([8], NUM_CLASSES, lam=0.5, adapt=x, dtype="float64", seed=0)
     g_plain = check_gradients(plain, x, y)[0]
     g_penalised = check_gradients(penalised, x, y)[0]
     kernel = penalised.get_layer("dense1").kernel.numpy()

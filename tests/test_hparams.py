@@ -40,7 +40,7 @@ def _session(folder):
 
 def test_run_hparams_reads_the_model_and_the_config():
     x, _ = synthetic.make_images(20, seed=0)
-    model = build_mlp([8, 6], NUM_CLASSES, batch_norm=False, init="xavier", l2=1e-3, dropout=0.25,
+    model = build_mlp([8, 6], NUM_CLASSES, batch_norm=False, init="xavier", lam=1e-3, dropout=0.25,
                       flip=True, translate=0.125, whiten=1e-2, adapt=x, seed=3)
     config = TrainConfig(eta=0.05, schedule="cosine", batch_size=16, seed=3)
     assert run_hparams(model, config) == {

@@ -3,7 +3,9 @@ backward passes against autodiff and finite differences, the moving statistics, 
 penalty, float64, saving, tf.function and tf.distribute."""
 
 import json
+import pathlib
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -114,7 +116,7 @@ def run_layer_test(
 @pytest.mark.parametrize(
     "init_kwargs, num_trainable",
     [
-        ({"units": NUM_UNITS, "l2": 0.01}, 2),
+        ({"units": NUM_UNITS, "lam": 0.01}, 2),
         ({"units": NUM_UNITS, "use_bias": False}, 1),
     ],
 )
@@ -442,17 +444,17 @@ def cross_entropy(logits, labels):
     return np.mean(log_z - logits[np.arange(len(labels)), labels])
 
 
-@pytest.mark.parametrize("l2, penalty", [(0.01, 0.91), (0.0, 0.0)])
-def test_dense_l2_penalty_is_in_model_losses_and_fit_loss(l2, penalty):
+@pytest.mark.parametrize("lam, penalty", [(0.01, 0.91), (0.0, 0.0)])
+def test_dense_l2_penalty_is_in_model_losses_and_fit_loss(lam, penalty):
     kernel = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # sum of squares 91
     bias = np.array([0.5, -0.5, 0.0])
     x = np.array([[0.1, 0.2], [0.3, -0.1], [-0.2, 0.4], [0.0, 0.5]], "float32")
     labels = np.array([0, 2, 1, 2])
-    layer = Dense(3, l2=l2)
+    layer = Dense(3, lam=lam)
     model = keras.Sequential([keras.Input((2,)), layer])
     layer.set_weights([kernel, bias])
 
-    if l2:
+    if lam:
         assert len(layer.losses) == len(model.losses) == 1
         np.testing.assert_allclose(float(layer.losses[0]), penalty, rtol=1e-6)
         np.testing.assert_allclose(float(model.losses[0]), penalty, rtol=1e-6)
@@ -517,7 +519,7 @@ def test_layers_keep_float64_weights_and_outputs(global_floatx):
         kwargs = {"dtype": "float64"}
     x = random_inputs((BATCH, NUM_FEATURES))
     x[:, 0] += 1e-9 * np.arange(BATCH)  # visible in float64 only
-    dense = Dense(NUM_UNITS, l2=0.01, **kwargs)
+    dense = Dense(NUM_UNITS, lam=0.01, **kwargs)
     bn = BatchNorm(**kwargs)
     s = dense(x)
     y = bn(s, training=True)
@@ -550,7 +552,7 @@ def small_net(num_features=4, dtype=None):
             Dense(8, use_bias=False, dtype=dtype),
             BatchNorm(momentum=MOMENTUM, dtype=dtype),
             keras.layers.ReLU(dtype=dtype),
-            Dense(2, l2=1e-4, dtype=dtype),
+            Dense(2, lam=1e-4, dtype=dtype),
         ]
     )
 
@@ -652,7 +654,7 @@ def test_stateless_call_returns_the_updated_moving_statistics():
         (Dense, {"units": 0}, "units=0"),
         (Dense, {"units": -1}, "units=-1"),
         (Dense, {"units": 2.5}, "units=2.5"),
-        (Dense, {"units": 3, "l2": -1}, "l2=-1"),
+        (Dense, {"units": 3, "lam": -1}, "lam=-1"),
         (BatchNorm, {"momentum": 1.0}, "momentum=1.0"),
         (BatchNorm, {"momentum": -0.1}, "momentum=-0.1"),
         (BatchNorm, {"epsilon": 0}, "epsilon=0"),
@@ -678,19 +680,20 @@ for path in sys.argv[1:]:
         "types": [type(layer).__name__ for layer in model.layers],
         "dtypes": sorted({w.dtype for w in model.weights}),
         "bn": model.get_layer("bn").get_config()["momentum"],
-        "l2": model.get_layer("dense1").get_config()["l2"],
+        "lam": model.get_layer("dense1").get_config()["lam"],
     }
 print(json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_saved_model_predicts_identically_in_a_fresh_process(tmp_path, run_python):
     expected = {}
     for dtype in ("float32", "float64"):
         keras.config.set_floatx(dtype)  # Keras computes the compiled loss in floatx
         x, labels = separable_problem(n=16)
         inputs = keras.Input((4,), dtype=dtype)
-        h = Dense(8, l2=1e-3, use_bias=False, dtype=dtype, name="dense1")(inputs)
+        h = Dense(8, lam=1e-3, use_bias=False, dtype=dtype, name="dense1")(inputs)
         h = BatchNorm(momentum=0.5, dtype=dtype, name="bn")(h)
         h = keras.layers.ReLU(dtype=dtype)(h)
         model = keras.Model(inputs, Dense(2, dtype=dtype, name="dense2")(h))
@@ -720,16 +723,16 @@ def test_saved_model_predicts_identically_in_a_fresh_process(tmp_path, run_pytho
         np.testing.assert_array_equal(loaded, predictions)
         assert info[path]["types"] == ["InputLayer", "Dense", "BatchNorm", "ReLU", "Dense"]
         assert info[path]["dtypes"] == [dtype]
-        assert info[path]["bn"] == 0.5 and info[path]["l2"] == 1e-3
+        assert info[path]["bn"] == 0.5 and info[path]["lam"] == 1e-3
 
 
-def test_setting_l2_on_a_built_dense_changes_its_penalty_in_place():
-    layer = Dense(4, l2=0.1, kernel_initializer="ones")
+def test_setting_lam_on_a_built_dense_changes_its_penalty_in_place():
+    layer = Dense(4, lam=0.1, kernel_initializer="ones")
     layer(np.zeros((2, 3), "float32"))
     assert float(layer.losses[0]) == pytest.approx(0.1 * 12)
     penalty = tf.function(lambda: layer.losses[0])
-    layer.l2 = 0.5
-    assert layer.l2 == 0.5 and layer.get_config()["l2"] == 0.5
+    layer.lam = 0.5
+    assert layer.lam == 0.5 and layer.get_config()["lam"] == 0.5
     assert float(penalty()) == pytest.approx(0.5 * 12)  # a traced function sees it too
 
 
@@ -738,6 +741,82 @@ def test_a_dense_built_without_penalty_cannot_be_given_one():
     layer(np.zeros((2, 3), "float32"))
     assert layer.losses == []
     with pytest.raises(ValueError, match="built without an L2 penalty"):
-        layer.l2 = 0.1
-    with pytest.raises(ValueError, match="l2 >= 0"):
-        Dense(4, l2=0.1).l2 = -1.0
+        layer.lam = 0.1
+    with pytest.raises(ValueError, match="lam >= 0"):
+        Dense(4, lam=0.1).lam = -1.0
+
+
+# --- lambda's old name, `l2` (kbn 0.1) ----------------------------------------------------
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+# Saved by kbn 0.1.0 (`PYTHONPATH=<kbn 0.1.0 checkout>`), then re-zipped with deflate to keep
+# it small (the members are the bytes kbn 0.1.0 wrote):
+#     rng = np.random.default_rng(0)
+#     x = rng.integers(0, 256, size=(8, 4, 4, 1), dtype=np.uint8)
+#     y = rng.integers(0, 3, size=8)
+#     keras.utils.set_random_seed(0)
+#     model = kbn.model.build_mlp([5], 3, batch_norm=True, lam=0.01, adapt=x, seed=0)
+#     model.fit(x, y, epochs=2, batch_size=4, shuffle=False)  # moving statistics move
+#     model.save("kbn-0.1.0-tiny.keras")
+#     np.savez("kbn-0.1.0-tiny.npz", x=x, logits=model.predict(x))
+# Its Dense configs carry lambda as "l2": 0.01.
+OLD_MODEL = DATA / "kbn-0.1.0-tiny.keras"
+
+
+def lambda_warnings(caught):
+    """The warnings about lambda's names among `caught`."""
+    return [str(w.message) for w in caught if "lam" in str(w.message) or "l2" in str(w.message)]
+
+
+def test_dense_takes_the_old_l2_argument_and_attribute_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"Dense's l2= is now lam=; use lam="):
+        layer = Dense(4, l2=0.1, kernel_initializer="ones")
+    assert layer.lam == 0.1 and "l2" not in layer.get_config() and layer.get_config()["lam"] == 0.1
+    layer(np.zeros((2, 3), "float32"))
+    assert float(layer.losses[0]) == pytest.approx(0.1 * 12)
+    with pytest.warns(DeprecationWarning, match=r"Dense.l2 is now Dense.lam; use lam"):
+        assert layer.l2 == 0.1
+    with pytest.warns(DeprecationWarning, match=r"Dense.l2 is now Dense.lam; use lam"):
+        layer.l2 = 0.5
+    assert layer.lam == 0.5 and layer.penalty.lam == 0.5
+    assert float(layer.losses[0]) == pytest.approx(0.5 * 12)
+    with pytest.warns(DeprecationWarning, match=r"L2Penalty's l2= is now lam=; use lam="):
+        assert dense.L2Penalty(l2=0.2).lam == 0.2
+
+
+def test_configs_saved_by_kbn_0_1_load_silently_with_the_same_lambda():
+    old = {**Dense(4, lam=0.01, name="d").get_config()}
+    old["l2"] = old.pop("lam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layer = Dense.from_config(old)
+        penalty = keras.regularizers.deserialize(
+            {"module": "kbn.layers", "class_name": "L2Penalty", "config": {"l2": 0.3},
+             "registered_name": "kbn>L2Penalty"})
+    assert lambda_warnings(caught) == []
+    assert layer.lam == 0.01 and layer.get_config() == Dense(4, lam=0.01, name="d").get_config()
+    assert isinstance(penalty, dense.L2Penalty) and penalty.lam == 0.3
+    assert penalty.get_config() == {"lam": 0.3}
+    assert dense.L2Penalty.from_config(penalty.get_config()).lam == 0.3
+
+
+def test_a_model_saved_by_kbn_0_1_loads_silently_and_predicts_the_same(tmp_path):
+    from kbn.inference.evaluate import load_model
+
+    saved = np.load(DATA / "kbn-0.1.0-tiny.npz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(str(OLD_MODEL))
+        logits = model.predict(saved["x"], verbose=0)
+        model.save(tmp_path / "resaved.keras")  # saved again, with this release's key
+        resaved = load_model(str(tmp_path / "resaved.keras"))
+    assert lambda_warnings(caught) == []
+    np.testing.assert_allclose(logits, saved["logits"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(resaved.predict(saved["x"], verbose=0), logits)
+    assert "l2" not in resaved.get_layer("dense1").get_config()
+    layers = [layer for layer in model.layers if isinstance(layer, Dense)]
+    assert [layer.lam for layer in layers] == [0.01, 0.01]
+    assert [layer.get_config()["lam"] for layer in layers] == [0.01, 0.01]
+    # The penalties are in force: the cost's L2 term is 0.01 * sum(W ** 2) over the kernels.
+    expected = sum(0.01 * np.sum(layer.kernel.numpy().astype("float64") ** 2) for layer in layers)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)

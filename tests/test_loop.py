@@ -119,7 +119,7 @@ def test_a_read_only_splits_stage_output_is_kept_while_the_stages_weights_stay()
 @pytest.mark.parametrize("flip", [False, True], ids=["split", "whole model"])
 def test_compiled_evaluation_gives_keras_evaluate_numbers(flip):
     x, y = pixels(57)
-    model = build_mlp([8], 3, adapt=x, l2=0.01, flip=flip, seed=0)
+    model = build_mlp([8], 3, adapt=x, lam=0.01, flip=flip, seed=0)
     loss, accuracy = model.evaluate(x, y, batch_size=10, verbose=0)
     loops = TrainingLoop(model)
     assert (loops.stages is None) == flip
@@ -131,7 +131,7 @@ def test_compiled_evaluation_gives_keras_evaluate_numbers(flip):
 @pytest.mark.parametrize("flip", [False, True], ids=["split", "whole model"])
 def test_a_compiled_chunk_takes_the_same_steps_as_keras_train_step(flip):
     x, y = pixels(20, seed=1)
-    ours, reference = (build_mlp([8], 3, adapt=x, l2=0.01, flip=flip, seed=0) for _ in range(2))
+    ours, reference = (build_mlp([8], 3, adapt=x, lam=0.01, flip=flip, seed=0) for _ in range(2))
     for model in (ours, reference):
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=model.loss,
                       metrics=["accuracy"])

@@ -82,7 +82,7 @@ def test_batch_norm_options_reach_every_batch_norm_layer():
 
 
 def test_l2_reaches_every_kernel():
-    model = build_mlp([8, 8], NUM_CLASSES, l2=0.01, input_shape=(NUM_FEATURES,))
+    model = build_mlp([8, 8], NUM_CLASSES, lam=0.01, input_shape=(NUM_FEATURES,))
     expected = sum(0.01 * np.sum(layer.kernel.numpy() ** 2) for layer in kbn_layers(model, Dense))
     assert len(model.losses) == 3
     np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
@@ -274,12 +274,12 @@ def test_float64_preprocessing_is_exact():
     np.testing.assert_allclose(centered.numpy(), expected, rtol=0, atol=1e-15)
 
 
-def test_float64_model_with_l2_evaluates_and_fits():
+def test_float64_model_with_l2_penalty_evaluates_and_fits():
     x = raw_images(n=8)
     labels = np.arange(8) % NUM_CLASSES
-    model = build_mlp([8], NUM_CLASSES, adapt=x, l2=0.01, dtype="float64")
+    model = build_mlp([8], NUM_CLASSES, adapt=x, lam=0.01, dtype="float64")
     penalty = float(sum(model.losses))
-    plain = build_mlp([8], NUM_CLASSES, adapt=x, l2=0.0, dtype="float64")
+    plain = build_mlp([8], NUM_CLASSES, adapt=x, lam=0.0, dtype="float64")
     plain.set_weights(model.get_weights())
     expected = plain.evaluate(x, labels, verbose=0, return_dict=True)["loss"] + penalty
     assert model.evaluate(x, labels, verbose=0, return_dict=True)["loss"] == pytest.approx(
@@ -439,7 +439,7 @@ def test_old_argument_names_still_work_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="momentum= is now bn_momentum="):
         old_bn = build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), momentum=0.5)
     new = build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), lam=0.01, bn_momentum=0.5)
-    assert old.get_layer("dense1").l2 == new.get_layer("dense1").l2 == 0.01
+    assert old.get_layer("dense1").lam == new.get_layer("dense1").lam == 0.01
     assert old_bn.get_layer("batch_norm1").momentum == new.get_layer("batch_norm1").momentum == 0.5
     with pytest.raises(TypeError, match="unexpected keyword argument 'lambda_'"):
         build_mlp([4], NUM_CLASSES, input_shape=(NUM_FEATURES,), lambda_=0.1)

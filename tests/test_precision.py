@@ -215,6 +215,7 @@ PREDICT_IN_A_FRESH_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_saved_bfloat16_model_predicts_the_same_in_a_fresh_process(tmp_path):
     model = build_mlp([16], NUM_CLASSES, adapt=DATA.train.x, precision="mixed_bfloat16", seed=0)
     train(model, DATA, TrainConfig(eta=0.05, epochs=2, batch_size=16, logdir=str(tmp_path), verbose=0,

@@ -68,7 +68,7 @@ def test_kbn_train_with_the_report_preset_trains_the_seeds_network(tmp_path):
     assert all((n.center, n.scale, n.trainable_weights) == (False, False, []) for n in norms)
     dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
     assert [layer.units for layer in dense] == [50, 30, 3]
-    assert all(layer.l2 == preset.model["lam"] for layer in dense)
+    assert all(layer.lam == preset.model["lam"] for layer in dense)
 
 
 def test_cifar10_mlp_preset_holds_out_5k_images_and_whitens_and_augments_the_rest():

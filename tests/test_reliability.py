@@ -105,6 +105,7 @@ def epochs_recorded(run_dir):
     [0, 2, EPOCHS - 2],  # EPOCHS - 2: two epochs (~0.6 s) of margin before the final save
     ids=["during-the-first-epoch", "after-two-epochs", "late-in-the-run"],
 )
+@pytest.mark.slow
 def test_train_killed_at_any_moment_resumes_every_epoch_exactly_once(kill_data, tmp_path, kill_after):
     data, uninterrupted = kill_data
     run_dir = tmp_path / "r"
@@ -328,6 +329,7 @@ def fresh_process_predictions(tmp_path_factory):
         "float64",
     ],
 )
+@pytest.mark.slow
 def test_saved_model_predicts_identically_in_a_fresh_process_float32_and_float64(
     fresh_process_predictions, dtype
 ):

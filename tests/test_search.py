@@ -144,7 +144,7 @@ def test_a_later_trial_on_the_shared_model_scores_as_a_fresh_model_would(finishe
     from kbn import build_mlp, train
 
     last = finished.trials[-1]
-    model = build_mlp([50, 30], NUM_CLASSES, l2=last["lam"], adapt=DATA.train.x, seed=0)
+    model = build_mlp([50, 30], NUM_CLASSES, lam=last["lam"], adapt=DATA.train.x, seed=0)
     config = dataclasses.replace(TRAIN, eta=last["eta"], epochs=2, logdir=str(tmp_path), verbose=0)
     fresh = train(model, DATA, config)
     assert fresh.summary["final"]["val_acc"] == pytest.approx(last["val_acc"], abs=1e-6)
@@ -179,7 +179,7 @@ def test_hypermodel_samples_eta_and_lambda_on_a_log_scale():
     model = hypermodel.build(hp)
     assert hp.get("eta") == pytest.approx(1e-3)  # a log-scale Float defaults to its low end
     assert {p.name: p.sampling for p in hp.space} == {"eta": "log", "lam": "log"}
-    assert model.get_layer("dense1").l2 == pytest.approx(hp.get("lam"))
+    assert model.get_layer("dense1").lam == pytest.approx(hp.get("lam"))
 
 
 @pytest.mark.parametrize("gamma_beta", [False, True])
@@ -226,6 +226,7 @@ def finished_runs(runs):
     return [d for d in runs.glob("trial_*") if (read_json(d / "summary.json") or {}).get("finished")]
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_search_keeps_completed_trials(tmp_path):
     argv = tune_command(tmp_path, "--trials", str(TRIALS), "--pruning", "none")
     runs = tmp_path / "p" / "runs"

@@ -499,7 +499,7 @@ def test_resume_of_a_finished_run_gives_its_figures_and_leaves_it_alone(tmp_path
 
 
 def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_model(tmp_path):
-    model = fresh_model(l2=1e-3)
+    model = fresh_model(lam=1e-3)
     initial = model.get_weights()
     cache = LoopCache()
     train(model, DATA, config(tmp_path, run_name="first", eta=0.2, epochs=2), loops=cache)
@@ -508,11 +508,11 @@ def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_mo
     model.set_weights(initial)
     for layer in model.layers:
         if isinstance(layer, kbn.Dense):
-            layer.l2 = 1e-2
+            layer.lam = 1e-2
     second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3), loops=cache)
     assert cache.get(model) is loop  # the same compiled loops,
     assert loop.tracing_counts() == traces  # not traced again
-    fresh = train(fresh_model(l2=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
+    fresh = train(fresh_model(lam=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
     np.testing.assert_allclose(second.history["learning_rate"], [0.05, 0.025, 0.0125], rtol=1e-6)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         np.testing.assert_allclose(second.history[key], fresh.history[key], rtol=1e-5, err_msg=key)
@@ -575,10 +575,10 @@ def test_changing_a_traced_setting_trains_as_a_fresh_model_with_it(tmp_path, nam
 
 
 def test_training_after_the_fixed_stages_matches_kerass_own_train_step(tmp_path, monkeypatch):
-    split = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="split"))
+    split = train(fresh_model(lam=1e-3), DATA, config(tmp_path, run_name="split"))
     assert kbn.training.loop.split_fixed_stages(fresh_model()) is not None
     monkeypatch.setattr(kbn.training.loop, "split_fixed_stages", lambda model: None)
-    whole = train(fresh_model(l2=1e-3), DATA, config(tmp_path, run_name="whole"))
+    whole = train(fresh_model(lam=1e-3), DATA, config(tmp_path, run_name="whole"))
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(split.history[key], whole.history[key], rtol=1e-5, err_msg=key)
     for key, value in whole.summary["final"].items():

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 import synthetic
 from tune_cli import tune_command, worker_pids
 from kbn.training.config import TrainConfig
@@ -35,6 +37,7 @@ def _every_trial_ran_each_epoch_once(project, trials, epochs=3):
         assert len(json.loads((run / "summary.json").read_text())["history"]["loss"]) == epochs
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_share_the_trials(tmp_path):
     # Each worker process is replaced after 2 trials: the search goes on regardless.
     config = SearchConfig(rounds=2, trials=TRIALS, epochs=2, directory=str(tmp_path), project="p",
@@ -48,6 +51,7 @@ def test_two_workers_on_loopback_share_the_trials(tmp_path):
     assert all(t["peak_rss_mb"] > 0 for t in result.trials)
 
 
+@pytest.mark.slow
 def test_a_tuning_py_in_the_working_folder_does_not_shadow_the_workers_package(tmp_path):
     # `python -m tuning.worker` would import this file and the search would never end.
     (tmp_path / "tuning.py").write_text("raise SystemExit('a user tuning.py was imported')\n")
@@ -60,6 +64,7 @@ def test_a_tuning_py_in_the_working_folder_does_not_shadow_the_workers_package(t
     assert sum(result["trials_by_worker"].values()) == 4
 
 
+@pytest.mark.slow
 def test_killing_one_worker_mid_search_still_gives_every_trial(tmp_path):
     argv = tune_command(tmp_path, "--trials", str(TRIALS), "--workers", "2", "--pruning", "none")
     chief = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -73,6 +78,7 @@ def test_killing_one_worker_mid_search_still_gives_every_trial(tmp_path):
     _every_trial_ran_each_epoch_once(tmp_path / "p", TRIALS)
 
 
+@pytest.mark.slow
 def test_when_every_worker_dies_the_chief_fails_and_resume_finishes_the_search(tmp_path):
     argv = tune_command(tmp_path, "--trials", str(TRIALS), "--workers", "2", "--pruning", "none")
     chief = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -92,6 +98,7 @@ def test_when_every_worker_dies_the_chief_fails_and_resume_finishes_the_search(t
     _every_trial_ran_each_epoch_once(tmp_path / "p", TRIALS)
 
 
+@pytest.mark.slow
 def test_workers_stop_when_their_chief_is_killed(tmp_path):
     argv = tune_command(tmp_path, "--trials", "40", "--workers", "1")
     chief = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,5 +1,7 @@
 """KbnHyperModel: the search space of the report's search, over kbn's builder.
 
+The report: DD2424 assignment 3, k-layer networks with batch normalization.
+
 The HyperModel only describes the search: eta and lambda on a log scale
 (`hp.Float(..., sampling="log")`) and, when asked, the architecture (depth,
 width, batch norm on or off). Building is `kbn.build_mlp`; training is

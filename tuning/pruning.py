@@ -13,9 +13,9 @@ nothing else, so the oracle (`tuning.oracle`) keeps the only state.
 Asynchronous: a trial is judged when it reaches a rung, against the trials
 that reached that rung before it, so no trial waits for another and workers
 stay busy. The first trials at a rung go on (a rank among one or two says
-nothing: without that start, 2 trials of 17 ran every epoch, and the next
-round was drawn around them); later ones must beat all but a third of their
-predecessors.
+nothing: without that start, only a couple of a round's trials ran every
+epoch, and the next round was drawn around them); later ones must beat all
+but a third of their predecessors.
 
 >>> rule = pruning_rule("asha", max_epochs=10)
 >>> rule.rungs

@@ -71,8 +71,8 @@ class SearchResult:
                 counts[t["worker"]] = counts.get(t["worker"], 0) + 1
         return counts
 
-    def figures(self):
-        """The figures of `kbn tune --json`."""
+    def as_json(self):
+        """The search's outcome as `kbn tune --json` prints it: a dict of plain values."""
         return {
             "best": self.best,
             "rounds": self.rounds,

@@ -16,7 +16,7 @@ is recorded as such and never run again. A killed search resumes with
 `resume=True`: finished trials are kept, none runs twice, and an interrupted
 trial continues from its last backup (`backup_interval`). `workers=N` runs a chief and N
 worker processes on 127.0.0.1 (`tuning.chief`); the same search spans
-machines with KerasTuner's variables (see the README).
+machines with KerasTuner's variables (see docs/guide/tune.md).
 
 The modules, by job: `hypermodel` (the space), `oracle` (rounds and
 stopping), `pruning` (the stopping rules), `tuner` (a trial is a kbn run),

@@ -1,4 +1,7 @@
-"""A plain NumPy reference of the report's seed network and training protocol.
+"""A plain NumPy reference of the report's network and training protocol.
+
+The report: DD2424 assignment 3, k-layer networks with batch normalization; its network
+is 3072-50-30-10 with batch norm.
 
 The speed and accuracy reference for kbn: the report's k-layer net written with NumPy
 only, forward and backward side by side (cs231n style), no Keras, no TensorFlow.
@@ -25,8 +28,8 @@ Protocol (the project's CIFAR-10 reference figures): `run`, or from a shell
 Each epoch evaluates the validation split, for its curve. `seconds_per_epoch` times the
 training pass alone, `seconds_per_epoch_with_validation` both passes (what kbn's
 `seconds_per_epoch` covers); each is the median of the epochs after the first. On a
-busy 2-core machine OpenBLAS's two threads fight other processes and the time per epoch
-swings 0.07-0.9 s; set `OPENBLAS_NUM_THREADS=1` (before Python starts) for steadier
+busy machine with few cores OpenBLAS's threads fight other processes and the time per
+epoch swings widely; set `OPENBLAS_NUM_THREADS=1` (before Python starts) for steadier
 figures.
 
 >>> from kbn.bench.numpy_reference import gradient_check
@@ -207,7 +210,7 @@ class NumpyMLP:
             has no bias: BatchNorm's mean subtraction cancels it).
         init: "he" N(0, 2 / fan_in) or "xavier" N(0, 2 / (fan_in + fan_out)) (Glorot,
             as kbn's `xavier`) for kernels; biases zero, gamma 1, beta 0.
-        l2: lambda, the penalty `l2 * ||W||^2` on every kernel.
+        lam: lambda, the penalty `lam * ||W||^2` on every kernel.
         epsilon: BatchNorm's epsilon.
         momentum_bn: BatchNorm's moving-average alpha.
         gamma_beta: False drops BatchNorm's learnable gamma and beta.
@@ -222,7 +225,7 @@ class NumpyMLP:
         num_classes=10,
         batch_norm=True,
         init="he",
-        l2=DEFAULT_LAM,
+        lam=DEFAULT_LAM,
         epsilon=1e-3,
         momentum_bn=0.99,
         seed=0,
@@ -236,7 +239,7 @@ class NumpyMLP:
         self.num_classes = int(num_classes)
         self.batch_norm = bool(batch_norm)
         self.init = init
-        self.l2 = float(l2)
+        self.lam = float(lam)
         self.epsilon = float(epsilon)
         self.momentum_bn = float(momentum_bn)
         self.seed = seed
@@ -282,13 +285,13 @@ class NumpyMLP:
 
     def regularization(self):
         """lam * sum over kernels of ||W||^2, a float."""
-        if self.l2 == 0.0:
+        if self.lam == 0.0:
             return 0.0
         total = 0.0
         for k in self.kernels:
             W = self.params[k].ravel()
             total += float(W @ W)
-        return self.l2 * total
+        return self.lam * total
 
     # -- forward / backward -------------------------------------------------------------
     def forward(self, x, training):
@@ -347,8 +350,8 @@ class NumpyMLP:
                         grads[names["gamma"]] = dgamma
                         grads[names["beta"]] = dbeta
             ds, dW, db = dense_backward(ds, dense_cache, need_dx=i > 1, has_bias="b" in names)
-            if self.l2:
-                dW += (2.0 * self.l2) * p[names["W"]]
+            if self.lam:
+                dW += (2.0 * self.lam) * p[names["W"]]
             grads[names["W"]] = dW
             if db is not None:
                 grads[names["b"]] = db
@@ -435,7 +438,7 @@ class NumpyMLP:
 # Gradient check
 # ---------------------------------------------------------------------------------------
 def gradient_check(
-    hidden=(8, 6), num_classes=5, dim=20, batch_size=10, l2=1e-2, batch_norm=True,
+    hidden=(8, 6), num_classes=5, dim=20, batch_size=10, lam=1e-2, batch_norm=True,
     gamma_beta=True, entries=5, h=1e-5, seed=0, verbose=False,
 ):
     """Finite-difference check of `NumpyMLP`'s backward pass, in float64.
@@ -450,7 +453,7 @@ def gradient_check(
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch_size, dim))
     y = rng.integers(0, num_classes, size=batch_size)
-    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, l2=l2, seed=seed,
+    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, lam=lam, seed=seed,
                    dtype=np.float64, gamma_beta=gamma_beta, input_dim=dim)
     for k, v in net.params.items():
         if k.startswith(("gamma", "beta", "b")):
@@ -531,7 +534,7 @@ def run(
     x_train, y_train, x_val, y_val = arrays
     xt, xv = preprocess(x_train, x_val, standardize=standardize)
     num_classes = int(max(y_train.max(), y_val.max() if len(y_val) else 0)) + 1
-    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, init=init, l2=lam,
+    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, init=init, lam=lam,
                    epsilon=epsilon, seed=seed, gamma_beta=gamma_beta,
                    input_dim=xt.shape[1])
     shuffle_rng = np.random.default_rng([seed, 1])

@@ -18,7 +18,8 @@ SPEC             what it reads                                            splits
 
 `load_pool(spec)` reads a source and checks it; `load_data(spec, ...)` shuffles the pool
 with `seed` and cuts it into `train_size` training and `val_size` validation examples (the
-report's protocol: 10,000 and 10,000), keeping the source's own test split or the whole
+protocol of the report, DD2424 assignment 3 on k-layer networks with batch normalization:
+10,000 and 10,000), keeping the source's own test split or the whole
 pool of `test_spec`. Images stay raw pixels (uint8 for image sources): the model owns its
 preprocessing, so a saved model takes pixels exactly as a source yields them.
 

@@ -1,5 +1,7 @@
 """The gradient check: hand-written vs autodiff vs numerical gradients, and the report's table.
 
+The report: DD2424 assignment 3, k-layer networks with batch normalization.
+
     check.py  check_gradients and the relative error of the report's formula (1)
 """
 

@@ -1,14 +1,15 @@
 """Gradient checking: hand-written vs autodiff vs numerical gradients.
 
 For every trainable weight of a model made of kbn layers (and Keras
-built-ins between them) the gradient of the report's cost
+built-ins between them) the gradient of the cost of the report (DD2424
+assignment 3: k-layer networks with batch normalization)
 `J = mean cross-entropy + sum of the model's penalties` is computed three
 ways, all in float64 and on the same batch in training mode:
 
     (a) hand:     tf.GradientTape through kbn's hand-written backward passes,
     (b) autodiff: tf.GradientTape through the same forward math with the
                   custom gradients off (`kbn.nn.autodiff_backward`),
-    (c) numeric:  centred finite differences (J(w + h) - J(w - h)) / 2h,
+    (c) numeric:  centred finite differences (J(w + h) - J(w - h)) / (2 * h),
                   entry by entry.
 
 and compared with the report's formula (1),
@@ -382,7 +383,7 @@ def gradient_table(
     if set(renamed) - {"l2"}:
         raise TypeError(f"gradient_table() got an unexpected keyword argument {sorted(renamed)[0]!r}")
     if "l2" in renamed:
-        warnings.warn("gradient_table's l2= is now lam=; l2= goes after kbn 0.1", DeprecationWarning,
+        warnings.warn("gradient_table's l2= is now lam=; l2= goes in kbn 0.3", DeprecationWarning,
                       stacklevel=2)
         lam = renamed["l2"]
     batch_sizes = list(batch_sizes)

@@ -47,7 +47,8 @@ def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
 def batch_norm_backward(dy, x_hat, inv_std, gamma, mean=None):
     """Gradients through batch normalisation with the batch's own statistics.
 
-    The report's `BatchNormBackPass`: since mean and var are functions of the
+    The `BatchNormBackPass` of the report (DD2424 assignment 3: k-layer
+    networks with batch normalization): since mean and var are functions of the
     batch, every x_n reaches the loss through all of them, which the two mean
     terms account for. With `g = dy * gamma` (the gradient at x_hat):
     `dx = inv_std * (g - mean_n(g) - x_hat * mean_n(g * x_hat))`.

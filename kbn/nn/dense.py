@@ -9,6 +9,8 @@ captures a variable, so it works under `tf.function`, `tf.distribute` and
 `Model.stateless_call` alike.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -72,34 +74,71 @@ def _dense_op(x, W, *b):
     return s, grad
 
 
+# Arguments renamed for one name per concept across kbn (lambda is `lam` everywhere, as
+# `build_mlp`'s `RENAMED_ARGUMENTS`): kbn 0.1's `l2=` of Dense and L2Penalty works, with a
+# DeprecationWarning, until kbn 0.3; a config saved by kbn 0.1 (its key
+# "l2") loads silently.
+RENAMED_ARGUMENTS = {"l2": "lam"}
+
+
+def _renamed(owner, renamed):
+    """{new name: value} of the old-named keywords `renamed`, each with a DeprecationWarning."""
+    new = {}
+    for old, value in renamed.items():
+        if old not in RENAMED_ARGUMENTS:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {old!r}")
+        name = RENAMED_ARGUMENTS[old]
+        warnings.warn(f"{owner}'s {old}= is now {name}=; use {name}= ({old}= goes in kbn 0.3)",
+                      DeprecationWarning, stacklevel=3)
+        new[name] = value
+    return new
+
+
+def _current_config(config):
+    """A config saved by kbn 0.1 with its old keys renamed; a current one as it is."""
+    if not set(config) & set(RENAMED_ARGUMENTS):
+        return config
+    return {RENAMED_ARGUMENTS.get(key, key): value for key, value in config.items()}
+
+
 @keras.saving.register_keras_serializable(package="kbn")
 class L2Penalty(keras.regularizers.Regularizer):
-    """The report's penalty `l2 * sum(W ** 2)`, with l2 held in a variable.
+    """The report's penalty `lam * sum(W ** 2)`, with lam held in a variable.
+
+    The report: DD2424 assignment 3, k-layer networks with batch normalization.
 
     The compiled training step reads lambda from the variable, so `assign`
     changes it without tracing the step again (a search's trials reuse one
     compiled model). Kept in float64 and cast to the kernel's dtype.
 
     Args:
-        l2: float >= 0, lambda.
+        lam: float >= 0, lambda. Formerly `l2`.
     """
 
-    def __init__(self, l2):
-        self.l2 = float(l2)
-        self._variable = tf.Variable(self.l2, trainable=False, dtype=tf.float64)
+    def __init__(self, lam=None, **renamed):
+        lam = _renamed("L2Penalty", renamed).get("lam", lam)
+        if lam is None:
+            raise TypeError("L2Penalty() missing 1 required argument: 'lam'")
+        self.lam = float(lam)
+        self._variable = tf.Variable(self.lam, trainable=False, dtype=tf.float64)
 
     def __call__(self, kernel):
-        # l2_loss(W) = sum(W ** 2) / 2 is one op, and its gradient (W times
-        # the upstream scalar) one more; a square, a sum and their gradients'
-        # broadcast and two products took the seed net 4 ms more per epoch.
+        # l2_loss(W) = sum(W ** 2) / 2 is one op and its gradient (W times the
+        # upstream scalar) one more: two ops where a square, a sum and their
+        # gradients' broadcast and two products are five (the time it saves
+        # is measured by `kbn bench`, see docs/performance.md).
         return tf.cast(2 * self._variable, kernel.dtype) * tf.nn.l2_loss(kernel)
 
-    def assign(self, l2):
-        self.l2 = float(l2)
-        self._variable.assign(self.l2)
+    def assign(self, lam):
+        self.lam = float(lam)
+        self._variable.assign(self.lam)
 
     def get_config(self):
-        return {"l2": self.l2}
+        return {"lam": self.lam}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**_current_config(config))
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -107,11 +146,11 @@ class Dense(keras.layers.Layer):
     """Fully connected layer with a hand-written backward pass.
 
     Computes `s = x W + b`. Its gradients `dx = ds W^T`, `dW = x^T ds`,
-    `db = sum_n ds` are written by hand (`dense_backward`). With `l2 > 0`
-    the kernel carries the report's penalty `l2 * sum(W ** 2)` through Keras's
+    `db = sum_n ds` are written by hand (`dense_backward`). With `lam > 0`
+    the kernel carries the report's penalty `lam * sum(W ** 2)` through Keras's
     regularizer mechanism, so `model.losses`, `fit` and the reported loss
     include it: the report's cost `J = mean cross-entropy + lambda ||W||^2`.
-    Setting `layer.l2` on a built layer changes lambda in place (`L2Penalty`).
+    Setting `layer.lam` on a built layer changes lambda in place (`L2Penalty`).
 
     Under a mixed dtype policy (`dtype=keras.DTypePolicy("mixed_bfloat16")`)
     W and b stay float32 and `x W + b` runs in the compute dtype; the
@@ -120,7 +159,9 @@ class Dense(keras.layers.Layer):
 
     Args:
         units: positive int, output width M.
-        l2: float >= 0, the L2 penalty lambda on the kernel (not the bias).
+        lam: float >= 0, the L2 penalty lambda on the kernel (not the bias).
+            Formerly `l2`, still accepted (and `layer.l2`) with a
+            DeprecationWarning.
         use_bias: whether to add b. Before a `BatchNorm` the bias is
             redundant (the mean subtraction cancels it, its gradient is 0).
         kernel_initializer: initializer of W, of shape (D, M).
@@ -136,7 +177,7 @@ class Dense(keras.layers.Layer):
     Output shape:
         (batch, ..., M).
 
-    >>> layer = Dense(50, l2=1e-4)
+    >>> layer = Dense(50, lam=1e-4)
     >>> layer(np.zeros((10, 3072), "float32")).shape
     TensorShape([10, 50])
     """
@@ -144,22 +185,24 @@ class Dense(keras.layers.Layer):
     def __init__(
         self,
         units,
-        l2=0.0,
+        lam=0.0,
         use_bias=True,
         kernel_initializer="he_normal",
         bias_initializer="zeros",
         **kwargs,
     ):
+        renamed = {old: kwargs.pop(old) for old in RENAMED_ARGUMENTS if old in kwargs}
+        lam = _renamed("Dense", renamed).get("lam", lam)
         super().__init__(**kwargs)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(
                 f"Dense needs a positive integer number of units. "
                 f"Received: units={units!r}"
             )
-        if not l2 >= 0:
-            raise ValueError(f"Dense needs l2 >= 0. Received: l2={l2!r}")
+        if not lam >= 0:
+            raise ValueError(f"Dense needs lam >= 0. Received: lam={lam!r}")
         self.units = int(units)
-        self._l2 = float(l2)
+        self._lam = float(lam)
         self.penalty = None
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -167,26 +210,43 @@ class Dense(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     @property
-    def l2(self):
+    def lam(self):
         """Lambda of the kernel's penalty, a float."""
-        return self._l2
+        return self._lam
 
-    @l2.setter
-    def l2(self, value):
+    @lam.setter
+    def lam(self, value):
         if not value >= 0:
-            raise ValueError(f"Dense needs l2 >= 0. Received: l2={value!r}")
+            raise ValueError(f"Dense needs lam >= 0. Received: lam={value!r}")
         if self.built and (self.penalty is None) != (value == 0):
             raise ValueError(
                 f"{self.name} was built {'without' if self.penalty is None else 'with'} an L2 "
-                f"penalty; only its value can change. Received: l2={value!r}"
+                f"penalty; only its value can change. Received: lam={value!r}"
             )
-        self._l2 = float(value)
+        self._lam = float(value)
         if self.penalty is not None:
             self.penalty.assign(value)
 
+    @property
+    def l2(self):
+        """Deprecated name of `lam`, kept until kbn 0.3."""
+        warnings.warn("Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
+                      DeprecationWarning, stacklevel=2)
+        return self.lam
+
+    @l2.setter
+    def l2(self, value):
+        warnings.warn("Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
+                      DeprecationWarning, stacklevel=2)
+        self.lam = value
+
+    def __dir__(self):
+        # Keras's saving reads every attribute `dir` lists: `l2` would warn at each save and load.
+        return [name for name in super().__dir__() if name not in RENAMED_ARGUMENTS]
+
     def build(self, input_shape):
         input_dim = input_shape[-1]
-        self.penalty = L2Penalty(self._l2) if self._l2 else None
+        self.penalty = L2Penalty(self._lam) if self._lam else None
         self.kernel = self.add_weight(
             name="kernel",
             shape=(input_dim, self.units),
@@ -204,10 +264,11 @@ class Dense(keras.layers.Layer):
 
     def call(self, inputs):
         # Under a mixed policy the variables are float32 and the matmul runs
-        # in the compute dtype (bfloat16: twice float32's speed on hardware
-        # that has it). The casts are ops of the graph: the hand-written
-        # gradients come back in the compute dtype and leave the casts as
-        # float32 gradients of the float32 variables.
+        # in the compute dtype (bfloat16: faster than float32 on hardware
+        # that has it, see `kbn.nn.precision` and docs/performance.md). The
+        # casts are ops of the graph: the hand-written gradients come back in
+        # the compute dtype and leave the casts as float32 gradients of the
+        # float32 variables.
         x = tf.cast(inputs, self.compute_dtype)
         weights = [tf.cast(self.kernel, self.compute_dtype)]
         if self.use_bias:
@@ -224,11 +285,15 @@ class Dense(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
 
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_current_config(config))
+
     def get_config(self):
         return {
             **super().get_config(),
             "units": self.units,
-            "l2": self.l2,
+            "lam": self.lam,
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),

@@ -147,7 +147,8 @@ def island_dtype(dtype):
     The "float32 islands" of a mixed-precision step (as Keras's own
     BatchNormalization keeps them): 16-bit floats carry 8 (bfloat16) or 11
     (float16) bits of mantissa, too few for a mean over a batch, a variance,
-    or a moving average that adds 1% of a new value at each step.
+    or a moving average that adds a small fraction (1 - momentum) of a new
+    value at each step.
     float32 and float64 stay as they are.
     """
     dtype = tf.as_dtype(dtype)

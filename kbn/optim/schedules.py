@@ -1,5 +1,7 @@
 """Learning-rate schedules of the report and of DD2424's later assignments.
 
+The report: DD2424 assignment 3, k-layer networks with batch normalization.
+
 All are Keras `LearningRateSchedule`s of the optimizer's step counter, so the
 optimizer, `BackupAndRestore` and `.keras` files carry them.
 

@@ -1,6 +1,7 @@
 """Figures of a training run and of a hyper-parameter search, written as PNG.
 
-Three figures, the ones the assignment report shows:
+Three figures, the ones the report (DD2424 assignment 3: k-layer networks with
+batch normalization) shows:
 
 * `plot_curves`: the training and validation curves of one run against the
   epoch ("3-Layer Network with Batch Normalization", "Loss functions for the

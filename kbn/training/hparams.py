@@ -66,7 +66,7 @@ def run_hparams(model, config):
         "batch_norm": any(isinstance(layer, BatchNorm) for layer in model.layers),
         "init": _init_name(dense[0].kernel_initializer) if dense else None,
         "eta": config.eta,
-        "lam": dense[0].l2 if dense else 0.0,
+        "lam": dense[0].lam if dense else 0.0,
         "schedule": config.schedule,
         "batch_size": config.batch_size,
         "dropout": max(dropout, default=0.0),

@@ -59,8 +59,8 @@ PRESETS = {
             "cifar10-mlp",
             "the best fully connected CIFAR-10 net found: 45k images, ZCA-whitened inputs, "
             "wide BN net, flips and shifts, cosine eta, mixed bfloat16 where native",
-            # 5,000 held-out images: a split that can tell recipes apart
-            # (standard error about 0.65 points).
+            # 5,000 held-out images: a split whose standard error can tell
+            # recipes apart (docs/results.md).
             data={"val_size": 5000},
             model={
                 "hidden": [2048, 1024, 512],

@@ -77,6 +77,24 @@ class TrainResult:
     model_path: pathlib.Path | None
     diverged: str | None
 
+    def as_json(self) -> dict:
+        """The run's outcome as `kbn train --json` prints it: a dict of plain values.
+
+        Returns:
+            `train_acc`, `val_acc`, `test_acc`, `train_loss`, `val_loss` (those
+            the run measured), `epochs_run`, `seconds_per_epoch`, `diverged`,
+            `run_dir` and `model_path`.
+        """
+        final = self.summary.get("final") or {}
+        return {
+            **{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss") if k in final},
+            "epochs_run": self.summary["epochs_run"],
+            "seconds_per_epoch": self.summary["seconds_per_epoch"],
+            "diverged": self.diverged,
+            "run_dir": str(self.run_dir),
+            "model_path": str(self.model_path) if self.model_path else None,
+        }
+
 
 def train(
     model: keras.Model,
