@@ -1,8 +1,10 @@
 """Ablation of the cifar10-mlp preset: which choice buys how many points.
 
     python benchmarks/cifar10_mlp_ablation.py --data folder:../shared/data/cifar10-jpeg/train
-    python benchmarks/cifar10_mlp_ablation.py --rows 0,1 --threads 1   # two rows; run another pair beside it
-    python benchmarks/cifar10_mlp_ablation.py --table                   # the table from the rows run so far
+    # two rows; run another pair beside it
+    python benchmarks/cifar10_mlp_ablation.py --rows 0,1 --threads 1
+    # the table from the rows run so far
+    python benchmarks/cifar10_mlp_ablation.py --table
 
 Each row trains the preset's recipe with one thing changed, on the same 45k training
 images, scored on the same 5k held-out images it never trains on (standard error about
@@ -22,29 +24,42 @@ ROWS = [
     ("without ZCA whitening", {"whiten": 0.0}, {}),
     ("ZCA epsilon 0.01 instead of 0.1", {"whiten": 0.01}, {}),
     ("float32 instead of mixed bfloat16", {"precision": "float32"}, {"precision": "float32"}),
-    ("batch 100 and eta 0.05 instead of batch 250 and eta 0.1", {}, {"batch_size": 100, "eta": 0.05}),
-    ("with dropout 0.2 and label smoothing 0.1 (the previous preset's)", {"dropout": 0.2},
-     {"label_smoothing": 0.1}),
+    (
+        "batch 100 and eta 0.05 instead of batch 250 and eta 0.1",
+        {},
+        {"batch_size": 100, "eta": 0.05},
+    ),
+    (
+        "with dropout 0.2 and label smoothing 0.1 (the previous preset's)",
+        {"dropout": 0.2},
+        {"label_smoothing": 0.1},
+    ),
     ("without flips and translations", {"flip": False, "translate": 0.0}, {}),
-    ("the previous preset (no whitening, dropout 0.2, label smoothing 0.1, batch 100, eta 0.05)",
-     {"whiten": 0.0, "dropout": 0.2}, {"label_smoothing": 0.1, "batch_size": 100, "eta": 0.05}),
+    (
+        "the previous preset (no whitening, dropout 0.2, label smoothing 0.1, batch 100, eta 0.05)",
+        {"whiten": 0.0, "dropout": 0.2},
+        {"label_smoothing": 0.1, "batch_size": 100, "eta": 0.05},
+    ),
 ]
 
 
 def run_row(index, data, epochs, logdir):
     """Train row `index`; its figures as a dict."""
     import kbn
-    from kbn.training.presets import get_preset
     from kbn.nn.precision import resolve
+    from kbn.training.presets import get_preset
 
     name, model_change, train_change = ROWS[index]
     preset = get_preset("cifar10-mlp")
     train_settings = {**preset.train, "epochs": epochs, **train_change}
     train_settings["precision"] = resolve(train_settings["precision"])[0]
     model_settings = {**preset.model, "precision": train_settings["precision"], **model_change}
-    model = kbn.build_mlp(num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings)
-    config = kbn.TrainConfig(**train_settings, logdir=logdir, run_name=f"row{index:02d}", verbose=0,
-                             plot_curves=False)
+    model = kbn.build_mlp(
+        num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings
+    )
+    config = kbn.TrainConfig(
+        **train_settings, logdir=logdir, run_name=f"row{index:02d}", verbose=0, plot_curves=False
+    )
     start = time.perf_counter()
     final = kbn.train(model, data, config).summary
     return {
@@ -93,10 +108,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="folder:../shared/data/cifar10-jpeg/train")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--rows", default=",".join(str(i) for i in range(len(ROWS))),
-                        help="comma-separated row numbers (0 is the preset's recipe)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow threads per op; 0 for all cores (1 to run two rows side by side)")
+    parser.add_argument(
+        "--rows",
+        default=",".join(str(i) for i in range(len(ROWS))),
+        help="comma-separated row numbers (0 is the preset's recipe)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per op; 0 for all cores (1 to run two rows side by side)",
+    )
     parser.add_argument("--results", default="reports/cifar10-mlp/ablation.jsonl")
     parser.add_argument("--out", default="reports/cifar10-mlp/ablation.md")
     parser.add_argument("--logdir", default="logs/ablation")
@@ -107,6 +129,7 @@ def main():
         return
 
     import tensorflow as tf
+
     import kbn
 
     if args.threads:

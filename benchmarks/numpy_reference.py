@@ -18,8 +18,11 @@ DEFAULT_DATA = "folder:../shared/data/cifar10-jpeg/train"
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help="a kbn data SPEC, or `synthetic` (random CIFAR-10-shaped data)")
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="a kbn data SPEC, or `synthetic` (random CIFAR-10-shaped data)",
+    )
     parser.add_argument("--train-size", type=int, default=10_000)
     parser.add_argument("--val-size", type=int, default=10_000)
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split")
@@ -28,10 +31,12 @@ def main(argv=None):
     parser.add_argument("--decay", type=float, default=DEFAULT_DECAY)
     parser.add_argument("--lam", type=float, default=DEFAULT_LAM)
     parser.add_argument("--epsilon", type=float, default=1e-3)
-    parser.add_argument("--no-gamma-beta", action="store_true",
-                        help="BatchNorm without learnable gamma and beta")
-    parser.add_argument("--standardize", action="store_true",
-                        help="also divide by the per-feature training std")
+    parser.add_argument(
+        "--no-gamma-beta", action="store_true", help="BatchNorm without learnable gamma and beta"
+    )
+    parser.add_argument(
+        "--standardize", action="store_true", help="also divide by the per-feature training std"
+    )
     parser.add_argument("--init", choices=("he", "xavier"), default="he")
     parser.add_argument("--seed", type=int, default=0, help="seed of the init and shuffles")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -40,17 +45,31 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     result = run(
-        data=args.data, train_size=args.train_size, val_size=args.val_size,
-        data_seed=args.data_seed, epochs=args.epochs, eta=args.eta, decay=args.decay,
-        lam=args.lam, epsilon=args.epsilon, gamma_beta=not args.no_gamma_beta,
-        standardize=args.standardize, init=args.init, seed=args.seed,
-        batch_size=args.batch_size, momentum=args.momentum,
+        data=args.data,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        data_seed=args.data_seed,
+        epochs=args.epochs,
+        eta=args.eta,
+        decay=args.decay,
+        lam=args.lam,
+        epsilon=args.epsilon,
+        gamma_beta=not args.no_gamma_beta,
+        standardize=args.standardize,
+        init=args.init,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        momentum=args.momentum,
     )
-    print(f"train acc {result['train_acc']:.4f}  val acc {result['val_acc']:.4f}  "
-          f"train cost {result['train_cost']:.4f}  val cost {result['val_cost']:.4f}")
-    print(f"seconds per epoch {result['seconds_per_epoch']:.4f} training pass, "
-          f"{result['seconds_per_epoch_with_validation']:.4f} with the validation pass "
-          f"(medians of epochs 2..{args.epochs})")
+    print(
+        f"train acc {result['train_acc']:.4f}  val acc {result['val_acc']:.4f}  "
+        f"train cost {result['train_cost']:.4f}  val cost {result['val_cost']:.4f}"
+    )
+    print(
+        f"seconds per epoch {result['seconds_per_epoch']:.4f} training pass, "
+        f"{result['seconds_per_epoch_with_validation']:.4f} with the validation pass "
+        f"(medians of epochs 2..{args.epochs})"
+    )
     if args.json:
         print(json.dumps(result))
     return 0

@@ -31,16 +31,16 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import keras  # noqa: E402
+import keras
 
-import kbn  # noqa: E402
-import kbn.training.trainer as training  # noqa: E402
-from kbn.training.callbacks import Backup, EpochTensorBoard, SaveModel  # noqa: E402
-from kbn.training.callbacks import run_log as run_log_module  # noqa: E402
-from kbn.training.loop import TrainingLoop  # noqa: E402
-from kbn.training.loop_cache import LoopCache  # noqa: E402
-from tuning import tuner as tuner_lib  # noqa: E402
-from tuning.search import SearchConfig, search  # noqa: E402
+import kbn
+import kbn.training.trainer as training
+from kbn.training.callbacks import Backup, EpochTensorBoard, SaveModel
+from kbn.training.callbacks import run_log as run_log_module
+from kbn.training.loop import TrainingLoop
+from kbn.training.loop_cache import LoopCache
+from tuning import tuner as tuner_lib
+from tuning.search import SearchConfig, search
 
 SPENT = collections.defaultdict(lambda: [0.0, 0.0, 0])  # piece -> [wall, cpu, calls]
 _STATE = {"in_fit": False}
@@ -90,8 +90,11 @@ def install_timers():
     wrap(TrainingLoop, "evaluate", evaluation_kind)
     wrap(TrainingLoop, "inputs", "fixed input stages")
     wrap(Backup, "save", "backup")
-    wrap(run_log_module, "write_json",
-         lambda path, obj: "summary.json, final" if obj.get("finished") else "summary.json, in fit")
+    wrap(
+        run_log_module,
+        "write_json",
+        lambda path, obj: "summary.json, final" if obj.get("finished") else "summary.json, in fit",
+    )
     wrap(SaveModel, "on_train_end", "model.keras")
     wrap(training, "write_hparams", "HParams session")
     wrap(LoopCache, "compile", "compile (or reuse the loop)")
@@ -116,15 +119,26 @@ class _EpochClock(keras.callbacks.Callback):
 
 
 def training_pass(dataset, epochs=6):
-    """The report's network's training epoch, no validation: median (wall, cpu) of epochs 2 to `epochs`."""
-    no_val = kbn.Dataset(dataset.name, dataset.train, kbn.data.Split(dataset.train.x[:0], dataset.train.y[:0]),
-                         None, dataset.class_names)
-    model = kbn.build_mlp([50, 30], dataset.num_classes, center=False, scale=False,
-                          adapt=dataset.train.x, seed=0)
+    """The report's network's training epoch, no validation: median (wall, cpu) of epochs 2 to
+    `epochs`."""
+    no_val = kbn.Dataset(
+        dataset.name,
+        dataset.train,
+        kbn.data.Split(dataset.train.x[:0], dataset.train.y[:0]),
+        None,
+        dataset.class_names,
+    )
+    model = kbn.build_mlp(
+        [50, 30], dataset.num_classes, center=False, scale=False, adapt=dataset.train.x, seed=0
+    )
     clock = _EpochClock()
     with tempfile.TemporaryDirectory() as logdir:
-        kbn.train(model, no_val, kbn.TrainConfig(epochs=epochs, logdir=logdir, verbose=0, plot_curves=False),
-                  callbacks=[clock])
+        kbn.train(
+            model,
+            no_val,
+            kbn.TrainConfig(epochs=epochs, logdir=logdir, verbose=0, plot_curves=False),
+            callbacks=[clock],
+        )
     return statistics.median(clock.wall[1:]), statistics.median(clock.cpu[1:])
 
 
@@ -135,10 +149,18 @@ def main(argv=None):
     parser.add_argument("--val-size", type=int, default=10000)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--validation-freq", type=int, default=None,
-                        help="trials validate every N epochs (default: the search's, the last epoch)")
-    parser.add_argument("--backup-interval", type=float, default=SearchConfig.backup_interval,
-                        help="seconds between a trial's backups (0: every epoch)")
+    parser.add_argument(
+        "--validation-freq",
+        type=int,
+        default=None,
+        help="trials validate every N epochs (default: the search's, the last epoch)",
+    )
+    parser.add_argument(
+        "--backup-interval",
+        type=float,
+        default=SearchConfig.backup_interval,
+        help="seconds between a trial's backups (0: every epoch)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -147,9 +169,17 @@ def main(argv=None):
     install_timers()
     with tempfile.TemporaryDirectory() as directory:
         wall, cpu = time.perf_counter(), time.process_time()
-        result = search(dataset, SearchConfig(trials=args.trials, epochs=args.epochs, directory=directory,
-                                              validation_freq=args.validation_freq,
-                                              backup_interval=args.backup_interval, verbose=0))
+        result = search(
+            dataset,
+            SearchConfig(
+                trials=args.trials,
+                epochs=args.epochs,
+                directory=directory,
+                validation_freq=args.validation_freq,
+                backup_interval=args.backup_interval,
+                verbose=0,
+            ),
+        )
         search_wall, search_cpu = time.perf_counter() - wall, time.process_time() - cpu
     spent = {piece: list(entry) for piece, entry in SPENT.items()}  # the search's alone
     after = training_pass(dataset)
@@ -157,35 +187,58 @@ def main(argv=None):
     pass_wall = epochs * (before[0] + after[0]) / 2
     pass_cpu = epochs * (before[1] + after[1]) / 2
 
-    inside_fit = [k for k in spent if k.startswith(("validation", "backup", "summary.json, in fit", "TensorBoard", "oracle"))]
+    inside_fit = [
+        k
+        for k in spent
+        if k.startswith(("validation", "backup", "summary.json, in fit", "TensorBoard", "oracle"))
+    ]
     fit_wall, fit_cpu, _ = spent.pop("fit (training passes and what runs inside it)")
     train_wall, train_cpu, _ = spent.pop("kbn.train, whole")
     model_for = spent.pop("model for the trial (build or reset)")
     rows = dict(spent)
     rows["training steps and Keras's fit loop"] = [
-        fit_wall - sum(spent[k][0] for k in inside_fit), fit_cpu - sum(spent[k][1] for k in inside_fit), epochs
+        fit_wall - sum(spent[k][0] for k in inside_fit),
+        fit_cpu - sum(spent[k][1] for k in inside_fit),
+        epochs,
     ]
     inside_train = [k for k in rows if k not in inside_fit]
     rows["rest of kbn.train"] = [
-        train_wall - fit_wall - sum(rows[k][0] for k in inside_train if k != "training steps and Keras's fit loop"),
-        train_cpu - fit_cpu - sum(rows[k][1] for k in inside_train if k != "training steps and Keras's fit loop"),
+        train_wall
+        - fit_wall
+        - sum(rows[k][0] for k in inside_train if k != "training steps and Keras's fit loop"),
+        train_cpu
+        - fit_cpu
+        - sum(rows[k][1] for k in inside_train if k != "training steps and Keras's fit loop"),
         0,
     ]
     rows["model for the trial (build or reset)"] = model_for
     rows["KerasTuner and the search outside kbn.train"] = [
-        search_wall - train_wall - model_for[0], search_cpu - train_cpu - model_for[1], 0
+        search_wall - train_wall - model_for[0],
+        search_cpu - train_cpu - model_for[1],
+        0,
     ]
     figures = {
-        "search_seconds": search_wall, "search_cpu_seconds": search_cpu,
-        "training_pass": {"wall": (before[0] + after[0]) / 2, "cpu": (before[1] + after[1]) / 2,
-                          "before": before, "after": after},
-        "ratio_wall": search_wall / pass_wall, "ratio_cpu": search_cpu / pass_cpu,
-        "best": result.best, "epochs_trained": result.epochs_trained,
+        "search_seconds": search_wall,
+        "search_cpu_seconds": search_cpu,
+        "training_pass": {
+            "wall": (before[0] + after[0]) / 2,
+            "cpu": (before[1] + after[1]) / 2,
+            "before": before,
+            "after": after,
+        },
+        "ratio_wall": search_wall / pass_wall,
+        "ratio_cpu": search_cpu / pass_cpu,
+        "best": result.best,
+        "epochs_trained": result.epochs_trained,
         "pieces": {k: {"wall": v[0], "cpu": v[1], "calls": v[2]} for k, v in rows.items()},
     }
-    print(f"search: {search_wall:.1f} s wall, {search_cpu:.1f} s CPU; {epochs} training passes: "
-          f"{pass_wall:.1f} s wall, {pass_cpu:.1f} s CPU (epoch {before[0]:.3f}/{after[0]:.3f} s before/after); "
-          f"ratio {figures['ratio_wall']:.2f} wall, {figures['ratio_cpu']:.2f} CPU; best {result.best}")
+    print(
+        f"search: {search_wall:.1f} s wall, {search_cpu:.1f} s CPU; {epochs} training passes: "
+        f"{pass_wall:.1f} s wall, {pass_cpu:.1f} s CPU "
+        f"(epoch {before[0]:.3f}/{after[0]:.3f} s before/after); "
+        f"ratio {figures['ratio_wall']:.2f} wall, {figures['ratio_cpu']:.2f} CPU; "
+        f"best {result.best}"
+    )
     print("| piece | calls | wall s | CPU s | CPU share |")
     print("|---|---|---|---|---|")
     for name, (w, c, n) in sorted(rows.items(), key=lambda kv: -kv[1][1]):

@@ -37,7 +37,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tuning.pruning import Asha, Median  # noqa: E402
+from tuning.pruning import Asha, Median
 
 
 def load(project):
@@ -47,10 +47,15 @@ def load(project):
         rows = list(csv.DictReader(f))
     trials = []
     for row in sorted(rows, key=lambda r: r["trial_id"]):
-        summary = json.loads((project / "runs" / f"trial_{row['trial_id']}" / "summary.json").read_text())
+        summary = json.loads(
+            (project / "runs" / f"trial_{row['trial_id']}" / "summary.json").read_text()
+        )
         if summary["config"].get("validation_freq", 1) != 1:
-            sys.exit(f"{project}: its trials validated at epochs {summary['config']['validation_freq']} only; "
-                     "replay a search run with --validation-freq 1")
+            sys.exit(
+                f"{project}: its trials validated at epochs "
+                f"{summary['config']['validation_freq']} only; "
+                "replay a search run with --validation-freq 1"
+            )
         curve = summary["history"]["val_accuracy"]
         if row["status"] != "COMPLETED" or None in curve:
             continue  # failed (diverged) trials cost the same under every rule
@@ -66,7 +71,11 @@ def replay(trials, rule):
         stopped_at = None
         for epoch, value in enumerate(curve, start=1):
             others = reached.setdefault((rnd, epoch), [])
-            stop = rule is not None and epoch < len(curve) and rule.should_stop(epoch, value, list(others))
+            stop = (
+                rule is not None
+                and epoch < len(curve)
+                and rule.should_stop(epoch, value, list(others))
+            )
             others.append(value)
             if stop:
                 stopped_at = epoch
@@ -130,7 +139,8 @@ def main(argv=None):
             noise = noise_best(trials, by_round(trials, rule))
             print(
                 f"| {name} | {epochs} | {epochs / total:.0%} | {len(completed)} | "
-                f"{100 * max(completed):.2f}% | {100 * (max(completed) - best):+.2f} | {100 * noise:.2f}% |"
+                f"{100 * max(completed):.2f}% | {100 * (max(completed) - best):+.2f} | "
+                f"{100 * noise:.2f}% |"
             )
 
 

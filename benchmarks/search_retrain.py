@@ -28,9 +28,9 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import kbn  # noqa: E402
-from kbn.data import Dataset, Split  # noqa: E402
-from kbn.training import LoopCache  # noqa: E402
+import kbn
+from kbn.data import Dataset, Split
+from kbn.training import LoopCache
 
 
 def best_pair(project):
@@ -59,27 +59,45 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
 
     pool = kbn.load_data(
-        args.data, train_size=args.train_size, val_size=args.val_size + args.held_out, seed=args.data_seed
+        args.data,
+        train_size=args.train_size,
+        val_size=args.val_size + args.held_out,
+        seed=args.data_seed,
     )
     val = Split(pool.val.x[: args.val_size], pool.val.y[: args.val_size])
     held = Split(pool.val.x[args.val_size :], pool.val.y[args.val_size :])
     dataset = Dataset(pool.name, pool.train, val, None, pool.class_names)
-    print("| search | eta | lambda | search's best | retrained, its val images | retrained, held-out images |")
+    print(
+        "| search | eta | lambda | search's best | retrained, its val images "
+        "| retrained, held-out images |"
+    )
     print("|---|---|---|---|---|---|")
     for project in args.projects:
         eta, lam, score, config = best_pair(project)
         on_val, on_held = [], []
         for seed in seeds:
             model = kbn.build_mlp(
-                [50, 30], dataset.num_classes, lam=lam, center=False, scale=False,
-                adapt=dataset.train.x, seed=seed,
+                [50, 30],
+                dataset.num_classes,
+                lam=lam,
+                center=False,
+                scale=False,
+                adapt=dataset.train.x,
+                seed=seed,
             )
             loops = LoopCache()
             with tempfile.TemporaryDirectory() as logdir:
                 result = kbn.train(
-                    model, dataset,
-                    kbn.TrainConfig(eta=eta, epochs=config["epochs"], seed=seed, logdir=logdir,
-                                    verbose=0, plot_curves=False),
+                    model,
+                    dataset,
+                    kbn.TrainConfig(
+                        eta=eta,
+                        epochs=config["epochs"],
+                        seed=seed,
+                        logdir=logdir,
+                        verbose=0,
+                        plot_curves=False,
+                    ),
                     loops=loops,
                 )
             on_val.append(result.summary["final"]["val_acc"])
@@ -87,8 +105,10 @@ def main(argv=None):
             on_held.append(loop.evaluate(loop.inputs(held.x), held.y, 1000)["accuracy"])
         print(
             f"| {project} | {eta:.4g} | {lam:.3g} | {100 * score:.2f}% | "
-            f"{100 * statistics.mean(on_val):.2f}% ({', '.join(f'{100 * v:.2f}' for v in on_val)}) | "
-            f"{100 * statistics.mean(on_held):.2f}% ({', '.join(f'{100 * v:.2f}' for v in on_held)}) |",
+            f"{100 * statistics.mean(on_val):.2f}% "
+            f"({', '.join(f'{100 * v:.2f}' for v in on_val)}) | "
+            f"{100 * statistics.mean(on_held):.2f}% "
+            f"({', '.join(f'{100 * v:.2f}' for v in on_held)}) |",
             flush=True,
         )
 

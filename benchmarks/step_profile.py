@@ -53,11 +53,21 @@ def profile(data, hidden, batch_size, precision):
     from kbn.training.presets import get_preset
 
     model_settings = {**get_preset("cifar10-mlp").model, "hidden": hidden, "precision": precision}
-    model = kbn.build_mlp(num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings)
+    model = kbn.build_mlp(
+        num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings
+    )
     with tempfile.TemporaryDirectory() as logs:
-        config = kbn.TrainConfig(eta=0.05, schedule="constant", epochs=1, batch_size=batch_size,
-                                 precision=precision, logdir=logs, run_name="warm-up", verbose=0,
-                                 plot_curves=False)
+        config = kbn.TrainConfig(
+            eta=0.05,
+            schedule="constant",
+            epochs=1,
+            batch_size=batch_size,
+            precision=precision,
+            logdir=logs,
+            run_name="warm-up",
+            verbose=0,
+            plot_curves=False,
+        )
         kbn.train(model, data, config)
         traced = pathlib.Path(logs) / "trace"
         tf.profiler.experimental.start(str(traced))
@@ -87,9 +97,13 @@ def main():
     for precision in precisions:
         walls[precision], ops[precision] = profile(data, hidden, args.batch_size, precision)
     first = precisions[0]
-    kinds = sorted(set().union(*ops.values()), key=lambda k: -max(o.get(k, 0) for o in ops.values()))
-    print(f"net {'-'.join(map(str, hidden))}, {len(data.train.x)} images, batch {args.batch_size}: "
-          f"seconds per epoch by op type (both threads together)\n")
+    kinds = sorted(
+        set().union(*ops.values()), key=lambda k: -max(o.get(k, 0) for o in ops.values())
+    )
+    print(
+        f"net {'-'.join(map(str, hidden))}, {len(data.train.x)} images, batch {args.batch_size}: "
+        f"seconds per epoch by op type (both threads together)\n"
+    )
     print("| op type | " + " | ".join(precisions) + " |")
     print("| --- |" + " --- |" * len(precisions))
     for kind in kinds[: args.rows]:
@@ -97,8 +111,11 @@ def main():
     rest = {p: sum(v for k, v in ops[p].items() if k not in kinds[: args.rows]) for p in precisions}
     print("| all other ops | " + " | ".join(f"{rest[p]:.3f}" for p in precisions) + " |")
     print("| sum of ops | " + " | ".join(f"{sum(ops[p].values()):.3f}" for p in precisions) + " |")
-    print("| wall time of the epoch (with 500 validation images) | "
-          + " | ".join(f"{walls[p]:.3f}" for p in precisions) + " |")
+    print(
+        "| wall time of the epoch (with 500 validation images) | "
+        + " | ".join(f"{walls[p]:.3f}" for p in precisions)
+        + " |"
+    )
     for p in precisions[1:]:
         print(f"\n{p}: {walls[first] / walls[p]:.2f}x the speed of {first} (wall, traced epoch)")
 

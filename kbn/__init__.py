@@ -14,12 +14,12 @@ from kbn import _moved  # noqa: E402
 _moved.install()  # the 0.1 module names, for one release
 
 from kbn.data import Dataset, Split, load_data  # noqa: E402
-from kbn.training.distribute import make_strategy  # noqa: E402
 from kbn.errors import KbnError  # noqa: E402
 from kbn.gradcheck.check import check_gradients  # noqa: E402
 from kbn.nn import BatchNorm, Dense  # noqa: E402
 from kbn.nn.builder import build_mlp  # noqa: E402
 from kbn.training.config import TrainConfig  # noqa: E402
+from kbn.training.distribute import make_strategy  # noqa: E402
 from kbn.training.trainer import TrainResult, train  # noqa: E402
 
 # The one place the version is written: pyproject.toml reads it from here.

@@ -36,17 +36,20 @@ def tensorboard_writers(callback):
 
 
 def oracle_random_values(oracle):
-    """KerasTuner's random draw of every hyperparameter of the oracle's space (None when exhausted)."""
+    """KerasTuner's random draw of every hyperparameter of the oracle's space (None when
+    exhausted)."""
     return oracle._random_values()
 
 
 def oracle_retry_queue(oracle):
-    """The trial ids KerasTuner hands out again before new ones: a dead worker's trial goes there."""
+    """The trial ids KerasTuner hands out again before new ones: a dead worker's trial goes
+    there."""
     return oracle._retry_queue
 
 
 def oracle_state_file(oracle):
-    """The path of the oracle's `oracle.json`, which kbn writes whole (KerasTuner writes it in place)."""
+    """The path of the oracle's `oracle.json`, which kbn writes whole (KerasTuner writes it in
+    place)."""
     return oracle._get_oracle_fname()
 
 
@@ -61,7 +64,8 @@ def tuner_state_file(tuner):
 
 
 def tuner_is_worker(tuner):
-    """Whether the tuner runs in a worker process of a distributed search (whose oracle is the chief's)."""
+    """Whether the tuner runs in a worker process of a distributed search (whose oracle is the
+    chief's)."""
     return tuner._is_worker()
 
 
@@ -74,7 +78,11 @@ def oracle_service():
     """
     protos = importlib.import_module("keras_tuner.src.protos")
     chief = importlib.import_module("keras_tuner.src.distribute.oracle_chief")
-    return protos.get_service_grpc().add_OracleServicer_to_server, chief.OracleServicer, chief.exit_chief
+    return (
+        protos.get_service_grpc().add_OracleServicer_to_server,
+        chief.OracleServicer,
+        chief.exit_chief,
+    )
 
 
 # (module, class, private method): the private methods kbn's subclasses override.

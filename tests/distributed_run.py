@@ -1,7 +1,7 @@
 """One process's share of tests/test_distribute.py: each strategy needs a process of its own.
 
-    python tests/distributed_run.py train MODE DTYPE SYNC     -> JSON: per-epoch losses, val accuracy
-    python tests/distributed_run.py gradients                  -> JSON: BatchNorm gradient errors
+python tests/distributed_run.py train MODE DTYPE SYNC     -> JSON: per-epoch losses, val accuracy
+python tests/distributed_run.py gradients                  -> JSON: BatchNorm gradient errors
 """
 
 import json
@@ -14,21 +14,33 @@ from kbn.data import Dataset, Split
 from kbn.training.distribute import make_strategy
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from synthetic import make_images  # noqa: E402
+from synthetic import make_images
 
 
 def train(mode, dtype, sync, logdir):
     strategy = make_strategy(mode, replicas=2)
     x, y = make_images(600, 0, shape=(8, 8, 3))
-    data = Dataset("synthetic", Split(x[:500], y[:500]), Split(x[500:], y[500:]), None, ("a", "b", "c"))
+    data = Dataset(
+        "synthetic", Split(x[:500], y[:500]), Split(x[500:], y[500:]), None, ("a", "b", "c")
+    )
     with strategy.scope():
         model = kbn.build_mlp([16, 8], 3, adapt=data.train.x, seed=0, dtype=dtype, lam=1e-3)
         for layer in model.layers:
             if isinstance(layer, kbn.BatchNorm):
                 layer.synchronized = {"sync": None, "nosync": False}[sync]
-    result = kbn.train(model, data, kbn.TrainConfig(epochs=3, batch_size=100, logdir=logdir, verbose=0))
-    moving = [np.asarray(layer.moving_mean).tolist() for layer in model.layers if isinstance(layer, kbn.BatchNorm)]
-    return {"loss": result.history["loss"], "val_accuracy": result.history["val_accuracy"], "moving_mean": moving}
+    result = kbn.train(
+        model, data, kbn.TrainConfig(epochs=3, batch_size=100, logdir=logdir, verbose=0)
+    )
+    moving = [
+        np.asarray(layer.moving_mean).tolist()
+        for layer in model.layers
+        if isinstance(layer, kbn.BatchNorm)
+    ]
+    return {
+        "loss": result.history["loss"],
+        "val_accuracy": result.history["val_accuracy"],
+        "moving_mean": moving,
+    }
 
 
 def gradients():

@@ -26,7 +26,7 @@ def make_images(n, seed, num_classes=3, shape=(4, 4, 1), label_noise=LABEL_NOISE
     y = rng.integers(0, num_classes, n)
     for image, label in zip(x, y):
         row, col = corners[label % 4]
-        image[row:row + height, col:col + width] += 120
+        image[row : row + height, col : col + width] += 120
     noisy = rng.random(n) < label_noise
     y[noisy] = rng.integers(0, num_classes, int(noisy.sum()))
     return x, y

@@ -16,7 +16,8 @@ PACKAGES = ("kbn", "tuning")
 
 
 def level_table():
-    """{unit: level} from the rows `| N | `kbn/nn/`, `kbn/errors.py` | ... |`; a unit is a folder or a file."""
+    """{unit: level} from the rows `| N | `kbn/nn/`, `kbn/errors.py` | ... |`; a unit is a folder or
+    a file."""
     levels = {}
     for line in DOC.read_text().splitlines():
         row = re.match(r"\|\s*(\d+)\s*\|([^|]*)\|", line)
@@ -60,10 +61,14 @@ def imported_files(path, files):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module.split(".")[0] in PACKAGES:
                 for alias in node.names:  # `from kbn.nn import dense` names a module
-                    found.add(file_of(f"{node.module}.{alias.name}", files) or file_of(node.module, files))
+                    found.add(
+                        file_of(f"{node.module}.{alias.name}", files) or file_of(node.module, files)
+                    )
         elif isinstance(node, ast.Import):
             found.update(
-                file_of(alias.name, files) for alias in node.names if alias.name.split(".")[0] in PACKAGES
+                file_of(alias.name, files)
+                for alias in node.names
+                if alias.name.split(".")[0] in PACKAGES
             )
     return found - {None, path}
 
@@ -84,28 +89,37 @@ def test_packages_import_only_from_the_levels_below():
         for target in sorted(imported_files(path, files)):
             other = unit_of(target, levels)
             if other != unit and levels[other] >= levels[unit]:
-                upward.append(f"{path} ({unit}, level {levels[unit]}) imports {target} ({other}, level {levels[other]})")
+                upward.append(
+                    f"{path} ({unit}, level {levels[unit]}) "
+                    f"imports {target} ({other}, level {levels[other]})"
+                )
     assert not upward, f"imports that go up or sideways; see {DOC.name}: {upward}"
 
 
 def test_modules_of_one_package_import_each_other_without_cycles():
     levels, files = level_table(), module_files()
     graph = {
-        path: {t for t in imported_files(path, files) if unit_of(t, levels) == unit_of(path, levels)}
+        path: {
+            t for t in imported_files(path, files) if unit_of(t, levels) == unit_of(path, levels)
+        }
         for path in files
     }
     # A module that imports its own package's __init__ goes round in a circle: __init__ imports it.
     for path, targets in graph.items():
         if not path.endswith("__init__.py") and path.endswith(".py"):
             own = str(pathlib.PurePosixPath(path).parent / "__init__.py")
-            assert own not in targets or unit_of(own, levels) != unit_of(path, levels) or own == "kbn/__init__.py", (
-                f"{path} imports its own package through {own}; import the module itself"
-            )
+            assert (
+                own not in targets
+                or unit_of(own, levels) != unit_of(path, levels)
+                or own == "kbn/__init__.py"
+            ), f"{path} imports its own package through {own}; import the module itself"
     done, visiting = set(), []
 
     def visit(node):
         if node in visiting:
-            raise AssertionError(f"import cycle: {' -> '.join(visiting[visiting.index(node):] + [node])}")
+            raise AssertionError(
+                f"import cycle: {' -> '.join(visiting[visiting.index(node) :] + [node])}"
+            )
         if node in done:
             return
         visiting.append(node)
@@ -123,14 +137,20 @@ def test_the_import_reader_sees_lazy_and_module_imports():
     files = module_files()
     cli = set().union(*(imported_files(p, files) for p in files if p.startswith("kbn/cli/")))
     assert {"kbn/training/trainer.py", "tuning/search.py"} <= cli  # imported inside the subcommands
-    assert "kbn/plots/__init__.py" in imported_files("kbn/training/trainer.py", files)  # `from kbn import plots`
+    assert "kbn/plots/__init__.py" in imported_files(
+        "kbn/training/trainer.py", files
+    )  # `from kbn import plots`
     assert "kbn/data/__init__.py" in imported_files("kbn/gradcheck/check.py", files)
 
 
 @pytest.mark.slow
 def test_import_kbn_loads_neither_tuning_nor_keras_tuner():
-    code = "import kbn, sys; print(sorted(m for m in ('tuning', 'keras_tuner') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    code = (
+        "import kbn, sys; print(sorted(m for m in ('tuning', 'keras_tuner') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == "[]"
 
 

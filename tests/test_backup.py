@@ -1,11 +1,11 @@
-"""Tests for kbn.training.callbacks.backup: a saved state restores every model and optimizer variable exactly,
-and a state that does not fit the model, or is torn, counts as no backup."""
+"""Tests for kbn.training.callbacks.backup: a saved state restores every model and optimizer
+variable exactly, and a state that does not fit the model, or is torn, counts as no backup."""
 
 import numpy as np
 import pytest
 
-from kbn.training.callbacks import Backup
 from kbn.nn.builder import build_mlp
+from kbn.training.callbacks import Backup
 
 N, CLASSES = 40, 3
 
@@ -45,7 +45,9 @@ def test_two_states_alternate_and_an_older_epoch_restores_on_request(tmp_path, t
     backup.save(model, 2)
     assert backup.epochs() == [2, 1]
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
-        "epoch-0.state", "epoch-1.state", "record.json",
+        "epoch-0.state",
+        "epoch-1.state",
+        "record.json",
     ]
     assert backup.restore(model, epoch=1) == 1
     for a, b in zip(state(model), first, strict=True):

@@ -1,6 +1,6 @@
 """Tests for kbn.bench and kbn.bench.numpy_reference: the three implementations time the same
-network (the report's) on the same images, ratios are to NumPy, and the NumPy reference is a correct,
-learning implementation of the report's network."""
+network (the report's) on the same images, ratios are to NumPy, and the NumPy reference is a
+correct, learning implementation of the report's network."""
 
 import json
 
@@ -10,8 +10,8 @@ import pytest
 from kbn import KbnError
 from kbn.bench import epoch_time as bench
 from kbn.bench.epoch_time import epoch_times, format_result
-from kbn.cli import main
 from kbn.bench.numpy_reference import NumpyMLP, gradient_check, run
+from kbn.cli import main
 
 
 @pytest.mark.slow
@@ -47,26 +47,40 @@ def test_without_numpy_there_are_no_ratios(tmp_path):
 @pytest.mark.slow
 def test_bench_reads_any_data_spec(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (150, 8, 8, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 150))
-    result = epoch_times(f"npz:{tmp_path / 'd.npz'}", train_size=100, val_size=50, epochs=2,
-                         repeats=1, implementations=["numpy"])
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.integers(0, 256, (150, 8, 8, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 150),
+    )
+    result = epoch_times(
+        f"npz:{tmp_path / 'd.npz'}",
+        train_size=100,
+        val_size=50,
+        epochs=2,
+        repeats=1,
+        implementations=["numpy"],
+    )
     assert (result.train_size, result.val_size) == (100, 50)
 
 
 def test_data_with_more_classes_than_the_seed_net_is_a_user_error(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (60, 4, 4, 1), dtype=np.uint8),
-             y_train=np.arange(60) % 12)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.integers(0, 256, (60, 4, 4, 1), dtype=np.uint8),
+        y_train=np.arange(60) % 12,
+    )
     with pytest.raises(KbnError, match="network \\(the report's\\) has 10 classes"):
         epoch_times(f"npz:{tmp_path / 'd.npz'}", train_size=40, val_size=20, epochs=2, repeats=1)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"implementations": ["torch"]}, "unknown implementation 'torch'"),
-     ({"epochs": 1}, "at least 2 epochs"),
-     ({"repeats": 0}, "repeats must be at least 1")],
+    [
+        ({"implementations": ["torch"]}, "unknown implementation 'torch'"),
+        ({"epochs": 1}, "at least 2 epochs"),
+        ({"repeats": 0}, "repeats must be at least 1"),
+    ],
 )
 def test_bad_settings_raise_kbn_error(kwargs, match):
     with pytest.raises(KbnError, match=match):
@@ -75,8 +89,20 @@ def test_bad_settings_raise_kbn_error(kwargs, match):
 
 @pytest.mark.slow
 def test_kbn_bench_json_is_the_result(capsys):
-    status = main(["bench", "--train-size", "200", "--epochs", "2", "--repeats", "1",
-                   "--only", "numpy,kbn", "--json"])
+    status = main(
+        [
+            "bench",
+            "--train-size",
+            "200",
+            "--epochs",
+            "2",
+            "--repeats",
+            "1",
+            "--only",
+            "numpy,kbn",
+            "--json",
+        ]
+    )
     assert status == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(figures["seconds_per_epoch"]) == {"numpy", "kbn"}
@@ -92,23 +118,38 @@ def test_kbn_runs_the_given_net_once_per_precision_each_a_row(monkeypatch):
         return real_build_mlp(hidden, *args, precision=precision, **kwargs)
 
     monkeypatch.setattr(bench, "build_mlp", recording_build_mlp)
-    result = epoch_times(train_size=200, epochs=2, repeats=2, implementations=["kbn"], hidden=(12, 6),
-                         precisions=("float32", "mixed_bfloat16"))
+    result = epoch_times(
+        train_size=200,
+        epochs=2,
+        repeats=2,
+        implementations=["kbn"],
+        hidden=(12, 6),
+        precisions=("float32", "mixed_bfloat16"),
+    )
     assert built == [((12, 6), "float32"), ((12, 6), "mixed_bfloat16")] * 2  # interleaved
     assert list(result.seconds_per_epoch) == ["kbn", "kbn mixed_bfloat16"]
     assert result.precisions == {"kbn": "float32", "kbn mixed_bfloat16": "mixed_bfloat16"}
     assert result.hidden == (12, 6) and all(len(runs) == 2 for runs in result.runs.values())
     assert result.ratio_to_float32["kbn"] == 1.0
     assert result.ratio_to_float32["kbn mixed_bfloat16"] == pytest.approx(
-        result.seconds_per_epoch["kbn"] / result.seconds_per_epoch["kbn mixed_bfloat16"])
+        result.seconds_per_epoch["kbn"] / result.seconds_per_epoch["kbn mixed_bfloat16"]
+    )
     table = format_result(result)
-    assert "net 12-6 with BN" in table and "| kbn | mixed_bfloat16 |" in table and "| kbn | float32 |" in table
+    assert (
+        "net 12-6 with BN" in table
+        and "| kbn | mixed_bfloat16 |" in table
+        and "| kbn | float32 |" in table
+    )
 
 
 @pytest.mark.slow
 def test_numpy_and_keras_keep_the_seed_net_and_the_table_says_so():
-    result = epoch_times(train_size=200, epochs=2, repeats=1, implementations=["numpy", "kbn"], hidden=(12,))
-    assert list(result.seconds_per_epoch) == ["numpy", "kbn"] and result.ratio_to_float32 == {"kbn": 1.0}
+    result = epoch_times(
+        train_size=200, epochs=2, repeats=1, implementations=["numpy", "kbn"], hidden=(12,)
+    )
+    assert list(result.seconds_per_epoch) == ["numpy", "kbn"] and result.ratio_to_float32 == {
+        "kbn": 1.0
+    }
     assert "kbn: net 12 with BN; numpy: the report's net 50-30 with BN" in format_result(result)
 
 
@@ -118,12 +159,30 @@ def test_an_unknown_precision_is_a_user_error():
 
 
 def test_kbn_bench_hidden_and_precision_reach_the_json(capsys):
-    status = main(["bench", "--train-size", "200", "--epochs", "2", "--repeats", "1", "--only", "kbn",
-                   "--hidden", "8", "--precision", "float32,mixed_bfloat16", "--json"])
+    status = main(
+        [
+            "bench",
+            "--train-size",
+            "200",
+            "--epochs",
+            "2",
+            "--repeats",
+            "1",
+            "--only",
+            "kbn",
+            "--hidden",
+            "8",
+            "--precision",
+            "float32,mixed_bfloat16",
+            "--json",
+        ]
+    )
     assert status == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(figures["seconds_per_epoch"]) == {"kbn", "kbn mixed_bfloat16"}
-    assert figures["hidden"] == [8] and figures["precisions"]["kbn mixed_bfloat16"] == "mixed_bfloat16"
+    assert (
+        figures["hidden"] == [8] and figures["precisions"]["kbn mixed_bfloat16"] == "mixed_bfloat16"
+    )
     assert set(figures["ratio_to_float32"]) == {"kbn", "kbn mixed_bfloat16"}
 
 

@@ -106,8 +106,10 @@ def test_gradient_check_runs_only_every_nth_epoch(tiny_model, monkeypatch):
     calls = []
     monkeypatch.setattr(
         "kbn.training.callbacks.gradient_check.check_gradients",
-        lambda model, x, y, **kwargs: calls.append(kwargs["seed"])
-        or [types.SimpleNamespace(rel_error=3e-9), types.SimpleNamespace(rel_error=7e-9)],
+        lambda model, x, y, **kwargs: (
+            calls.append(kwargs["seed"])
+            or [types.SimpleNamespace(rel_error=3e-9), types.SimpleNamespace(rel_error=7e-9)]
+        ),
     )
     check = GradientCheck(x, y, every=2)
     check.set_model(model)
@@ -151,7 +153,9 @@ def test_epoch_timer_times_every_epoch_of_a_fit(tiny_model):
 
 
 def tensorboard_losses(folder):
-    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0}, purge_orphaned_data=False)
+    accumulator = EventAccumulator(
+        str(folder), size_guidance={"tensors": 0}, purge_orphaned_data=False
+    )
     accumulator.Reload()
     if "epoch_loss" not in accumulator.Tags()["tensors"]:
         return []
@@ -171,8 +175,10 @@ class _ReadBack(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seen.append(
-            ([s for s, _ in tensorboard_losses(self.log_dir / "train")],
-             [s for s, _ in tensorboard_losses(self.log_dir / "validation")])
+            (
+                [s for s, _ in tensorboard_losses(self.log_dir / "train")],
+                [s for s, _ in tensorboard_losses(self.log_dir / "validation")],
+            )
         )
 
 

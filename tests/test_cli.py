@@ -20,7 +20,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import synthetic
 
 import kbn
@@ -36,8 +35,15 @@ CHANCE = 1 / NUM_CLASSES
 # Tiny runs: two epochs of a one-hidden-layer net of width 8.
 TINY = ["--epochs", "2", "--batch-size", "32", "--hidden", "8", "--val-size", str(VAL_SIZE)]
 TRAIN_FIGURES = (
-    "train_acc", "val_acc", "test_acc", "train_loss", "val_loss",
-    "epochs_run", "seconds_per_epoch", "run_dir", "model_path",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "train_loss",
+    "val_loss",
+    "epochs_run",
+    "seconds_per_epoch",
+    "run_dir",
+    "model_path",
 )
 
 
@@ -151,8 +157,19 @@ def trained(files):
     """One `kbn train --save --json` run: its exit status, figures and stdout."""
     logdir = files["root"] / "logs"
     status, stdout, stderr = run_main(
-        ["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", logdir,
-         "--run-name", "tiny", "--save", files["model"], "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            *TINY,
+            "--logdir",
+            logdir,
+            "--run-name",
+            "tiny",
+            "--save",
+            files["model"],
+            "--json",
+        ]
     )
     assert status == 0, stderr
     files["truncated_model"].write_bytes(files["model"].read_bytes()[:100])
@@ -205,8 +222,22 @@ def test_train_without_json_prints_a_readable_summary(files, tmp_path):
 
 def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files, tmp_path):
     status, stdout, stderr = run_main(
-        ["train", "--data", f"npz:{files['data']}", *TINY, "--no-batch-norm", "--init", "small",
-         "--hidden", "8,8,8", "--logdir", tmp_path, "--save", tmp_path / "m.keras", "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            *TINY,
+            "--no-batch-norm",
+            "--init",
+            "small",
+            "--hidden",
+            "8,8,8",
+            "--logdir",
+            tmp_path,
+            "--save",
+            tmp_path / "m.keras",
+            "--json",
+        ]
     )
     assert status == 0, stderr
     figures = last_json(stdout)
@@ -231,14 +262,33 @@ def test_train_without_batch_norm_small_init_and_three_hidden_layers_runs(files,
 
 def test_train_model_options_reach_the_network_under_their_new_names(files, tmp_path):
     status, _, stderr = run_main(
-        ["train", "--data", f"npz:{files['data']}", *TINY, "--epochs", "0", "--lam", "0.01",
-         "--bn-momentum", "0.5", "--no-gamma-beta", "--init", "xavier", "--logdir", tmp_path,
-         "--save", tmp_path / "m.keras", "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            *TINY,
+            "--epochs",
+            "0",
+            "--lam",
+            "0.01",
+            "--bn-momentum",
+            "0.5",
+            "--no-gamma-beta",
+            "--init",
+            "xavier",
+            "--logdir",
+            tmp_path,
+            "--save",
+            tmp_path / "m.keras",
+            "--json",
+        ]
     )
     assert status == 0, stderr
     import keras
 
-    model = keras.models.load_model(tmp_path / "m.keras", compile=False)  # 0 epochs: no optimizer state
+    model = keras.models.load_model(
+        tmp_path / "m.keras", compile=False
+    )  # 0 epochs: no optimizer state
     dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
     assert [layer.lam for layer in dense] == [0.01, 0.01]
     assert dense[0].get_config()["kernel_initializer"]["class_name"] == "GlorotNormal"
@@ -249,21 +299,53 @@ def test_train_model_options_reach_the_network_under_their_new_names(files, tmp_
 
 def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
     status, stdout, stderr = run_main(
-        ["train", "--data", f"npz:{files['data']}", *TINY, "--dropout", "0.2", "--flip", "--no-gamma-beta",
-         "--translate", "0.25", "--whiten", "0.05", "--label-smoothing", "0.1", "--schedule", "cosine",
-         "--logdir", tmp_path, "--run-name", "reg", "--save", tmp_path / "reg.keras", "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            *TINY,
+            "--dropout",
+            "0.2",
+            "--flip",
+            "--no-gamma-beta",
+            "--translate",
+            "0.25",
+            "--whiten",
+            "0.05",
+            "--label-smoothing",
+            "0.1",
+            "--schedule",
+            "cosine",
+            "--logdir",
+            tmp_path,
+            "--run-name",
+            "reg",
+            "--save",
+            tmp_path / "reg.keras",
+            "--json",
+        ]
     )
     assert status == 0, stderr
     summary = json.loads((tmp_path / "reg" / "summary.json").read_text())
     assert summary["config"]["label_smoothing"] == 0.1
     assert summary["config"]["schedule"] == "cosine"
-    assert summary["history"]["learning_rate"][0] == pytest.approx(summary["config"]["eta"], rel=1e-6)
+    assert summary["history"]["learning_rate"][0] == pytest.approx(
+        summary["config"]["eta"], rel=1e-6
+    )
     import keras
 
     model = keras.models.load_model(tmp_path / "reg.keras")
     layers = [type(layer).__name__ for layer in model.layers]
-    assert layers[:8] == ["InputLayer", "Flatten", "Centering", "Whitening", "Reshape", "RandomFlip",
-                          "RandomTranslation", "Flatten"]
+    assert layers[:8] == [
+        "InputLayer",
+        "Flatten",
+        "Centering",
+        "Whitening",
+        "Reshape",
+        "RandomFlip",
+        "RandomTranslation",
+        "Flatten",
+    ]
     assert model.get_layer("whiten").epsilon == 0.05
     assert layers.count("Dropout") == 1
     batch_norm = next(layer for layer in model.layers if type(layer).__name__ == "BatchNorm")
@@ -271,8 +353,23 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
 
 
 def test_train_validation_freq_validates_the_listed_epochs_and_the_last(files, tmp_path):
-    status, _, stderr = run_main(["train", "--data", f"npz:{files['data']}", *TINY, "--epochs", "4",
-                                  "--validation-freq", "1,2", "--logdir", tmp_path, "--run-name", "v", "--json"])
+    status, _, stderr = run_main(
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            *TINY,
+            "--epochs",
+            "4",
+            "--validation-freq",
+            "1,2",
+            "--logdir",
+            tmp_path,
+            "--run-name",
+            "v",
+            "--json",
+        ]
+    )
     assert status == 0, stderr
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
     assert summary["config"]["validation_freq"] == [1, 2]
@@ -284,9 +381,27 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
 
     preset = get_preset("cifar10-mlp")
     status, stdout, stderr = run_main(
-        ["train", "--data", f"npz:{files['data']}", "--preset", "cifar10-mlp", "--epochs", "1",
-         "--hidden", "8", "--val-size", str(VAL_SIZE), "--no-flip", "--logdir", tmp_path,
-         "--run-name", "preset", "--save", tmp_path / "preset.keras", "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{files['data']}",
+            "--preset",
+            "cifar10-mlp",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--val-size",
+            str(VAL_SIZE),
+            "--no-flip",
+            "--logdir",
+            tmp_path,
+            "--run-name",
+            "preset",
+            "--save",
+            tmp_path / "preset.keras",
+            "--json",
+        ]
     )
     assert status == 0, stderr
     config = json.loads((tmp_path / "preset" / "summary.json").read_text())["config"]
@@ -300,7 +415,10 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     assert "RandomFlip" not in names  # --no-flip wins over the preset's flips
     assert ("RandomTranslation" in names) is bool(preset.model["translate"])
     assert ("Whitening" in names) is bool(preset.model["whiten"])
-    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [8, NUM_CLASSES]
+    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [
+        8,
+        NUM_CLASSES,
+    ]
     dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
     assert dense.lam == preset.model["lam"]
     assert last_json(stdout)["epochs_run"] == 1
@@ -311,8 +429,17 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
 
 def test_evaluate_test_split_equals_the_train_runs_test_acc(trained, files):
     status, stdout, stderr = run_main(
-        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "test",
-         "--val-size", VAL_SIZE, "--json"]
+        [
+            "evaluate",
+            files["model"],
+            "--data",
+            f"npz:{files['data']}",
+            "--split",
+            "test",
+            "--val-size",
+            VAL_SIZE,
+            "--json",
+        ]
     )
     assert status == 0, stderr
     result = last_json(stdout)
@@ -334,8 +461,17 @@ def test_evaluate_test_split_needs_no_val_size(trained, files):
 
 def test_evaluate_all_gives_every_split_and_sums_n(trained, files):
     status, stdout, stderr = run_main(
-        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "all",
-         "--val-size", VAL_SIZE, "--json"]
+        [
+            "evaluate",
+            files["model"],
+            "--data",
+            f"npz:{files['data']}",
+            "--split",
+            "all",
+            "--val-size",
+            VAL_SIZE,
+            "--json",
+        ]
     )
     assert status == 0, stderr
     result = last_json(stdout)
@@ -354,8 +490,16 @@ def test_evaluate_all_gives_every_split_and_sums_n(trained, files):
 
 def test_evaluate_without_json_prints_one_line_per_split(trained, files):
     status, stdout, stderr = run_main(
-        ["evaluate", files["model"], "--data", f"npz:{files['data']}", "--split", "all",
-         "--val-size", VAL_SIZE]
+        [
+            "evaluate",
+            files["model"],
+            "--data",
+            f"npz:{files['data']}",
+            "--split",
+            "all",
+            "--val-size",
+            VAL_SIZE,
+        ]
     )
     assert status == 0, stderr
     lines = stdout.strip().splitlines()
@@ -366,10 +510,24 @@ def test_evaluate_without_json_prints_one_line_per_split(trained, files):
 @pytest.mark.slow
 def test_evaluate_saved_model_in_a_fresh_process(trained, files):
     result = subprocess.run(
-        [sys.executable, "-m", "kbn", "evaluate", str(files["model"]),
-         "--data", f"npz:{files['data']}", "--split", "test", "--val-size", str(VAL_SIZE),
-         "--json"],
-        capture_output=True, text=True, timeout=120, env=fresh_env(),
+        [
+            sys.executable,
+            "-m",
+            "kbn",
+            "evaluate",
+            str(files["model"]),
+            "--data",
+            f"npz:{files['data']}",
+            "--split",
+            "test",
+            "--val-size",
+            str(VAL_SIZE),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=fresh_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -423,8 +581,11 @@ EVALUATE = ["evaluate", "{model}", "--val-size", str(VAL_SIZE), "--data"]
 
 BAD_INPUTS = [
     pytest.param(["train", "--data", "no_such_source"], "unknown data SPEC", id="unknown-spec"),
-    pytest.param(["train", "--data", "npz:{root}/missing.npz"], "missing.npz does not exist",
-                 id="missing-npz"),
+    pytest.param(
+        ["train", "--data", "npz:{root}/missing.npz"],
+        "missing.npz does not exist",
+        id="missing-npz",
+    ),
     pytest.param([*TRAIN, "--eta", "0"], "--eta", id="eta-zero"),
     pytest.param([*TRAIN, "--eta", "-1"], "--eta", id="eta-negative"),
     pytest.param([*TRAIN, "--eta", "abc"], "'abc'", id="eta-not-a-number"),
@@ -433,14 +594,26 @@ BAD_INPUTS = [
     pytest.param([*TRAIN, "--hidden", "0"], "--hidden", id="hidden-zero"),
     pytest.param([*TRAIN, "--batch-size", "0"], "--batch-size", id="batch-size-zero"),
     pytest.param([*TRAIN, "--epochs", "-1"], "--epochs", id="epochs-negative"),
-    pytest.param([*TRAIN, "--train-size", str(NUM_TRAIN)], f"the pool has only {NUM_TRAIN}",
-                 id="train-plus-val-beyond-pool"),
-    pytest.param(["evaluate", "{root}/missing.keras", "--data", "npz:{data}"],
-                 "missing.keras does not exist", id="evaluate-missing-model"),
-    pytest.param(["evaluate", "{text_model}", "--data", "npz:{data}"],
-                 "x.keras is not a .keras model", id="evaluate-text-file"),
-    pytest.param(["evaluate", "{truncated_model}", "--data", "npz:{data}"],
-                 "truncated.keras", id="evaluate-truncated-model"),
+    pytest.param(
+        [*TRAIN, "--train-size", str(NUM_TRAIN)],
+        f"the pool has only {NUM_TRAIN}",
+        id="train-plus-val-beyond-pool",
+    ),
+    pytest.param(
+        ["evaluate", "{root}/missing.keras", "--data", "npz:{data}"],
+        "missing.keras does not exist",
+        id="evaluate-missing-model",
+    ),
+    pytest.param(
+        ["evaluate", "{text_model}", "--data", "npz:{data}"],
+        "x.keras is not a .keras model",
+        id="evaluate-text-file",
+    ),
+    pytest.param(
+        ["evaluate", "{truncated_model}", "--data", "npz:{data}"],
+        "truncated.keras",
+        id="evaluate-truncated-model",
+    ),
     pytest.param([*EVALUATE, "npz:{shape_data}"], "(6, 6, 1)", id="evaluate-other-image-shape"),
     pytest.param([*EVALUATE, "npz:{classes_data}"], "3 classes", id="evaluate-more-classes"),
     pytest.param([*EVALUATE, "npz:{no_test_data}"], "no test split", id="evaluate-no-test-split"),
@@ -448,43 +621,93 @@ BAD_INPUTS = [
     pytest.param([*TRAIN, "--resume"], "resume", id="resume-without-run-name"),
     pytest.param([*TRAIN, "--preset", "resnet"], "--preset", id="unknown-preset"),
     pytest.param([*TRAIN, "--dropout", "1"], "--dropout", id="dropout-one"),
-    pytest.param([*TRAIN, "--label-smoothing", "-0.1"], "--label-smoothing", id="label-smoothing-negative"),
+    pytest.param(
+        [*TRAIN, "--label-smoothing", "-0.1"], "--label-smoothing", id="label-smoothing-negative"
+    ),
     pytest.param([], "required", id="no-subcommand"),
     pytest.param([*TRAIN, "--save", "{root}/m.h5"], ".keras", id="save-not-keras"),
-    pytest.param(["gradcheck", "--batch-sizes", ""], "batch size", id="gradcheck-empty-batch-sizes"),
-    pytest.param([*TRAIN, "--momentum", "1"], "momentum must be in [0, 1), got 1.0", id="momentum-one"),
+    pytest.param(
+        ["gradcheck", "--batch-sizes", ""], "batch size", id="gradcheck-empty-batch-sizes"
+    ),
+    pytest.param(
+        [*TRAIN, "--momentum", "1"], "momentum must be in [0, 1), got 1.0", id="momentum-one"
+    ),
     pytest.param([*TRAIN, "--bn-momentum", "1"], "--bn-momentum", id="bn-momentum-one"),
     pytest.param([*TRAIN, "--strategy", "ring"], "--strategy", id="unknown-strategy"),
-    pytest.param([*TRAIN, "--validation-freq", "0"], "such as 1,3,10, got '0'", id="validation-freq-zero"),
-    pytest.param([*TRAIN, "--validation-freq", "2,x"], "--validation-freq", id="validation-freq-not-epochs"),
-    pytest.param(["tune", "--data", "npz:{data}", "--validation-freq", "1,,3"], "--validation-freq",
-                 id="tune-validation-freq-malformed"),
-    pytest.param(["train", "--data", "npz:{flat_data}", "--val-size", "50", "--flip", "--epochs", "0"],
-                 "flip and translate augment images of shape (H, W, C)", id="flip-flat-vectors"),
+    pytest.param(
+        [*TRAIN, "--validation-freq", "0"], "such as 1,3,10, got '0'", id="validation-freq-zero"
+    ),
+    pytest.param(
+        [*TRAIN, "--validation-freq", "2,x"], "--validation-freq", id="validation-freq-not-epochs"
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--validation-freq", "1,,3"],
+        "--validation-freq",
+        id="tune-validation-freq-malformed",
+    ),
+    pytest.param(
+        ["train", "--data", "npz:{flat_data}", "--val-size", "50", "--flip", "--epochs", "0"],
+        "flip and translate augment images of shape (H, W, C)",
+        id="flip-flat-vectors",
+    ),
     pytest.param([*TRAIN, "--epochs", "1", "--eta", "1e300"], "eta", id="eta-beyond-float32"),
-    pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.7:0.01"], "eta range",
-                 id="tune-eta-range-inverted"),
-    pytest.param(["tune", "--data", "npz:{data}", "--lam-range", "0:0.1"], "lam range",
-                 id="tune-lam-range-not-positive"),
-    pytest.param(["tune", "--data", "npz:{data}", "--eta-range", "0.1"], "LOW:HIGH",
-                 id="tune-range-malformed"),
-    pytest.param(["tune", "--data", "npz:{data}", "--rounds", "0"], "rounds", id="tune-zero-rounds"),
-    pytest.param(["tune", "--data", "npz:{data}", "--pruning", "hyperband"], "pruning must be one of",
-                 id="tune-unknown-pruning"),
-    pytest.param(["train", "--data", "folder:{empty_classes}"], "holds no images",
-                 id="folder-class-folders-without-images"),
-    pytest.param(["train", "--data", "folder:{no_classes}"], "no class sub-folders",
-                 id="folder-without-class-folders"),
-    pytest.param(["train", "--data", "folder:{corrupt}", "--val-size", "0"], "cannot read image",
-                 id="folder-corrupt-image"),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--eta-range", "0.7:0.01"],
+        "eta range",
+        id="tune-eta-range-inverted",
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--lam-range", "0:0.1"],
+        "lam range",
+        id="tune-lam-range-not-positive",
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--eta-range", "0.1"],
+        "LOW:HIGH",
+        id="tune-range-malformed",
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--rounds", "0"], "rounds", id="tune-zero-rounds"
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--pruning", "hyperband"],
+        "pruning must be one of",
+        id="tune-unknown-pruning",
+    ),
+    pytest.param(
+        ["train", "--data", "folder:{empty_classes}"],
+        "holds no images",
+        id="folder-class-folders-without-images",
+    ),
+    pytest.param(
+        ["train", "--data", "folder:{no_classes}"],
+        "no class sub-folders",
+        id="folder-without-class-folders",
+    ),
+    pytest.param(
+        ["train", "--data", "folder:{corrupt}", "--val-size", "0"],
+        "cannot read image",
+        id="folder-corrupt-image",
+    ),
     pytest.param(["train", "--data", "npz:{nan_data}"], "NaN or infinite", id="npz-nan-in-data"),
-    pytest.param(["train", "--data", "npz:{inf_data}"], "NaN or infinite", id="npz-infinite-in-data"),
-    pytest.param(["train", "--data", "npz:{count_data}"], "20 images but 19 labels",
-                 id="npz-labels-and-images-differ-in-count"),
-    pytest.param(["train", "--data", "npz:{label_range_data}"], "label 5 is out of range",
-                 id="npz-label-out-of-range"),
-    pytest.param(["train", "--data", "npz:{float_label_data}"], "whole class indices, found 1.7",
-                 id="npz-float-labels"),
+    pytest.param(
+        ["train", "--data", "npz:{inf_data}"], "NaN or infinite", id="npz-infinite-in-data"
+    ),
+    pytest.param(
+        ["train", "--data", "npz:{count_data}"],
+        "20 images but 19 labels",
+        id="npz-labels-and-images-differ-in-count",
+    ),
+    pytest.param(
+        ["train", "--data", "npz:{label_range_data}"],
+        "label 5 is out of range",
+        id="npz-label-out-of-range",
+    ),
+    pytest.param(
+        ["train", "--data", "npz:{float_label_data}"],
+        "whole class indices, found 1.7",
+        id="npz-float-labels",
+    ),
 ]
 
 
@@ -502,9 +725,19 @@ def test_bad_input_prints_one_error_line_and_exits_2(argv, names, trained, files
 @pytest.mark.slow
 def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
     result = subprocess.run(
-        [sys.executable, "-m", "kbn", "evaluate", str(files["text_model"]),
-         "--data", f"npz:{files['data']}"],
-        capture_output=True, text=True, timeout=120, env=fresh_env(),
+        [
+            sys.executable,
+            "-m",
+            "kbn",
+            "evaluate",
+            str(files["text_model"]),
+            "--data",
+            f"npz:{files['data']}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=fresh_env(),
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -518,8 +751,9 @@ def test_bad_input_in_a_fresh_process_is_one_line_without_traceback(files):
 
 FAILURES = [
     pytest.param([*TRAIN, "--logdir", "{a_file}"], "a_file", id="logdir-is-a-file"),
-    pytest.param([*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file",
-                 id="save-under-a-file"),
+    pytest.param(
+        [*TRAIN, "--epochs", "0", "--save", "{a_file}/m.keras"], "a_file", id="save-under-a-file"
+    ),
 ]
 
 
@@ -540,7 +774,9 @@ def test_kbn_error_raised_once_training_began_exits_1(files, tmp_path, monkeypat
         raise kbn.KbnError("the run folder vanished mid-run")
 
     monkeypatch.setattr(kbn.training.trainer, "train", train)
-    status, _, stderr = run_main(["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", tmp_path])
+    status, _, stderr = run_main(
+        ["train", "--data", f"npz:{files['data']}", *TINY, "--logdir", tmp_path]
+    )
     assert (status, stderr) == (1, "error: the run folder vanished mid-run\n")
 
 
@@ -558,7 +794,10 @@ def test_version_prints_the_one_version_of_the_package():
 @pytest.mark.slow
 def test_python_dash_m_kbn_is_the_kbn_command():
     result = subprocess.run(
-        [sys.executable, "-m", "kbn", "--help"], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "kbn", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=fresh_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -602,10 +841,16 @@ def test_subcommand_help_shows_every_default_and_examples(command):
 
 def test_train_help_shows_the_defaults_users_asked_for():
     text = " ".join(run_main(["train", "--help"])[1].split())
-    for flag, default in [("--eta ETA", "0.0864"), ("--epochs N", "20"), ("--momentum MOMENTUM", "0.9"),
-                          ("--batch-size N", "100"), ("--init {he,xavier,small}", "he"),
-                          ("--hidden W1,W2,...", "50,30"), ("--flip, --no-flip", "--no-flip")]:
-        after = text[text.index(flag + " "):]  # the option's line, not the usage's "[--eta ETA]"
+    for flag, default in [
+        ("--eta ETA", "0.0864"),
+        ("--epochs N", "20"),
+        ("--momentum MOMENTUM", "0.9"),
+        ("--batch-size N", "100"),
+        ("--init {he,xavier,small}", "he"),
+        ("--hidden W1,W2,...", "50,30"),
+        ("--flip, --no-flip", "--no-flip"),
+    ]:
+        after = text[text.index(flag + " ") :]  # the option's line, not the usage's "[--eta ETA]"
         assert re.search(r"\(default: ([^)]*)\)", after).group(1) == default, flag
 
 
@@ -626,7 +871,10 @@ def test_train_offers_every_command_line_field_of_train_config():
             assert getattr(args, field.name) == getattr(TrainConfig(), field.name), field.name
         else:
             assert field.name not in dests, field.name
-    assert {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata["cli"]} == {"optimizer", "verbose"}
+    assert {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata["cli"]} == {
+        "optimizer",
+        "verbose",
+    }
 
 
 def test_train_config_field_added_later_becomes_a_checked_flag():
@@ -636,14 +884,21 @@ def test_train_config_field_added_later_becomes_a_checked_flag():
     @dataclasses.dataclass
     class Later(TrainConfig):
         precision: str = setting("float32", "compute dtype", choices=("float32", "mixed"))
-        warmup: int = setting(0, "warm-up epochs", check=lambda v: v >= 0, error="warmup must be 0 or more, got {value}")
+        warmup: int = setting(
+            0,
+            "warm-up epochs",
+            check=lambda v: v >= 0,
+            error="warmup must be 0 or more, got {value}",
+        )
 
     parser = Parser(prog="kbn train")
     add_config_options(parser, Later)
     args = parser.parse_args(["--precision", "mixed", "--warmup", "2", "--eta", "0.5"])
     assert (args.precision, args.warmup, args.eta) == ("mixed", 2, 0.5)
-    for bad, message in [(["--warmup", "-1"], "warmup must be 0 or more, got -1"),
-                         (["--precision", "half"], "invalid choice: 'half'")]:
+    for bad, message in [
+        (["--warmup", "-1"], "warmup must be 0 or more, got -1"),
+        (["--precision", "half"], "invalid choice: 'half'"),
+    ]:
         with pytest.raises(Exception, match=re.escape(message)):
             parser.parse_args(bad)
 
@@ -689,16 +944,48 @@ def test_tune_flags_reach_the_search_config(monkeypatch, files, tmp_path):
         return None  # as a worker does: nothing to report
 
     monkeypatch.setattr(tuning.search, "search", search)
-    status, _, stderr = run_main(["tune", "--data", f"npz:{files['data']}", "--val-size", VAL_SIZE,
-                                  "--rounds", "2", "--trials", "4", "--eta-range", "0.1:0.2",
-                                  "--directory", tmp_path, "--architecture", "--seed", "3",
-                                  "--pruning", "median", "--validation-freq", "1,3", "--backup-interval", "0",
-                                  "--json"])
+    status, _, stderr = run_main(
+        [
+            "tune",
+            "--data",
+            f"npz:{files['data']}",
+            "--val-size",
+            VAL_SIZE,
+            "--rounds",
+            "2",
+            "--trials",
+            "4",
+            "--eta-range",
+            "0.1:0.2",
+            "--directory",
+            tmp_path,
+            "--architecture",
+            "--seed",
+            "3",
+            "--pruning",
+            "median",
+            "--validation-freq",
+            "1,3",
+            "--backup-interval",
+            "0",
+            "--json",
+        ]
+    )
     assert status == 0, stderr
     config = seen["config"]
-    assert (config.rounds, config.trials, config.eta_range, config.pruning) == (2, 4, (0.1, 0.2), "median")
+    assert (config.rounds, config.trials, config.eta_range, config.pruning) == (
+        2,
+        4,
+        (0.1, 0.2),
+        "median",
+    )
     assert (config.validation_freq, config.backup_interval) == ((1, 3), 0.0)
-    assert (config.architecture, config.seed, config.verbose, config.directory) == (True, 3, 0, str(tmp_path))
+    assert (config.architecture, config.seed, config.verbose, config.directory) == (
+        True,
+        3,
+        0,
+        str(tmp_path),
+    )
 
 
 def test_every_preset_setting_is_a_train_option():

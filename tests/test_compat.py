@@ -28,14 +28,18 @@ def test_every_private_name_kbn_reads_exists(module, path):
         pytest.fail(f"{module}.{path} is gone ({exc}): kbn/_compat.py must find another way")
 
 
-@pytest.mark.parametrize("module, cls, method", _compat.OVERRIDDEN, ids=[f"{c}.{m}" for _, c, m in _compat.OVERRIDDEN])
+@pytest.mark.parametrize(
+    "module, cls, method", _compat.OVERRIDDEN, ids=[f"{c}.{m}" for _, c, m in _compat.OVERRIDDEN]
+)
 def test_every_private_method_kbn_overrides_still_exists(module, cls, method):
     assert callable(getattr(resolve(module, cls), method, None)), (
         f"{module}.{cls}.{method} is gone: kbn's override of it would never run"
     )
 
 
-@pytest.mark.parametrize("module, cls, attribute", _compat.INSTANCE, ids=[f"{c}.{a}" for _, c, a in _compat.INSTANCE])
+@pytest.mark.parametrize(
+    "module, cls, attribute", _compat.INSTANCE, ids=[f"{c}.{a}" for _, c, a in _compat.INSTANCE]
+)
 def test_every_private_instance_attribute_kbn_reads_exists(module, cls, attribute, tmp_path):
     assert resolve(module, cls) is keras_tuner.Oracle  # the one owner today; build one to look
     oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=1)
@@ -43,7 +47,8 @@ def test_every_private_instance_attribute_kbn_reads_exists(module, cls, attribut
 
 
 def defined_private_names(trees):
-    """Every `_name` that kbn's and tuning's own code defines: functions, classes, attributes, variables."""
+    """Every `_name` that kbn's and tuning's own code defines: functions, classes, attributes,
+    variables."""
     names = set()
     for tree in trees:
         for node in ast.walk(tree):
@@ -59,19 +64,29 @@ def defined_private_names(trees):
 
 
 def test_no_module_but_compat_uses_a_private_name_of_keras_or_keras_tuner():
-    files = [p for d in ("kbn", "tuning") for p in (ROOT / d).rglob("*.py") if p.name != "_compat.py"]
+    files = [
+        p for d in ("kbn", "tuning") for p in (ROOT / d).rglob("*.py") if p.name != "_compat.py"
+    ]
     trees = {p: ast.parse(p.read_text()) for p in files}
     ours = defined_private_names(trees.values())
     stdlib = {("os", "_exit")}  # Python's own: a worker whose chief died leaves at once
     found = []
     for path, tree in trees.items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 owner = node.value.id if isinstance(node.value, ast.Name) else None
                 if node.attr not in ours and (owner, node.attr) not in stdlib:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                modules = (
+                    [node.module]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                )
                 found += [
                     f"{path.relative_to(ROOT)}:{node.lineno} import {m}"
                     for m in modules

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from kbn.training.config import TrainConfig, setting, setting_error
 from kbn.errors import KbnError
+from kbn.training.config import TrainConfig, setting, setting_error
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 
@@ -28,8 +28,12 @@ def test_every_field_says_what_it_does_and_whether_it_is_a_flag(name):
 )
 def test_setting_error_names_the_setting_and_the_value(name, value, message):
     assert setting_error(FIELDS[name], value) == message
-    with pytest.raises(KbnError, match="^" + message.replace("(", r"\(").replace(")", r"\)")
-                       .replace("[", r"\[").replace("]", r"\]") + "$"):
+    with pytest.raises(
+        KbnError,
+        match="^"
+        + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+        + "$",
+    ):
         TrainConfig(**{name: value}).check()
 
 
@@ -50,8 +54,12 @@ def test_checks_across_settings_stay_in_validate():
 def test_a_field_declared_with_setting_is_validated_without_more_code():
     @dataclasses.dataclass
     class Later(TrainConfig):
-        warmup: int = setting(0, "warm-up epochs", check=lambda v: v >= 0,
-                              error="warmup must be 0 or more, got {value}")
+        warmup: int = setting(
+            0,
+            "warm-up epochs",
+            check=lambda v: v >= 0,
+            error="warmup must be 0 or more, got {value}",
+        )
 
     Later(warmup=3).check()
     with pytest.raises(KbnError, match="warmup must be 0 or more, got -1"):
@@ -67,6 +75,5 @@ def test_validation_epochs_are_those_validation_freq_names_and_the_last(freq, ep
 
 
 def test_the_old_name_validate_still_checks_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match="check"):
-        with pytest.raises(KbnError, match="eta"):
-            TrainConfig(eta=0).validate()
+    with pytest.warns(DeprecationWarning, match="check"), pytest.raises(KbnError, match="eta"):
+        TrainConfig(eta=0).validate()

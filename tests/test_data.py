@@ -5,40 +5,70 @@ files and errors: tests/test_data_<source>.py. Nothing here reads /usr/share/dat
 
 import numpy as np
 import pytest
+from datafiles import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    POOL_SIZE,
+    error_of,
+    id_pool,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+    make_rgb_folder,
+    write_npz,
+)
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import IMAGE_HEIGHT, IMAGE_WIDTH, POOL_SIZE, error_of, id_pool, make_rgb_folder
-from datafiles import write_npz
 from kbn.data import Dataset, Split, load_data
 from kbn.errors import KbnError
-
 
 # --- checks of every source's arrays --------------------------------------------------------
 
 
 def test_npz_without_class_names_counts_classes_from_all_labels(tmp_path):
-    spec = write_npz(tmp_path / "d.npz", x_train=np.zeros((3, 2)), y_train=np.array([0, 1, 1]),
-                     x_test=np.zeros((1, 2)), y_test=np.array([[4]]))
+    spec = write_npz(
+        tmp_path / "d.npz",
+        x_train=np.zeros((3, 2)),
+        y_train=np.array([0, 1, 1]),
+        x_test=np.zeros((1, 2)),
+        y_test=np.array([[4]]),
+    )
     ds = load_data(spec, val_size=1)
     assert ds.class_names == ("0", "1", "2", "3", "4") and ds.num_classes == 5
     assert ds.test.y.shape == (1,) and ds.input_shape == (2,)
 
 
-@pytest.mark.parametrize("arrays, expected", [
-    (dict(x_train=np.zeros((5, 2)), y_train=np.zeros(4, int)), "5 images but 4 labels"),
-    (dict(x_train=np.zeros((2, 2)), y_train=np.array([0, 1.7])), "found 1.7"),
-    (dict(x_train=np.zeros((2, 2)), y_train=np.array(["a", "b"])), "must be integer class indices"),
-    (dict(x_train=np.zeros((2, 2)), y_train=np.array([0, -1])), "label -1 is negative"),
-    (dict(x_train=np.zeros((2, 2)), y_train=np.array([0, 2]), class_names=np.array(["a", "b"])),
-     "label 2 is out of range: expected class indices 0..1 for 2 classes"),
-    (dict(x_train=np.array([[0.0, np.nan], [1.0, 2.0]]), y_train=np.array([0, 1])),
-     "1 NaN or infinite"),
-    (dict(x_train=np.array([[np.inf], [1.0]]), y_train=np.array([0, 1])), "NaN or infinite"),
-    (dict(x_train=np.zeros((0, 2)), y_train=np.zeros(0, int)), "the pool is empty"),
-    (dict(x_train=np.zeros(3), y_train=np.zeros(3, int)), "at least one feature dimension"),
-    (dict(x_train=np.zeros((2, 2)), y_train=np.zeros(2, int), x_test=np.zeros((1, 2)),
-          y_test=np.array([0.5])), "test labels must be whole class indices"),
-])
+@pytest.mark.parametrize(
+    "arrays, expected",
+    [
+        (dict(x_train=np.zeros((5, 2)), y_train=np.zeros(4, int)), "5 images but 4 labels"),
+        (dict(x_train=np.zeros((2, 2)), y_train=np.array([0, 1.7])), "found 1.7"),
+        (
+            dict(x_train=np.zeros((2, 2)), y_train=np.array(["a", "b"])),
+            "must be integer class indices",
+        ),
+        (dict(x_train=np.zeros((2, 2)), y_train=np.array([0, -1])), "label -1 is negative"),
+        (
+            dict(
+                x_train=np.zeros((2, 2)), y_train=np.array([0, 2]), class_names=np.array(["a", "b"])
+            ),
+            "label 2 is out of range: expected class indices 0..1 for 2 classes",
+        ),
+        (
+            dict(x_train=np.array([[0.0, np.nan], [1.0, 2.0]]), y_train=np.array([0, 1])),
+            "1 NaN or infinite",
+        ),
+        (dict(x_train=np.array([[np.inf], [1.0]]), y_train=np.array([0, 1])), "NaN or infinite"),
+        (dict(x_train=np.zeros((0, 2)), y_train=np.zeros(0, int)), "the pool is empty"),
+        (dict(x_train=np.zeros(3), y_train=np.zeros(3, int)), "at least one feature dimension"),
+        (
+            dict(
+                x_train=np.zeros((2, 2)),
+                y_train=np.zeros(2, int),
+                x_test=np.zeros((1, 2)),
+                y_test=np.array([0.5]),
+            ),
+            "test labels must be whole class indices",
+        ),
+    ],
+)
 def test_bad_arrays_are_errors_naming_the_problem(tmp_path, arrays, expected):
     spec = write_npz(tmp_path / "bad.npz", **arrays)
     message = error_of(spec)
@@ -78,14 +108,17 @@ def test_no_train_size_takes_all_the_pool_left_after_validation(tmp_path):
     assert ds.val.x.shape == (0, 1) and ds.name == id_pool(tmp_path) and ds.test is None
 
 
-@pytest.mark.parametrize("sizes, expected", [
-    (dict(train_size=30, val_size=11), f"the pool has only {POOL_SIZE}"),
-    (dict(val_size=POOL_SIZE), "leaves no training examples"),
-    (dict(train_size=0), "train_size must be a positive number of examples, got 0"),
-    (dict(train_size=-5), "got -5"),
-    (dict(val_size=-1), "val_size must be 0 or more, got -1"),
-    (dict(train_size=2.5), "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "sizes, expected",
+    [
+        (dict(train_size=30, val_size=11), f"the pool has only {POOL_SIZE}"),
+        (dict(val_size=POOL_SIZE), "leaves no training examples"),
+        (dict(train_size=0), "train_size must be a positive number of examples, got 0"),
+        (dict(train_size=-5), "got -5"),
+        (dict(val_size=-1), "val_size must be 0 or more, got -1"),
+        (dict(train_size=2.5), "whole numbers"),
+    ],
+)
 def test_impossible_sizes_are_errors(tmp_path, sizes, expected):
     with pytest.raises(KbnError, match=expected):
         load_data(id_pool(tmp_path), **sizes)

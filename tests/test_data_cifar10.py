@@ -6,9 +6,13 @@ import pickle
 
 import numpy as np
 import pytest
+from datafiles import (
+    CIFAR_PER_BATCH,
+    error_of,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+    make_cifar10,
+)
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import CIFAR_PER_BATCH, error_of, make_cifar10
 from kbn.data import load_data, load_pool
 
 
@@ -28,12 +32,23 @@ def test_cifar10_batches_give_rgb_images_in_height_width_channel_order(tmp_path,
 def test_cifar10_without_batches_meta_uses_the_standard_names(tmp_path):
     make_cifar10(tmp_path / "cifar-10-batches-py", meta=False)
     _, _, names = load_pool("cifar10", data_dir=tmp_path)
-    assert names == ("airplane", "automobile", "bird", "cat", "deer",
-                     "dog", "frog", "horse", "ship", "truck")
+    assert names == (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
 
 
-@pytest.mark.parametrize("subfolder", ["cifar-10-batches-py-target/cifar-10-batches-py",
-                                       "cifar-10-batches-py"])
+@pytest.mark.parametrize(
+    "subfolder", ["cifar-10-batches-py-target/cifar-10-batches-py", "cifar-10-batches-py"]
+)
 def test_cifar10_is_found_in_the_keras_cache(tmp_path, subfolder):
     make_cifar10(tmp_path / "keras" / "datasets" / subfolder)
     assert len(load_data("cifar10", val_size=5).train) == 5 * CIFAR_PER_BATCH - 5

@@ -4,9 +4,15 @@ they can raise."""
 import gzip
 
 import numpy as np
+from datafiles import (
+    NUM_TEST,
+    NUM_TRAIN,
+    error_of,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+    make_fashion_mnist,
+    write_idx,
+)
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import NUM_TEST, NUM_TRAIN, error_of, make_fashion_mnist, write_idx
 from kbn.data import fashion_mnist, load_data, load_pool
 
 
@@ -19,8 +25,18 @@ def test_fashion_mnist_idx_files_give_gray_images_labels_and_names(tmp_path):
     assert pool.y.dtype == np.int64
     np.testing.assert_array_equal(test.x[..., 0], x_test)
     np.testing.assert_array_equal(test.y, y_test)
-    assert names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert names == (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
 
 def test_fashion_mnist_data_dir_may_be_the_parent_folder(tmp_path):

@@ -6,9 +6,11 @@ import types
 
 import numpy as np
 import pytest
+from datafiles import (
+    error_of,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+)
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import error_of
 from kbn.data import fetch, load_pool
 
 
@@ -19,15 +21,18 @@ def offline_keras(monkeypatch):
     def fail():
         raise OSError("URL fetch failure: [Errno -3]\nTemporary failure in name resolution")
 
-    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(
-        fashion_mnist=types.SimpleNamespace(load_data=fail),
-        cifar10=types.SimpleNamespace(load_data=fail),
-    ))
+    fake = types.SimpleNamespace(
+        datasets=types.SimpleNamespace(
+            fashion_mnist=types.SimpleNamespace(load_data=fail),
+            cifar10=types.SimpleNamespace(load_data=fail),
+        )
+    )
     monkeypatch.setitem(sys.modules, "keras", fake)
 
 
-@pytest.mark.parametrize("spec, folder", [("fashion_mnist", "fashion-mnist"),
-                                          ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize(
+    "spec, folder", [("fashion_mnist", "fashion-mnist"), ("cifar10", "cifar-10-batches-py")]
+)
 def test_failed_download_is_one_line_saying_where_to_put_the_files(spec, folder, offline_keras):
     message = error_of(spec)
     assert f"could not download {spec}" in message
@@ -36,15 +41,19 @@ def test_failed_download_is_one_line_saying_where_to_put_the_files(spec, folder,
 
 def test_downloaded_data_sets_get_the_same_shapes_as_local_files(monkeypatch):
     rng = np.random.default_rng(0)
-    fashion = ((rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), np.arange(4, dtype=np.uint8)),
-               (rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), np.arange(2, dtype=np.uint8)))
+    fashion = (
+        (rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), np.arange(4, dtype=np.uint8)),
+        (rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), np.arange(2, dtype=np.uint8)),
+    )
     # channels_first, labels (N, 1): what Keras gives with image_data_format="channels_first"
     cifar_x = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
     cifar = ((cifar_x, np.arange(4).reshape(4, 1)), (cifar_x[:2], np.arange(2).reshape(2, 1)))
-    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(
-        fashion_mnist=types.SimpleNamespace(load_data=lambda: fashion),
-        cifar10=types.SimpleNamespace(load_data=lambda: cifar),
-    ))
+    fake = types.SimpleNamespace(
+        datasets=types.SimpleNamespace(
+            fashion_mnist=types.SimpleNamespace(load_data=lambda: fashion),
+            cifar10=types.SimpleNamespace(load_data=lambda: cifar),
+        )
+    )
     monkeypatch.setitem(sys.modules, "keras", fake)
     pool, test, _ = load_pool("fashion_mnist")
     assert pool.x.shape == (4, 28, 28, 1) and test.x.shape == (2, 28, 28, 1)
@@ -57,7 +66,10 @@ def test_search_path_is_kbn_data_dir_then_the_sources_own_places(tmp_path, monke
     assert fetch.search_path("sub", [tmp_path / "own"]) == [tmp_path / "own"]
     monkeypatch.setenv("KBN_DATA_DIR", str(tmp_path / "data"))
     assert fetch.search_path("sub", [tmp_path / "own"]) == [
-        tmp_path / "data" / "sub", tmp_path / "data", tmp_path / "own"]
+        tmp_path / "data" / "sub",
+        tmp_path / "data",
+        tmp_path / "own",
+    ]
 
 
 def test_find_folder_takes_the_first_folder_holding_every_file(tmp_path):

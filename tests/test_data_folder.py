@@ -5,10 +5,18 @@ import os
 
 import numpy as np
 import pytest
+from datafiles import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    error_of,
+    gray,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+    make_rgb_folder,
+    rgb,
+    save_image,
+)
 from PIL import Image
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import IMAGE_HEIGHT, IMAGE_WIDTH, error_of, gray, make_rgb_folder, rgb, save_image
 from kbn.data import folder, load_pool
 from kbn.errors import KbnError
 

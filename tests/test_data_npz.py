@@ -3,17 +3,25 @@ itself (the checks of its arrays' contents are kbn.data.dataset's: tests/test_da
 
 import numpy as np
 import pytest
+from datafiles import (
+    error_of,
+    isolated_env,  # noqa: F401 (an autouse fixture)
+    write_npz,
+)
 
-from datafiles import isolated_env  # noqa: F401 (an autouse fixture)
-from datafiles import error_of, write_npz
 from kbn.data import load_pool
 
 
 def test_npz_keeps_dtype_and_shape_and_converts_whole_float_labels(tmp_path):
     x = np.linspace(0, 1, 6 * 4, dtype=np.float32).reshape(6, 4)
-    spec = write_npz(tmp_path / "d.npz", x_train=x, y_train=np.array([0.0, 1, 2, 0, 1, 2]),
-                     x_test=x[:2], y_test=np.array([2, 1], np.uint8),
-                     class_names=np.array(["a", "b", "c"]))
+    spec = write_npz(
+        tmp_path / "d.npz",
+        x_train=x,
+        y_train=np.array([0.0, 1, 2, 0, 1, 2]),
+        x_test=x[:2],
+        y_test=np.array([2, 1], np.uint8),
+        class_names=np.array(["a", "b", "c"]),
+    )
     pool, test, names = load_pool(spec)
     assert pool.x.dtype == np.float32 and pool.x.shape == (6, 4)
     np.testing.assert_array_equal(pool.x, x)
@@ -27,11 +35,16 @@ def test_npz_without_a_test_split_has_none(tmp_path):
     assert load_pool(spec)[1] is None
 
 
-@pytest.mark.parametrize("arrays, expected", [
-    (dict(x_train=np.zeros((2, 2)), y_train=np.zeros(2, int), x_test=np.zeros((1, 2))),
-     "only one of x_test and y_test"),
-    (dict(x=np.zeros((2, 2)), y_train=np.zeros(2, int)), "lacks x_train"),
-])
+@pytest.mark.parametrize(
+    "arrays, expected",
+    [
+        (
+            dict(x_train=np.zeros((2, 2)), y_train=np.zeros(2, int), x_test=np.zeros((1, 2))),
+            "only one of x_test and y_test",
+        ),
+        (dict(x=np.zeros((2, 2)), y_train=np.zeros(2, int)), "lacks x_train"),
+    ],
+)
 def test_bad_npz_contents_are_errors_naming_the_problem(tmp_path, arrays, expected):
     spec = write_npz(tmp_path / "bad.npz", **arrays)
     message = error_of(spec)

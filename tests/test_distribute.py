@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from test_reliability import KBN, epoch_steps, epochs_recorded, write_npz
 
-from kbn.training.distribute import STRATEGIES, make_strategy
 from kbn.errors import KbnError
 from kbn.fileio import read_json
+from kbn.training.distribute import STRATEGIES, make_strategy
 
 RUN = pathlib.Path(__file__).parent / "distributed_run.py"
 
@@ -59,7 +59,9 @@ def test_two_synchronized_replicas_train_as_one_device_in_float32(tmp_path):
 @pytest.mark.slow
 def test_per_replica_statistics_train_otherwise(one_device, tmp_path):
     apart = run("train", "mirrored", "float64", "nosync", tmp_path=tmp_path)
-    gap = np.max(np.abs(np.subtract(apart["loss"], one_device["loss"])) / np.array(one_device["loss"]))
+    gap = np.max(
+        np.abs(np.subtract(apart["loss"], one_device["loss"])) / np.array(one_device["loss"])
+    )
     assert gap > 1e-3
 
 
@@ -106,12 +108,24 @@ def start_workers(argv, ports, folder):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        with open(folder / f"worker-{index}.stderr", "w") as err:  # a file: a full pipe would stall it
-            processes.append(subprocess.Popen(
-                [str(KBN), *argv, "--strategy", "multi-worker"], env=env, stdout=subprocess.PIPE,
-                stderr=err, text=True,
-            ))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        with open(
+            folder / f"worker-{index}.stderr", "w"
+        ) as err:  # a file: a full pipe would stall it
+            processes.append(
+                subprocess.Popen(
+                    [str(KBN), *argv, "--strategy", "multi-worker"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                )
+            )
     return processes
 
 
@@ -121,10 +135,26 @@ WORKER_EPOCHS = 6
 @pytest.mark.slow
 def test_two_workers_killed_mid_run_resume_every_epoch_exactly_once(tmp_path):
     data = write_npz(tmp_path / "data.npz", 1250, (8, 8, 1))
-    argv = ["train", "--data", f"npz:{data}", "--epochs", WORKER_EPOCHS, "--batch-size", 25, "--hidden", 16,
-            "--val-size", 250, "--logdir", tmp_path / "logs", "--json"]
+    argv = [
+        "train",
+        "--data",
+        f"npz:{data}",
+        "--epochs",
+        WORKER_EPOCHS,
+        "--batch-size",
+        25,
+        "--hidden",
+        16,
+        "--val-size",
+        250,
+        "--logdir",
+        tmp_path / "logs",
+        "--json",
+    ]
     argv = [str(a) for a in argv]
-    one = subprocess.run([str(KBN), *argv, "--run-name", "one"], capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [str(KBN), *argv, "--run-name", "one"], capture_output=True, text=True, timeout=300
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     alone = json.loads(one.stdout.strip().splitlines()[-1])
 
@@ -133,7 +163,9 @@ def test_two_workers_killed_mid_run_resume_every_epoch_exactly_once(tmp_path):
     try:
         deadline = time.monotonic() + 240
         while epochs_recorded(run_dir) < 2:
-            assert all(p.poll() is None for p in processes), (tmp_path / "worker-0.stderr").read_text()[-3000:]
+            assert all(p.poll() is None for p in processes), (
+                tmp_path / "worker-0.stderr"
+            ).read_text()[-3000:]
             assert time.monotonic() < deadline, "the workers did not reach their second epoch"
             time.sleep(0.01)
     finally:
@@ -145,7 +177,9 @@ def test_two_workers_killed_mid_run_resume_every_epoch_exactly_once(tmp_path):
 
     processes = start_workers([*argv, "--run-name", "two", "--resume"], free_ports(2), tmp_path)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], (tmp_path / "worker-1.stderr").read_text()[-3000:]
+    assert [p.returncode for p in processes] == [0, 0], (tmp_path / "worker-1.stderr").read_text()[
+        -3000:
+    ]
     figures = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     assert figures[0]["run_dir"] == str(run_dir)  # the chief writes the run folder
     summary = read_json(run_dir / "summary.json")
@@ -153,7 +187,9 @@ def test_two_workers_killed_mid_run_resume_every_epoch_exactly_once(tmp_path):
     for key, values in summary["history"].items():
         assert len(values) == WORKER_EPOCHS, key
     for split in ("train", "validation"):
-        assert sorted(step for step, _ in epoch_steps(run_dir / split)) == list(range(WORKER_EPOCHS)), split
+        assert sorted(step for step, _ in epoch_steps(run_dir / split)) == list(
+            range(WORKER_EPOCHS)
+        ), split
     # Both workers end with the same figures, and (float32 sums taken in another order over
     # 300 steps) those of one process with the same global batch.
     for key in ("train_acc", "val_acc", "train_loss", "val_loss"):

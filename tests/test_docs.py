@@ -43,7 +43,9 @@ def code_block(text, heading):
 
 def test_readme_is_at_most_250_lines():
     lines = len(README.read_text().splitlines())
-    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move the detail to a page under docs/"
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines: move the detail to a page under docs/"
+    )
 
 
 def test_readme_quick_start_is_exactly_make_reproduce_and_make_test():
@@ -53,9 +55,18 @@ def test_readme_quick_start_is_exactly_make_reproduce_and_make_test():
 
 def test_readme_points_to_the_docs_site_and_the_reports():
     text = README.read_text()
-    for target in ("docs/index.md", "docs/cli.md", "docs/api/index.md", "docs/results.md",
-                   "docs/performance.md", "docs/architecture.md", "reports/cifar10/report.md",
-                   "reports/fashion_mnist/report.md", "reports/cifar10-mlp/report.md", "CHANGELOG.md"):
+    for target in (
+        "docs/index.md",
+        "docs/cli.md",
+        "docs/api/index.md",
+        "docs/results.md",
+        "docs/performance.md",
+        "docs/architecture.md",
+        "reports/cifar10/report.md",
+        "reports/fashion_mnist/report.md",
+        "reports/cifar10-mlp/report.md",
+        "CHANGELOG.md",
+    ):
         assert f"]({target}" in text, target
 
 
@@ -95,7 +106,7 @@ def test_every_page_is_in_the_nav():
 # Names: read from the source with ast, so that no test imports TensorFlow.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse(path):
     return ast.parse(path.read_text())
 
@@ -126,18 +137,27 @@ def definition(dotted):
         if node is None:
             return None
         if isinstance(node, str):  # re-exported: resolve where it comes from
-            return definition(".".join([node, *parts[j + 1:]]))
+            return definition(".".join([node, *parts[j + 1 :]]))
     return node
 
 
 def member(scope, name):
     """`name` in a module or class body: its node, or the dotted path an import names."""
     for node in scope.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.name == name
+        ):
             return node
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
             return node
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == name
+        ):
             return node
         if isinstance(node, ast.ImportFrom) and node.level == 0:
             for alias in node.names:
@@ -145,22 +165,33 @@ def member(scope, name):
                     return f"{node.module}.{alias.name}"
     if isinstance(scope, ast.ClassDef):  # an attribute set on self in a method
         for node in ast.walk(scope):
-            if (isinstance(node, ast.Attribute) and node.attr == name and isinstance(node.ctx, ast.Store)
-                    and isinstance(node.value, ast.Name) and node.value.id == "self"):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == name
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
                 return node
     return None
 
 
 def kbn_all():
     for node in parse(ROOT / "kbn" / "__init__.py").body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "__all__" for t in node.targets
+        ):
             return [element.value for element in node.value.elts]
     raise AssertionError("kbn/__init__.py has no __all__")
 
 
 def api_directives():
     """The identifiers of every mkdocstrings `::: identifier` on the API pages."""
-    return {name for page in API.glob("*.md") for name in re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), re.M)}
+    return {
+        name
+        for page in API.glob("*.md")
+        for name in re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), re.M)
+    }
 
 
 def test_every_name_of_kbn_all_is_documented_on_an_api_page():
@@ -212,7 +243,7 @@ def test_every_path_the_docs_name_exists():
         text = page.read_text()
         for match in PATH.finditer(text):
             path = match.group(1).rstrip(".")
-            if text[match.end():match.end() + 1] == "<" or re.search(r"/[A-Z_]+(/|$)", path):
+            if text[match.end() : match.end() + 1] == "<" or re.search(r"/[A-Z_]+(/|$)", path):
                 continue  # a pattern: tests/test_data_<name>.py, reports/NAME
             if not (ROOT / path).exists():
                 missing.add(f"{page.relative_to(ROOT)}: {path}")
@@ -222,19 +253,26 @@ def test_every_path_the_docs_name_exists():
 def test_the_changelog_lists_every_moved_module():
     moved = None
     for node in parse(ROOT / "kbn" / "_moved.py").body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MOVED" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "MOVED" for t in node.targets
+        ):
             moved = ast.literal_eval(node.value)
     assert moved, "kbn/_moved.py has no MOVED"
     rows = CHANGELOG.read_text().splitlines()
-    missing = [f"{old} -> {new}" for old, new in moved.items()
-               if not any(line.lstrip().startswith(f"| `{old}` | `{new}`") for line in rows)]
+    missing = [
+        f"{old} -> {new}"
+        for old, new in moved.items()
+        if not any(line.lstrip().startswith(f"| `{old}` | `{new}`") for line in rows)
+    ]
     assert not missing, f"CHANGELOG.md's table of moved modules lacks {missing}"
 
 
 def test_the_changelog_has_this_version():
     version = None
     for node in parse(ROOT / "kbn" / "__init__.py").body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "__version__" for t in node.targets
+        ):
             version = node.value.value
     assert f"## [{version}] - " in CHANGELOG.read_text(), f"CHANGELOG.md has no entry for {version}"
 

@@ -1,5 +1,5 @@
-"""Tests for kbn.inference.evaluate: load_model's errors and evaluate's figures against a hand count,
-on a tiny synthetic data set and a model trained for two epochs."""
+"""Tests for kbn.inference.evaluate: load_model's errors and evaluate's figures against a hand
+count, on a tiny synthetic data set and a model trained for two epochs."""
 
 import dataclasses
 import json
@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 import synthetic
 
 from kbn.data import Dataset, Split, load_data
@@ -36,8 +35,14 @@ def trained(tmp_path_factory):
     np.savez(root / "data.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     dataset = load_data(f"npz:{root / 'data.npz'}", val_size=VAL_SIZE, seed=0)
     model = build_mlp([8], NUM_CLASSES, adapt=dataset.train.x, seed=0)
-    config = TrainConfig(epochs=2, batch_size=32, logdir=str(root / "logs"), run_name="tiny",
-                         save=str(root / "m.keras"), verbose=0)
+    config = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        logdir=str(root / "logs"),
+        run_name="tiny",
+        save=str(root / "m.keras"),
+        verbose=0,
+    )
     result = train(model, dataset, config)
     return model, dataset, result.model_path
 
@@ -55,7 +60,8 @@ def hand_figures(model, split):
 def with_test(dataset, x, y, class_names=None):
     """`dataset` with (x, y) as its test split (and, if given, other class names)."""
     return dataclasses.replace(
-        dataset, test=Split(x, np.asarray(y, np.int64)),
+        dataset,
+        test=Split(x, np.asarray(y, np.int64)),
         class_names=class_names or dataset.class_names,
     )
 
@@ -201,8 +207,10 @@ def test_evaluate_on_another_input_shape_raises_kbn_error(shape, trained):
     model, dataset, _ = trained
     x, y = make_images(20, 2, shape=shape if len(shape) == 3 else IMAGE_SHAPE)
     other = Dataset(
-        name="other", train=Split(x.reshape((20,) + shape), y),
-        val=Split(x[:0].reshape((0,) + shape), y[:0]), test=None,
+        name="other",
+        train=Split(x.reshape((20,) + shape), y),
+        val=Split(x[:0].reshape((0,) + shape), y[:0]),
+        test=None,
         class_names=dataset.class_names,
     )
     with pytest.raises(KbnError) as info:
@@ -231,8 +239,10 @@ def test_evaluate_on_a_subset_of_the_models_classes_works(trained):
     keep = dataset.test.y < 2
     other = with_test(dataset, dataset.test.x[keep], dataset.test.y[keep])
     other = dataclasses.replace(
-        other, train=Split(dataset.train.x[dataset.train.y < 2], dataset.train.y[dataset.train.y < 2]),
-        val=Split(dataset.val.x[:0], dataset.val.y[:0]), class_names=("0", "1"),
+        other,
+        train=Split(dataset.train.x[dataset.train.y < 2], dataset.train.y[dataset.train.y < 2]),
+        val=Split(dataset.val.x[:0], dataset.val.y[:0]),
+        class_names=("0", "1"),
     )
     accuracy, _, _ = hand_figures(model, other.test)
     result = evaluate(model, other, "test")
@@ -260,8 +270,12 @@ def test_confusion_rows_are_true_classes_and_columns_predicted_ones(split, train
     assert (counts - np.diag(np.diag(counts))).sum() > 0  # mistakes, off the diagonal
     result = evaluate(model, dataset, split)
     assert result["confusion"] == counts.tolist() == result["splits"][split]["confusion"]
-    assert list(np.sum(result["confusion"], axis=1)) == list(np.bincount(part.y, minlength=NUM_CLASSES))
-    assert np.trace(result["confusion"]) / result["n"] == pytest.approx(result["accuracy"], abs=1e-6)
+    assert list(np.sum(result["confusion"], axis=1)) == list(
+        np.bincount(part.y, minlength=NUM_CLASSES)
+    )
+    assert np.trace(result["confusion"]) / result["n"] == pytest.approx(
+        result["accuracy"], abs=1e-6
+    )
 
 
 def test_per_class_accuracy_is_each_classs_hits_over_its_examples(trained):
@@ -327,8 +341,12 @@ def test_plot_confusion_writes_a_png_of_the_matrix(tmp_path):
 
     from kbn.plots.figures import plot_confusion
 
-    path = plot_confusion([[5, 1, 0], [2, 3, 1], [0, 0, 0]], ["cat", "dog", "ship"],
-                          tmp_path / "sub" / "confusion.png", title="tiny")
+    path = plot_confusion(
+        [[5, 1, 0], [2, 3, 1], [0, 0, 0]],
+        ["cat", "dog", "ship"],
+        tmp_path / "sub" / "confusion.png",
+        title="tiny",
+    )
     assert path == tmp_path / "sub" / "confusion.png"
     with Image.open(path) as image:
         assert image.format == "PNG" and min(image.size) > 100
@@ -355,8 +373,17 @@ def test_cli_evaluate_json_has_per_class_confusion_and_the_png(trained, tmp_path
 
     model, dataset, path = trained
     png = tmp_path / "confusion.png"
-    status = main(["evaluate", str(path), "--data", f"npz:{path.parent / 'data.npz'}",
-                   "--confusion", str(png), "--json"])
+    status = main(
+        [
+            "evaluate",
+            str(path),
+            "--data",
+            f"npz:{path.parent / 'data.npz'}",
+            "--confusion",
+            str(png),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 0, captured.err
     result = json.loads(captured.out.strip().splitlines()[-1])

@@ -1,5 +1,5 @@
-"""Tests for kbn.inference.export: the SavedModel serves uint8 images, loads with plain TensorFlow in
-a process that cannot import kbn, and predicts what the .keras model predicts."""
+"""Tests for kbn.inference.export: the SavedModel serves uint8 images, loads with plain TensorFlow
+in a process that cannot import kbn, and predicts what the .keras model predicts."""
 
 import json
 import subprocess
@@ -8,14 +8,13 @@ import textwrap
 
 import numpy as np
 import pytest
-
 import synthetic
 
 from kbn.cli import main
 from kbn.errors import KbnError
 from kbn.inference.export import export
-from kbn.nn.builder import build_mlp
 from kbn.inference.predict import softmax
+from kbn.nn.builder import build_mlp
 
 NUM_TRAIN = 200
 NUM_CLASSES = 3
@@ -43,7 +42,9 @@ def saved(tmp_path_factory):
 CHILD = textwrap.dedent("""
     import importlib.util, sys
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-    sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
+    sys.path_hooks[:] = [
+        h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")
+    ]
     sys.path_importer_cache.clear()
     sys.path[:] = [p for p in sys.path if p.rstrip("/") != {repo!r}]
     assert importlib.util.find_spec("kbn") is None, "kbn is importable"
@@ -63,10 +64,19 @@ def test_saved_model_loads_without_kbn_and_predicts_what_the_keras_model_predict
     directory = export(path, tmp_path / "served")
     np.save(tmp_path / "images.npy", images)
     repo = str(__import__("pathlib").Path(__file__).resolve().parents[1])
-    code = CHILD.format(repo=repo, directory=str(directory), images=str(tmp_path / "images.npy"),
-                        result=str(tmp_path / "out.npz"))
-    child = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    code = CHILD.format(
+        repo=repo,
+        directory=str(directory),
+        images=str(tmp_path / "images.npy"),
+        result=str(tmp_path / "out.npz"),
+    )
+    child = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
     expected = softmax(np.asarray(model.predict(images, verbose=0), np.float64))  # (20, K)
@@ -82,7 +92,9 @@ def test_export_of_a_model_object_serves_uint8_batches_of_any_size(saved, tmp_pa
     import tensorflow as tf
 
     model, _, images = saved
-    serve = tf.saved_model.load(str(export(model, tmp_path / "served"))).signatures["serving_default"]
+    serve = tf.saved_model.load(str(export(model, tmp_path / "served"))).signatures[
+        "serving_default"
+    ]
     spec = serve.structured_input_signature[1]["images"]
     assert spec.dtype == tf.uint8 and tuple(spec.shape) == (None,) + IMAGE_SHAPE
     for n in (1, 7):

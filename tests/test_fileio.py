@@ -29,19 +29,17 @@ def test_atomic_path_replaces_the_file_on_success(tmp_path):
 def test_atomic_path_keeps_the_old_file_and_no_temporary_when_the_block_fails(tmp_path, error):
     target = tmp_path / "x.txt"
     target.write_text(OLD)
-    with pytest.raises(error):
-        with atomic_path(target) as tmp:
-            tmp.write_text(NEW[:4])  # half written
-            raise error("killed mid-write")
+    with pytest.raises(error), atomic_path(target) as tmp:
+        tmp.write_text(NEW[:4])  # half written
+        raise error("killed mid-write")
     assert target.read_text() == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
 
 
 def test_atomic_path_leaves_nothing_when_a_first_write_fails(tmp_path):
     target = tmp_path / "x.txt"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target):
-            raise RuntimeError
+    with pytest.raises(RuntimeError), atomic_path(target):
+        raise RuntimeError
     assert list(tmp_path.iterdir()) == []
 
 

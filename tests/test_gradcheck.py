@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kbn.nn import batch_norm as batch_norm_lib
-from kbn.nn import dense as dense_lib
 from kbn.errors import KbnError
 from kbn.gradcheck.check import (
+    _numeric_gradient,
     check_gradients,
     format_table,
     gradient_table,
     max_entry_error,
     param_names,
     relative_error,
-    _numeric_gradient,
 )
+from kbn.nn import batch_norm as batch_norm_lib
+from kbn.nn import dense as dense_lib
 from kbn.nn.builder import build_mlp
 
 DIM = 20  # input features: the report's check on a reduced input
@@ -53,7 +53,17 @@ def test_four_layer_net_with_gamma_beta_and_l2_checks_below_1e_6():
     _scramble_batch_norm(model)
     checks = check_gradients(model, x, y)
     assert [c.param for c in checks] == [
-        "W1", "gamma1", "beta1", "W2", "gamma2", "beta2", "W3", "gamma3", "beta3", "W4", "b4"
+        "W1",
+        "gamma1",
+        "beta1",
+        "W2",
+        "gamma2",
+        "beta2",
+        "W3",
+        "gamma3",
+        "beta3",
+        "W4",
+        "b4",
     ]
     assert max(c.rel_error for c in checks) < 1e-6
     assert max(c.rel_error_autodiff for c in checks) < 1e-12
@@ -65,8 +75,16 @@ def test_net_with_dropout_and_augmentation_checks_below_1e_6_under_one_fixed_mas
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (20, 4, 4, 3)).astype("float64")
     y = rng.integers(0, NUM_CLASSES, 20)
-    model = build_mlp([30, 20], NUM_CLASSES, adapt=x, dropout=0.5, flip=True, translate=0.25,
-                      dtype="float64", seed=2)
+    model = build_mlp(
+        [30, 20],
+        NUM_CLASSES,
+        adapt=x,
+        dropout=0.5,
+        flip=True,
+        translate=0.25,
+        dtype="float64",
+        seed=2,
+    )
     checks = check_gradients(model, x, y)
     assert max(c.rel_error for c in checks) < 1e-6
     assert max(c.rel_error_autodiff for c in checks) < 1e-12
@@ -173,7 +191,8 @@ def test_format_table_has_one_line_per_batch_size():
     rows = gradient_table(x, y, hidden=[4], batch_sizes=[3, 6], batch_norm=False)
     table = format_table(rows).splitlines()
     assert table[0] == (
-        "| Batch size | Relative Error W1 | Relative Error b1 | Relative Error W2 | Relative Error b2 |"
+        "| Batch size | Relative Error W1 | Relative Error b1 "
+        "| Relative Error W2 | Relative Error b2 |"
     )
     assert [line.split("|")[1].strip() for line in table[2:]] == ["3", "6"]
 
@@ -187,9 +206,13 @@ def test_bad_batch_sizes_are_user_errors(sizes):
 
 def test_gradient_table_takes_lam_and_its_old_name_l2_with_a_warning():
     x, y = _batch(6)
-    rows = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, lam=0.5, max_entries=3)
+    rows = gradient_table(
+        x, y, hidden=[4], batch_sizes=[3], batch_norm=False, lam=0.5, max_entries=3
+    )
     with pytest.warns(DeprecationWarning, match="l2= is now lam="):
-        old = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, l2=0.5, max_entries=3)
+        old = gradient_table(
+            x, y, hidden=[4], batch_sizes=[3], batch_norm=False, l2=0.5, max_entries=3
+        )
     assert [r["rel_error"] for r in old] == [r["rel_error"] for r in rows]
     plain = gradient_table(x, y, hidden=[4], batch_sizes=[3], batch_norm=False, max_entries=3)
     assert [r["rel_error"] for r in plain] != [r["rel_error"] for r in rows]  # lam reached the net

@@ -1,13 +1,13 @@
 """Tests for kbn/training/hparams.py: a run's HParams session beside its own curves."""
 
 import pytest
+import synthetic
 import tensorflow as tf
 from tensorboard.plugins.hparams import metadata
 
-import synthetic
 from kbn import build_mlp, train
-from kbn.training.config import TrainConfig
 from kbn.data import Dataset, Split
+from kbn.training.config import TrainConfig
 from kbn.training.hparams import run_hparams, write_hparams
 
 NUM_CLASSES = 3
@@ -40,24 +40,56 @@ def _session(folder):
 
 def test_run_hparams_reads_the_model_and_the_config():
     x, _ = synthetic.make_images(20, seed=0)
-    model = build_mlp([8, 6], NUM_CLASSES, batch_norm=False, init="xavier", lam=1e-3, dropout=0.25,
-                      flip=True, translate=0.125, whiten=1e-2, adapt=x, seed=3)
+    model = build_mlp(
+        [8, 6],
+        NUM_CLASSES,
+        batch_norm=False,
+        init="xavier",
+        lam=1e-3,
+        dropout=0.25,
+        flip=True,
+        translate=0.125,
+        whiten=1e-2,
+        adapt=x,
+        seed=3,
+    )
     config = TrainConfig(eta=0.05, schedule="cosine", batch_size=16, seed=3)
     assert run_hparams(model, config) == {
-        "hidden": "8,6", "batch_norm": False, "init": "xavier", "eta": 0.05, "lam": 1e-3,
-        "schedule": "cosine", "batch_size": 16, "dropout": 0.25, "flip": True,
-        "translate": 0.125, "whiten": 1e-2, "seed": 3,
+        "hidden": "8,6",
+        "batch_norm": False,
+        "init": "xavier",
+        "eta": 0.05,
+        "lam": 1e-3,
+        "schedule": "cosine",
+        "batch_size": 16,
+        "dropout": 0.25,
+        "flip": True,
+        "translate": 0.125,
+        "whiten": 1e-2,
+        "seed": 3,
     }
     plain = run_hparams(build_mlp([5], NUM_CLASSES, init="small", adapt=x), TrainConfig())
-    assert (plain["hidden"], plain["batch_norm"], plain["init"], plain["dropout"], plain["flip"],
-            plain["translate"], plain["whiten"]) == ("5", True, "small", 0.0, False, 0.0, 0.0)
+    assert (
+        plain["hidden"],
+        plain["batch_norm"],
+        plain["init"],
+        plain["dropout"],
+        plain["flip"],
+        plain["translate"],
+        plain["whiten"],
+    ) == ("5", True, "small", 0.0, False, 0.0, 0.0)
 
 
 def test_write_hparams_writes_a_session_with_status_and_the_validation_metrics(tmp_path):
     run = tmp_path / "trial_03"
     write_hparams(run, {"eta": 0.1, "round": 2, "hidden": [50, 30], "init": None}, "stopped")
     values, experiment = _session(run)
-    assert values == {"eta": pytest.approx(0.1), "round": 2.0, "hidden": "50,30", "status": "stopped"}
+    assert values == {
+        "eta": pytest.approx(0.1),
+        "round": 2.0,
+        "hidden": "50,30",
+        "status": "stopped",
+    }
     metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
     assert {("validation", "epoch_accuracy"), ("validation", "epoch_loss")} <= metrics
     # The status is an hparam, never a metric value: nothing but the session is written.
@@ -71,7 +103,9 @@ def test_a_second_write_replaces_the_first_session(tmp_path):
     assert _session(tmp_path)[0]["status"] == "finished"
 
 
-@pytest.mark.parametrize("hparams, status", [({"eta": 0.1}, "done"), ({"eta": object()}, "finished")])
+@pytest.mark.parametrize(
+    "hparams, status", [({"eta": 0.1}, "done"), ({"eta": object()}, "finished")]
+)
 def test_bad_status_or_value_is_refused(tmp_path, hparams, status):
     with pytest.raises(ValueError):
         write_hparams(tmp_path, hparams, status)
@@ -87,8 +121,9 @@ def test_a_train_run_folder_holds_its_session_beside_its_curves(tmp_path):
     # session must be in the folder that holds validation/ with epoch_loss.
     data = _tiny_data()
     model = build_mlp([8], NUM_CLASSES, adapt=data.train.x, seed=0)
-    config = TrainConfig(epochs=2, batch_size=20, logdir=str(tmp_path), run_name="r", verbose=0,
-                         plot_curves=False)
+    config = TrainConfig(
+        epochs=2, batch_size=20, logdir=str(tmp_path), run_name="r", verbose=0, plot_curves=False
+    )
     result = train(model, data, config, hparams={"note": "extra"})
     values, _ = _session(result.run_dir)
     assert values == {**run_hparams(model, config), "note": "extra", "status": "finished"}
@@ -99,10 +134,20 @@ def test_a_train_run_folder_holds_its_session_beside_its_curves(tmp_path):
 def test_a_diverged_run_says_so_and_writes_no_metric(tmp_path):
     data = _tiny_data()
     model = build_mlp([8], NUM_CLASSES, batch_norm=False, adapt=data.train.x, seed=0)
-    config = TrainConfig(eta=1e4, epochs=3, batch_size=20, logdir=str(tmp_path), run_name="d", verbose=0,
-                         plot_curves=False)
+    config = TrainConfig(
+        eta=1e4,
+        epochs=3,
+        batch_size=20,
+        logdir=str(tmp_path),
+        run_name="d",
+        verbose=0,
+        plot_curves=False,
+    )
     result = train(model, data, config)
     assert result.diverged
     values, _ = _session(result.run_dir)
     assert values["status"] == "diverged"
-    assert set(_events(result.run_dir)) == {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG}
+    assert set(_events(result.run_dir)) == {
+        metadata.EXPERIMENT_TAG,
+        metadata.SESSION_START_INFO_TAG,
+    }

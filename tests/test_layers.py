@@ -1,5 +1,5 @@
-"""Tests for kbn.nn.dense and kbn.nn.batch_norm: Dense and BatchNorm against Keras's own layers, the hand-written
-backward passes against autodiff and finite differences, the moving statistics, the L2
+"""Tests for kbn.nn.dense and kbn.nn.batch_norm: Dense and BatchNorm against Keras's own layers, the
+hand-written backward passes against autodiff and finite differences, the moving statistics, the L2
 penalty, float64, saving, tf.function and tf.distribute."""
 
 import json
@@ -13,9 +13,8 @@ import pytest
 import tensorflow as tf
 
 from kbn import nn
-from kbn.nn import batch_norm, dense
 from kbn.gradcheck.check import max_entry_error
-from kbn.nn import BatchNorm, Dense, autodiff_backward
+from kbn.nn import BatchNorm, Dense, autodiff_backward, batch_norm, dense
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 5
@@ -207,9 +206,7 @@ def test_batch_norm_matches_keras_batch_normalization_in_training_and_inference(
         np.testing.assert_allclose(g, g_ref, **EXACT)
     # Moving statistics: updated alike in training, untouched at inference.
     np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), **EXACT)
-    np.testing.assert_allclose(
-        ours.moving_variance.numpy(), ref.moving_variance.numpy(), **EXACT
-    )
+    np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), **EXACT)
     assert np.allclose(ours.moving_mean.numpy(), moving_mean_before) != training
 
 
@@ -279,8 +276,11 @@ def test_gradients_come_from_the_hand_written_backward_unless_autodiff(case, mon
         wrapped.__name__ = function.__name__
         return wrapped
 
-    for module, name in ((dense, "dense_backward"), (batch_norm, "batch_norm_backward"),
-                         (batch_norm, "batch_norm_inference_backward")):
+    for module, name in (
+        (dense, "dense_backward"),
+        (batch_norm, "batch_norm_backward"),
+        (batch_norm, "batch_norm_inference_backward"),
+    ):
         monkeypatch.setattr(module, name, spy(getattr(module, name)))
     layer, x, upstream, call_kwargs = make_case(case)  # BatchNorm binds its ops at __init__
 
@@ -349,11 +349,11 @@ def test_backward_functions_match_finite_differences():
     ]:
         _, x_hat, inv_std = nn.batch_norm_forward(x, mean, var, gamma, beta, EPSILON)
         dx, dgamma, dbeta = (g.numpy() for g in backward(tf.constant(dy), x_hat, inv_std, gamma))
-        num_dx = numerical_gradient(lambda v: loss(v, gamma, beta), x.copy())
+        num_dx = numerical_gradient(lambda v, loss=loss: loss(v, gamma, beta), x.copy())
         assert relative_error(dx, num_dx) < 1e-7
-        num_dgamma = numerical_gradient(lambda v: loss(x, v, beta), gamma.copy())
+        num_dgamma = numerical_gradient(lambda v, loss=loss: loss(x, v, beta), gamma.copy())
         assert relative_error(dgamma, num_dgamma) < 1e-7
-        num_dbeta = numerical_gradient(lambda v: loss(x, gamma, v), beta.copy())
+        num_dbeta = numerical_gradient(lambda v, loss=loss: loss(x, gamma, v), beta.copy())
         assert relative_error(dbeta, num_dbeta) < 1e-7
 
 
@@ -499,9 +499,7 @@ def test_batch_norm_folds_leading_axes():
     # Statistics over both leading axes: 6 rows per feature.
     rows = x.reshape(6, NUM_FEATURES)
     np.testing.assert_allclose(folded.moving_mean.numpy(), 0.1 * rows.mean(0), **EXACT)
-    np.testing.assert_allclose(
-        folded.moving_variance.numpy(), 0.9 + 0.1 * rows.var(0), **EXACT
-    )
+    np.testing.assert_allclose(folded.moving_variance.numpy(), 0.9 + 0.1 * rows.var(0), **EXACT)
     np.testing.assert_allclose(
         folded(x, training=False).numpy(),
         flat(x.reshape(6, NUM_FEATURES), training=False).numpy().reshape(x.shape),
@@ -791,8 +789,13 @@ def test_configs_saved_by_kbn_0_1_load_silently_with_the_same_lambda():
         warnings.simplefilter("always")
         layer = Dense.from_config(old)
         penalty = keras.regularizers.deserialize(
-            {"module": "kbn.layers", "class_name": "L2Penalty", "config": {"l2": 0.3},
-             "registered_name": "kbn>L2Penalty"})
+            {
+                "module": "kbn.layers",
+                "class_name": "L2Penalty",
+                "config": {"l2": 0.3},
+                "registered_name": "kbn>L2Penalty",
+            }
+        )
     assert lambda_warnings(caught) == []
     assert layer.lam == 0.01 and layer.get_config() == Dense(4, lam=0.01, name="d").get_config()
     assert isinstance(penalty, dense.L2Penalty) and penalty.lam == 0.3

@@ -1,16 +1,15 @@
 """Tests for kbn.training.loop: the batches cover every example once per epoch in a new order each
-epoch, the same for a resumed run and split evenly among replicas, a model splits after its fixed input stages
-only where that is safe, and the compiled loops give Keras's numbers either way."""
-
+epoch, the same for a resumed run and split evenly among replicas, a model splits after its fixed
+input stages only where that is safe, and the compiled loops give Keras's numbers either way."""
 
 import keras
 import numpy as np
 import pytest
 
+from kbn.nn.builder import build_mlp
 from kbn.training.loop import TrainingLoop, Validation
 from kbn.training.order import EpochOrder
 from kbn.training.stages import split_fixed_stages
-from kbn.nn.builder import build_mlp
 
 N, BATCH = 23, 5  # 4 full batches, then a batch of 3
 
@@ -61,7 +60,12 @@ def test_build_mlp_splits_after_flatten_and_centering_into_models_sharing_its_la
     model = build_mlp([8], 3, adapt=x, seed=0)
     stages, trunk = split_fixed_stages(model)
     assert [layer.name for layer in stages.layers] == ["pixels", "flatten", "center"]
-    assert [layer.name for layer in trunk.layers][1:] == ["dense1", "batch_norm1", "relu1", "dense2"]
+    assert [layer.name for layer in trunk.layers][1:] == [
+        "dense1",
+        "batch_norm1",
+        "relu1",
+        "dense2",
+    ]
     assert trunk.get_layer("dense1") is model.get_layer("dense1")
     np.testing.assert_allclose(trunk(stages(x)), model(x), rtol=1e-6)
 
@@ -133,8 +137,9 @@ def test_a_compiled_chunk_takes_the_same_steps_as_keras_train_step(flip):
     x, y = pixels(20, seed=1)
     ours, reference = (build_mlp([8], 3, adapt=x, lam=0.01, flip=flip, seed=0) for _ in range(2))
     for model in (ours, reference):
-        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=model.loss,
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=model.loss, metrics=["accuracy"]
+        )
     order_of = EpochOrder(20, 5, seed=3)
     chunk = np.stack(epoch_batches(order_of, 0))  # (4, 5): the epoch's batches
     loops = TrainingLoop(ours)
@@ -157,11 +162,20 @@ def test_the_train_function_validates_after_the_epochs_it_is_given_and_no_other(
     x_in = loops.inputs(x)
     validation = Validation(x_in[:10], y[:10], epochs=frozenset({2, 3}), batch_size=4)
     # Two calls per epoch (5 mini-batches of 4, 3 per call), from epoch 1 (a resumed run).
-    run = loops.train_function(x_in, y, EpochOrder(20, 4, seed=0), first_epoch=1, steps_per_execution=3,
-                               validation=validation)
+    run = loops.train_function(
+        x_in,
+        y,
+        EpochOrder(20, 4, seed=0),
+        first_epoch=1,
+        steps_per_execution=3,
+        validation=validation,
+    )
     logs = [run(None) for _ in range(4)]  # epochs 2 and 3 (1-based), two calls each
     assert [sorted(k for k in entry if k.startswith("val_")) for entry in logs] == [
-        [], ["val_accuracy", "val_loss"], [], ["val_accuracy", "val_loss"]
+        [],
+        ["val_accuracy", "val_loss"],
+        [],
+        ["val_accuracy", "val_loss"],
     ]
     expected = loops.evaluate(x_in[:10], y[:10], 4)
     assert logs[3]["val_loss"] == pytest.approx(expected["loss"], rel=1e-6)

@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from kbn.nn import BatchNorm, Dense
 from kbn.errors import KbnError
-from kbn.training.stages import split_fixed_stages
+from kbn.nn import BatchNorm, Dense
 from kbn.nn.builder import build_mlp, compile_model, kernel_initializer, loss
+from kbn.training.stages import split_fixed_stages
 
 NUM_SAMPLES = 64
 NUM_FEATURES = 6
@@ -47,9 +47,7 @@ def test_builder_makes_k_layers_for_k_from_1_to_9(k, batch_norm):
     # Order after preprocessing: [Dense, (BatchNorm,) ReLU] * (k - 1), Dense.
     block = ["Dense", "BatchNorm", "ReLU"] if batch_norm else ["Dense", "ReLU"]
     names = [type(layer).__name__ for layer in model.layers]
-    assert names == ["InputLayer", "Flatten", "Centering"] + block * (k - 1) + [
-        "Dense"
-    ]
+    assert names == ["InputLayer", "Flatten", "Centering"] + block * (k - 1) + ["Dense"]
     logits = model(np.ones((5, NUM_FEATURES), "float32"))
     assert tuple(logits.shape) == (5, NUM_CLASSES)
     assert model.output_shape == (None, NUM_CLASSES)
@@ -70,8 +68,13 @@ def test_dense_before_batch_norm_has_no_bias_and_the_last_dense_has_one(batch_no
 
 def test_batch_norm_options_reach_every_batch_norm_layer():
     model = build_mlp(
-        [8, 8], NUM_CLASSES, input_shape=(NUM_FEATURES,),
-        momentum=0.7, epsilon=1e-5, center=False, scale=True,
+        [8, 8],
+        NUM_CLASSES,
+        input_shape=(NUM_FEATURES,),
+        momentum=0.7,
+        epsilon=1e-5,
+        center=False,
+        scale=True,
     )
     bns = kbn_layers(model, BatchNorm)
     assert len(bns) == 2
@@ -211,8 +214,14 @@ def test_small_init_without_batch_norm_cannot_learn_but_with_batch_norm_can():
         # epsilon far below the tiny first-layer variance (~1e-9), as in the report;
         # Keras's 1e-3 would swamp it and normalise nothing.
         model = build_mlp(
-            [16, 16, 16], 3, batch_norm=batch_norm, init="small", adapt=x,
-            momentum=0.9, epsilon=1e-8, seed=0,
+            [16, 16, 16],
+            3,
+            batch_norm=batch_norm,
+            init="small",
+            adapt=x,
+            momentum=0.9,
+            epsilon=1e-8,
+            seed=0,
         )
         model.compile(
             optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
@@ -339,7 +348,11 @@ def test_dropout_follows_every_hidden_relu_and_acts_only_in_training():
 def test_horizontal_flip_gives_the_image_or_its_mirror_in_training_and_the_image_at_inference():
     x = raw_images(32)
     model = build_mlp([], NUM_CLASSES, adapt=x, flip=True, seed=0)
-    assert [type(layer).__name__ for layer in model.layers][:3] == ["InputLayer", "RandomFlip", "Flatten"]
+    assert [type(layer).__name__ for layer in model.layers][:3] == [
+        "InputLayer",
+        "RandomFlip",
+        "Flatten",
+    ]
     plain = model(x, training=False).numpy()
     mirrored = model(x[:, :, ::-1], training=False).numpy()
     assert not np.allclose(plain, mirrored, atol=1e-4)
@@ -364,7 +377,9 @@ def test_translation_shifts_training_images_within_its_fraction_and_leaves_infer
     weight = shifted[..., 0].sum(axis=(1, 2))
     centre_row = (shifted[..., 0] * rows).sum(axis=(1, 2)) / weight
     centre_col = (shifted[..., 0] * cols).sum(axis=(1, 2)) / weight
-    assert (np.abs(centre_row - 3.5) <= 2.0 + 1e-4).all() and (np.abs(centre_col - 3.5) <= 2.0 + 1e-4).all()
+    assert (np.abs(centre_row - 3.5) <= 2.0 + 1e-4).all() and (
+        np.abs(centre_col - 3.5) <= 2.0 + 1e-4
+    ).all()
 
 
 @pytest.mark.parametrize("kwargs", [{"flip": True}, {"translate": 0.1}])
@@ -393,7 +408,9 @@ def test_label_smoothing_loss_is_cross_entropy_against_the_smoothed_one_hot_targ
 
 
 def test_a_model_compiled_with_label_smoothing_saves_and_loads_with_it(tmp_path):
-    model = build_mlp([8], NUM_CLASSES, adapt=raw_images(), flip=True, translate=0.1, dropout=0.3, seed=0)
+    model = build_mlp(
+        [8], NUM_CLASSES, adapt=raw_images(), flip=True, translate=0.1, dropout=0.3, seed=0
+    )
     compile_model(model, keras.optimizers.SGD(0.1), label_smoothing=0.2)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
@@ -424,7 +441,9 @@ def test_class_names_of_a_model_without_names_are_the_indices():
     assert class_names(plain) == ["0", "1", "2", "3"]
 
 
-@pytest.mark.parametrize("names", [("a", "b"), "abc", ("a", "b", 3)], ids=["too-few", "a-string", "not-str"])
+@pytest.mark.parametrize(
+    "names", [("a", "b"), "abc", ("a", "b", 3)], ids=["too-few", "a-string", "not-str"]
+)
 def test_class_names_must_be_one_string_per_class(names):
     with pytest.raises(ValueError, match="class_names"):
         build_mlp([4], NUM_CLASSES, input_shape=IMAGE_SHAPE, class_names=names)
@@ -448,7 +467,9 @@ def test_old_argument_names_still_work_with_a_deprecation_warning():
 def test_flip_on_flat_vectors_is_a_kbn_error_naming_the_shape():
     from kbn import KbnError
 
-    with pytest.raises(KbnError, match=r"images of shape \(H, W, C\). Received: input_shape=\(16,\)"):
+    with pytest.raises(
+        KbnError, match=r"images of shape \(H, W, C\). Received: input_shape=\(16,\)"
+    ):
         build_mlp([4], NUM_CLASSES, input_shape=(16,), flip=True)
 
 
@@ -456,22 +477,44 @@ def test_whitening_comes_before_the_augmentation_as_fixed_stages_and_survives_sa
     x = raw_images(64)
     model = build_mlp([8], NUM_CLASSES, adapt=x, whiten=1e-2, flip=True, translate=0.1, seed=0)
     names = [layer.name for layer in model.layers]
-    assert names[:8] == ["pixels", "flatten_pixels", "center", "whiten", "unflatten", "flip", "translate", "flatten"]
+    assert names[:8] == [
+        "pixels",
+        "flatten_pixels",
+        "center",
+        "whiten",
+        "unflatten",
+        "flip",
+        "translate",
+        "flatten",
+    ]
     stages, _ = split_fixed_stages(model)
-    assert [layer.name for layer in stages.layers][1:] == ["flatten_pixels", "center", "whiten", "unflatten"]
+    assert [layer.name for layer in stages.layers][1:] == [
+        "flatten_pixels",
+        "center",
+        "whiten",
+        "unflatten",
+    ]
     # The stages centre and whiten: the training images' features come out decorrelated.
     y = stages(x, training=False).numpy().reshape(len(x), -1)
     assert np.abs(y.mean(axis=0)).max() < 1e-4
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_whitening_without_augmentation_feeds_the_dense_layers_directly():
     x = raw_images(64)
     model = build_mlp([8], NUM_CLASSES, adapt=x, whiten=1e-2, seed=0)
-    assert [layer.name for layer in model.layers][:5] == ["pixels", "flatten_pixels", "center", "whiten", "dense1"]
+    assert [layer.name for layer in model.layers][:5] == [
+        "pixels",
+        "flatten_pixels",
+        "center",
+        "whiten",
+        "dense1",
+    ]
 
 
 def test_whitening_needs_adapt_and_a_non_negative_epsilon():

@@ -206,7 +206,9 @@ def test_other_hyperparameters_are_drawn_by_keras_tuner(tmp_path):
     assert len(trials) == 12
     assert {t.hyperparameters.values["units"] for t in trials} == {32, 64, 128}
     for trial in trials:
-        assert inside(oracle.boxes[oracle.round_of(trial.trial_id) - 1], trial.hyperparameters.values)
+        assert inside(
+            oracle.boxes[oracle.round_of(trial.trial_id) - 1], trial.hyperparameters.values
+        )
 
 
 def test_reloaded_oracle_continues_the_same_search(tmp_path):
@@ -316,8 +318,9 @@ def fake_curve(values, epoch):
 def train_reporting(oracle, trial):
     """Report epochs 1..EPOCHS until the oracle answers STOPPED; return the epochs run."""
     for epoch in range(1, EPOCHS + 1):
-        answer = oracle.update_trial(trial.trial_id, {"score": fake_curve(trial.hyperparameters.values, epoch)},
-                                     step=epoch)
+        answer = oracle.update_trial(
+            trial.trial_id, {"score": fake_curve(trial.hyperparameters.values, epoch)}, step=epoch
+        )
         if answer.status == TrialStatus.STOPPED:
             return epoch
     return EPOCHS
@@ -351,9 +354,11 @@ def test_asha_stops_hopeless_trials_at_its_rungs_and_keeps_each_rounds_best(tmp_
     # A stopped trial is scored by its last report and counted apart from failed ones.
     some = next(iter(stopped))
     assert oracle.trials[some].score == pytest.approx(
-        fake_curve(oracle.trials[some].hyperparameters.values, epochs[some]))
+        fake_curve(oracle.trials[some].hyperparameters.values, epochs[some])
+    )
     assert [r["stopped"] for r in oracle.rounds_summary()] == [
-        sum(1 for tid in ids if tid in stopped) for ids in oracle._round_trial_ids]
+        sum(1 for tid in ids if tid in stopped) for ids in oracle._round_trial_ids
+    ]
     assert sum(r["trials"] for r in oracle.rounds_summary()) == len(completed)
 
 
@@ -385,7 +390,10 @@ def test_a_trial_stopped_before_a_kill_stops_again_when_retried(tmp_path):
     resumed.reload()  # killed before the trial ended: it is retried
     retried = resumed.create_trial("tuner1")
     assert retried.trial_id == worse.trial_id
-    assert resumed.update_trial(retried.trial_id, {"score": -1.0}, step=2).status == TrialStatus.STOPPED
+    assert (
+        resumed.update_trial(retried.trial_id, {"score": -1.0}, step=2).status
+        == TrialStatus.STOPPED
+    )
 
 
 def test_resume_with_another_pruning_is_refused(tmp_path):
@@ -419,11 +427,19 @@ def test_after_pruning_the_next_box_is_drawn_around_the_trials_that_got_furthest
         oracle.end_trial(trial)
     round_one = oracle._round_trial_ids[0]
     # ASHA's order: completed trials, then those stopped at 3 epochs, then at 1; by score within.
-    ranked = sorted(round_one, key=lambda tid: (epochs[tid], oracle.trials[tid].score), reverse=True)
-    results = [(oracle.trials[tid].hyperparameters.values, float(len(ranked) - i)) for i, tid in enumerate(ranked)]
+    ranked = sorted(
+        round_one, key=lambda tid: (epochs[tid], oracle.trials[tid].score), reverse=True
+    )
+    results = [
+        (oracle.trials[tid].hyperparameters.values, float(len(ranked) - i))
+        for i, tid in enumerate(ranked)
+    ]
     assert oracle.boxes[1] == narrow(oracle.boxes[0], results, 0.2, oracle.margin, "max")
-    completed = [(oracle.trials[tid].hyperparameters.values, oracle.trials[tid].score)
-                 for tid in round_one if epochs[tid] == EPOCHS]
+    completed = [
+        (oracle.trials[tid].hyperparameters.values, oracle.trials[tid].score)
+        for tid in round_one
+        if epochs[tid] == EPOCHS
+    ]
     assert 0 < len(completed) < len(round_one)
     # Completed trials alone (2 of their 5 here) would draw another box.
     assert oracle.boxes[1] != narrow(oracle.boxes[0], completed, 0.2, oracle.margin, "max")

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
 
-from kbn.plots import figures as plots
 from kbn.errors import KbnError
+from kbn.plots import figures as plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUM_EPOCHS = 5
@@ -54,10 +54,10 @@ def test_plot_curves_writes_a_png_and_returns_its_path(tmp_path):
 
 
 def test_plot_curves_draws_one_subplot_per_metric_side_by_side(tmp_path):
-    both = matplotlib.image.imread(
-        plots.plot_curves(HISTORY, tmp_path / "both.png", title="t"))
+    both = matplotlib.image.imread(plots.plot_curves(HISTORY, tmp_path / "both.png", title="t"))
     loss_only = matplotlib.image.imread(
-        plots.plot_curves(HISTORY, tmp_path / "loss.png", title="t", metrics=("loss",)))
+        plots.plot_curves(HISTORY, tmp_path / "loss.png", title="t", metrics=("loss",))
+    )
     assert both.shape[0] == loss_only.shape[0]
     assert both.shape[1] > 1.5 * loss_only.shape[1]
 
@@ -70,8 +70,10 @@ def test_plot_curves_creates_missing_parent_folders(tmp_path, monkeypatch):
     (fig,) = figures
     loss_ax, acc_ax = fig.axes
     assert series(loss_ax) == {"training": HISTORY["loss"], "validation": HISTORY["val_loss"]}
-    assert series(acc_ax) == {"training": HISTORY["accuracy"],
-                              "validation": HISTORY["val_accuracy"]}
+    assert series(acc_ax) == {
+        "training": HISTORY["accuracy"],
+        "validation": HISTORY["val_accuracy"],
+    }
 
 
 def test_plot_curves_accepts_a_string_path(tmp_path):
@@ -121,8 +123,10 @@ def test_plot_curves_survives_a_diverged_run(tmp_path, monkeypatch, bad):
     loss_ax, acc_ax = fig.axes
     assert fig.get_suptitle() == "run (diverged)"
     # The finite points are drawn, the rest are gaps.
-    assert series(loss_ax) == {"training (diverged at epoch 4)": [2.3, 5.0, 80.0, NAN, NAN],
-                               "validation (diverged at epoch 3)": [2.3, 6.0, NAN, NAN, NAN]}
+    assert series(loss_ax) == {
+        "training (diverged at epoch 4)": [2.3, 5.0, 80.0, NAN, NAN],
+        "validation (diverged at epoch 3)": [2.3, 6.0, NAN, NAN, NAN],
+    }
     assert series(acc_ax) == {"training": history["accuracy"]}
     # A dotted line marks each divergence, and the view stays finite with every point in it.
     assert sorted(vertical_lines(loss_ax)) == [3, 4]
@@ -142,7 +146,9 @@ def test_plot_curves_survives_a_run_that_is_nan_from_the_start(tmp_path, monkeyp
     assert ax.get_xlim() == pytest.approx((1 - 0.5, NUM_EPOCHS + 0.5), abs=0.2)
 
 
-def test_plot_curves_joins_the_validated_epochs_of_a_run_that_validates_every_few(tmp_path, monkeypatch):
+def test_plot_curves_joins_the_validated_epochs_of_a_run_that_validates_every_few(
+    tmp_path, monkeypatch
+):
     figures = record_figures(monkeypatch)
     history = {"loss": [2.0, 1.5, 1.2, 1.0, 0.9], "val_loss": [None, 1.6, None, 1.1, 1.0]}
     plots.plot_curves(history, tmp_path / "curves.png", title="t")
@@ -188,20 +194,27 @@ def test_plot_comparison_draws_solid_training_and_dashed_validation(tmp_path, mo
     figures = record_figures(monkeypatch)
     diverged = {"loss": [2.3, math.nan, math.nan], "val_loss": [2.3, math.inf, math.nan]}
     out = plots.plot_comparison(
-        {"with BN": HISTORY, "without BN": diverged}, tmp_path / "cmp" / "loss.png",
-        title="3-layer network")
+        {"with BN": HISTORY, "without BN": diverged},
+        tmp_path / "cmp" / "loss.png",
+        title="3-layer network",
+    )
     assert_png(out)
     (fig,) = figures
     (ax,) = fig.axes
     lines = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
-    assert set(lines) == {"with BN training", "with BN validation",
-                          "without BN training (diverged at epoch 2)",
-                          "without BN validation (diverged at epoch 2)"}
+    assert set(lines) == {
+        "with BN training",
+        "with BN validation",
+        "without BN training (diverged at epoch 2)",
+        "without BN validation (diverged at epoch 2)",
+    }
     assert lines["with BN training"].get_linestyle() == "-"
     assert lines["with BN validation"].get_linestyle() == "--"
     assert lines["with BN training"].get_color() == lines["with BN validation"].get_color()
-    assert (lines["with BN training"].get_color()
-            != lines["without BN training (diverged at epoch 2)"].get_color())
+    assert (
+        lines["with BN training"].get_color()
+        != lines["without BN training (diverged at epoch 2)"].get_color()
+    )
 
 
 def test_plot_comparison_handles_runs_without_validation_and_of_one_epoch(tmp_path, monkeypatch):
@@ -212,8 +225,11 @@ def test_plot_comparison_handles_runs_without_validation_and_of_one_epoch(tmp_pa
     (ax,) = fig.axes
     assert ax.get_title() == "t"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "accuracy")
-    assert series(ax) == {"a training": [0.3], "b training": [0.2, 0.3],
-                          "b validation": [0.2, 0.25]}
+    assert series(ax) == {
+        "a training": [0.3],
+        "b training": [0.2, 0.3],
+        "b validation": [0.2, 0.25],
+    }
     lines = {line.get_label(): line for line in ax.lines}
     assert lines["a training"].get_marker() == "o"  # the one-epoch run still shows
     assert lines["a training"].get_color() != lines["b training"].get_color()
@@ -224,16 +240,16 @@ def test_plot_comparison_handles_runs_without_validation_and_of_one_epoch(tmp_pa
 
 def test_plot_comparison_rejects_a_run_without_the_metric(tmp_path):
     with pytest.raises(KbnError, match="'b'"):
-        plots.plot_comparison({"a": HISTORY, "b": {"accuracy": [0.1]}}, tmp_path / "x.png",
-                              title="t")
+        plots.plot_comparison(
+            {"a": HISTORY, "b": {"accuracy": [0.1]}}, tmp_path / "x.png", title="t"
+        )
     with pytest.raises(KbnError):
         plots.plot_comparison({}, tmp_path / "x.png", title="t")
 
 
 def test_plot_search_draws_trials_failures_best_and_boxes(tmp_path, monkeypatch):
     figures = record_figures(monkeypatch)
-    out = plots.plot_search(TRIALS, tmp_path / "search" / "search.png", title="search",
-                            boxes=BOXES)
+    out = plots.plot_search(TRIALS, tmp_path / "search" / "search.png", title="search", boxes=BOXES)
     assert_png(out)
     (fig,) = figures
     ax, colorbar_ax = fig.axes
@@ -300,11 +316,16 @@ def test_plot_search_handles_only_failed_trials(tmp_path, monkeypatch):
 
 def test_plot_search_rejects_a_non_positive_eta_and_a_bad_box(tmp_path):
     with pytest.raises(KbnError, match="eta"):
-        plots.plot_search([{"eta": 0.0, "lam": 1e-3, "val_acc": 0.3}], tmp_path / "s.png",
-                          title="t")
+        plots.plot_search(
+            [{"eta": 0.0, "lam": 1e-3, "val_acc": 0.3}], tmp_path / "s.png", title="t"
+        )
     with pytest.raises(KbnError, match="lam_range"):
-        plots.plot_search(TRIALS, tmp_path / "s.png", title="t",
-                          boxes=[{"eta_range": (0.01, 0.1), "lam_range": (1e-3, 1e-4)}])
+        plots.plot_search(
+            TRIALS,
+            tmp_path / "s.png",
+            title="t",
+            boxes=[{"eta_range": (0.01, 0.1), "lam_range": (1e-3, 1e-4)}],
+        )
     with pytest.raises(KbnError):
         plots.plot_search([], tmp_path / "s.png", title="t")
     assert list(tmp_path.iterdir()) == []
@@ -347,7 +368,8 @@ def series(ax):
     """{legend label: y values} of the curves on `ax`, gaps (NaN) shown as NAN."""
     return {
         line.get_label(): [NAN if math.isnan(y) else pytest.approx(y) for y in line.get_ydata()]
-        for line in ax.lines if not line.get_label().startswith("_")
+        for line in ax.lines
+        if not line.get_label().startswith("_")
     }
 
 
@@ -361,8 +383,11 @@ def fig_legend(fig):
 
 def vertical_lines(ax):
     """The epochs marked by unlabelled vertical lines (divergence markers)."""
-    return [line.get_xdata()[0] for line in ax.lines
-            if line.get_label().startswith("_") and len(set(line.get_xdata())) == 1]
+    return [
+        line.get_xdata()[0]
+        for line in ax.lines
+        if line.get_label().startswith("_") and len(set(line.get_xdata())) == 1
+    ]
 
 
 def points(collection):

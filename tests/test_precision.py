@@ -3,8 +3,8 @@ policy (16-bit compute, float32 variables, float32 islands), a training step in 
 float16 (loss scaling), saved models in a fresh process, the detection of native bfloat16 and
 the cifar10-mlp preset's choice, and `kbn train --precision`."""
 
-import io
 import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -13,18 +13,16 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import synthetic
 import tensorflow as tf
 
-import synthetic
-
 import kbn
-from kbn.nn import precision
 from kbn.cli import main
 from kbn.data import Dataset, Split
-from kbn.nn import BatchNorm, Dense
-from kbn.training.stages import split_fixed_stages
+from kbn.nn import BatchNorm, Dense, precision
 from kbn.nn.builder import build_mlp
 from kbn.training import LoopCache, TrainConfig, train
+from kbn.training.stages import split_fixed_stages
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 COMPUTE = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -42,8 +40,13 @@ def inputs(seed=0):
 
 def dataset(n_train=96, n_val=24):
     x, y = synthetic.make_images(n_train + n_val, seed=0, num_classes=NUM_CLASSES)
-    return Dataset(name="synthetic", train=Split(x[:n_train], y[:n_train]), val=Split(x[n_train:], y[n_train:]),
-                   test=None, class_names=("a", "b", "c"))
+    return Dataset(
+        name="synthetic",
+        train=Split(x[:n_train], y[:n_train]),
+        val=Split(x[n_train:], y[n_train:]),
+        test=None,
+        class_names=("a", "b", "c"),
+    )
 
 
 DATA = dataset()
@@ -61,8 +64,11 @@ def layer_gradients(layer, x, upstream, training=True):
 
 
 @pytest.mark.parametrize("policy", MIXED)
-@pytest.mark.parametrize("make", [lambda dtype: Dense(M, dtype=dtype), lambda dtype: BatchNorm(dtype=dtype)],
-                         ids=["Dense", "BatchNorm"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda dtype: Dense(M, dtype=dtype), lambda dtype: BatchNorm(dtype=dtype)],
+    ids=["Dense", "BatchNorm"],
+)
 def test_layers_compute_in_16_bits_keep_float32_variables_and_float32_like_gradients(make, policy):
     x, upstream = inputs()
     if isinstance(make("float32"), BatchNorm):
@@ -79,7 +85,9 @@ def test_layers_compute_in_16_bits_keep_float32_variables_and_float32_like_gradi
     assert y.dtype == COMPUTE[policy]
     assert all(v.dtype == "float32" for v in layer.weights)
     assert all(g.dtype == np.float32 for g in grads)  # dx: the input's dtype; variables: theirs
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(tf.cast(y, tf.float32)), y32, rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(tf.cast(y, tf.float32)), y32, rtol=0.05, atol=0.05
+    )
     for g, g32 in zip(grads, grads32):
         assert np.all(np.isfinite(g))
         assert np.linalg.norm(g - g32) <= GRADIENT_RTOL[policy] * np.linalg.norm(g32)
@@ -89,7 +97,11 @@ def test_dense_backward_returns_gradients_in_its_inputs_dtypes():
     x, upstream = inputs()
     layer = Dense(M, dtype=keras.DTypePolicy("mixed_bfloat16"))
     layer.build(x.shape)
-    x16, w16, b16 = tf.cast(x, tf.bfloat16), tf.cast(layer.kernel, tf.bfloat16), tf.cast(layer.bias, tf.bfloat16)
+    x16, w16, b16 = (
+        tf.cast(x, tf.bfloat16),
+        tf.cast(layer.kernel, tf.bfloat16),
+        tf.cast(layer.bias, tf.bfloat16),
+    )
     with tf.GradientTape() as tape:
         tape.watch([x16, w16, b16])
         s = kbn.nn.dense._dense_op(x16, w16, b16)
@@ -108,8 +120,12 @@ def test_batch_norm_keeps_its_statistics_and_moving_averages_in_float32(policy):
     layer = BatchNorm(momentum=0.0, dtype=keras.DTypePolicy(policy))  # moving = the last batch's
     y = layer(x, training=True)
     assert layer.moving_mean.dtype == layer.moving_variance.dtype == "float32"
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), exact.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), exact.var(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.moving_mean), exact.mean(axis=0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.moving_variance), exact.var(axis=0), rtol=1e-5
+    )
     # The normalised output, from float32 statistics, has mean 0 and variance 1 per feature.
     y = keras.ops.convert_to_numpy(tf.cast(y, tf.float32))
     np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=0.02)
@@ -122,7 +138,7 @@ def test_batch_norm_backward_sums_in_float32():
     # 1024) would drown. Inputs and gradients are bfloat16 numbers, as in a mixed net, so
     # the float32 layer on the same numbers is the reference.
     rng = np.random.default_rng(1)
-    as_bfloat16 = lambda a: keras.ops.convert_to_numpy(tf.cast(tf.cast(a, tf.bfloat16), tf.float32))  # noqa: E731
+    as_bfloat16 = lambda a: keras.ops.convert_to_numpy(tf.cast(tf.cast(a, tf.bfloat16), tf.float32))
     x = as_bfloat16(rng.normal(size=(256, 8)))
     upstream = as_bfloat16(4.0 + 0.1 * rng.normal(size=(256, 8)))
     reference, layer = BatchNorm(), BatchNorm(dtype=keras.DTypePolicy("mixed_bfloat16"))
@@ -166,7 +182,9 @@ def test_the_gradient_checker_checks_a_mixed_model_in_float64(policy):
 def test_a_training_run_in_16_bits_learns_and_float16_scales_its_loss(tmp_path, policy):
     model = build_mlp([16], NUM_CLASSES, adapt=DATA.train.x, precision=policy, seed=0)
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
-    config = TrainConfig(eta=0.05, epochs=3, batch_size=16, logdir=str(tmp_path), verbose=0, precision=policy)
+    config = TrainConfig(
+        eta=0.05, epochs=3, batch_size=16, logdir=str(tmp_path), verbose=0, precision=policy
+    )
     loops = LoopCache()
     result = train(model, DATA, config, loops=loops)
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -218,13 +236,33 @@ PREDICT_IN_A_FRESH_PROCESS = textwrap.dedent(
 @pytest.mark.slow
 def test_a_saved_bfloat16_model_predicts_the_same_in_a_fresh_process(tmp_path):
     model = build_mlp([16], NUM_CLASSES, adapt=DATA.train.x, precision="mixed_bfloat16", seed=0)
-    train(model, DATA, TrainConfig(eta=0.05, epochs=2, batch_size=16, logdir=str(tmp_path), verbose=0,
-                                   precision="mixed_bfloat16", save=str(tmp_path / "m.keras")))
+    train(
+        model,
+        DATA,
+        TrainConfig(
+            eta=0.05,
+            epochs=2,
+            batch_size=16,
+            logdir=str(tmp_path),
+            verbose=0,
+            precision="mixed_bfloat16",
+            save=str(tmp_path / "m.keras"),
+        ),
+    )
     x = DATA.val.x.astype("float32")
     np.save(tmp_path / "x.npy", x)
     fresh = subprocess.run(
-        [sys.executable, "-c", PREDICT_IN_A_FRESH_PROCESS, str(tmp_path / "m.keras"), str(tmp_path / "x.npy"),
-         str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            PREDICT_IN_A_FRESH_PROCESS,
+            str(tmp_path / "m.keras"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "mixed_bfloat16" in fresh.stdout.split()[-1].split(",")
@@ -251,7 +289,9 @@ def test_without_native_bfloat16_the_best_is_float32(monkeypatch):
 
 def test_cpu_flags_are_read_from_proc_cpuinfo_and_empty_without_it(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_bf16\n\nprocessor\t: 1\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_bf16\n\nprocessor\t: 1\n"
+    )
     assert precision.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512_bf16", "amx_bf16"}
     assert precision.cpu_flags(tmp_path / "missing") == set()
 
@@ -272,9 +312,28 @@ def npz(tmp_path):
 
 
 def test_kbn_train_precision_builds_and_trains_a_mixed_model(tmp_path, npz):
-    status, out, err = run_main(["train", "--data", f"npz:{npz}", "--val-size", "40", "--hidden", "8",
-                                 "--epochs", "2", "--precision", "mixed_bfloat16", "--logdir", str(tmp_path),
-                                 "--run-name", "r", "--save", str(tmp_path / "m.keras"), "--json"])
+    status, out, err = run_main(
+        [
+            "train",
+            "--data",
+            f"npz:{npz}",
+            "--val-size",
+            "40",
+            "--hidden",
+            "8",
+            "--epochs",
+            "2",
+            "--precision",
+            "mixed_bfloat16",
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "r",
+            "--save",
+            str(tmp_path / "m.keras"),
+            "--json",
+        ]
+    )
     assert status == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert np.isfinite(figures["train_loss"])
@@ -284,13 +343,17 @@ def test_kbn_train_precision_builds_and_trains_a_mixed_model(tmp_path, npz):
     assert summary["config"]["precision"] == "mixed_bfloat16"
 
 
-@pytest.mark.parametrize("flags, detected, expected", [
-    ([], "mixed_bfloat16", "mixed_bfloat16"),
-    ([], "float32", "float32"),
-    (["--precision", "float32"], "mixed_bfloat16", "float32"),
-])
+@pytest.mark.parametrize(
+    "flags, detected, expected",
+    [
+        ([], "mixed_bfloat16", "mixed_bfloat16"),
+        ([], "float32", "float32"),
+        (["--precision", "float32"], "mixed_bfloat16", "float32"),
+    ],
+)
 def test_the_cifar10_mlp_preset_picks_the_detected_precision_unless_told(
-        tmp_path, npz, monkeypatch, flags, detected, expected):
+    tmp_path, npz, monkeypatch, flags, detected, expected
+):
     monkeypatch.setattr(precision, "best_available", lambda: detected)
     built = {}
 
@@ -299,7 +362,21 @@ def test_the_cifar10_mlp_preset_picks_the_detected_precision_unless_told(
         raise KeyboardInterrupt  # the settings are all this test needs: stop before training
 
     monkeypatch.setattr(kbn.training.trainer, "train", record)
-    status, out, err = run_main(["train", "--data", f"npz:{npz}", "--preset", "cifar10-mlp",
-                                 "--val-size", "40", "--logdir", str(tmp_path), *flags])
+    status, out, err = run_main(
+        [
+            "train",
+            "--data",
+            f"npz:{npz}",
+            "--preset",
+            "cifar10-mlp",
+            "--val-size",
+            "40",
+            "--logdir",
+            str(tmp_path),
+            *flags,
+        ]
+    )
     assert status == 130 and built == {"model": expected, "config": expected}
-    assert (f"precision: {expected}" in out) == (not flags)  # the notice: one line, only when detected
+    assert (f"precision: {expected}" in out) == (
+        not flags
+    )  # the notice: one line, only when detected

@@ -1,18 +1,17 @@
-"""Tests for kbn.inference.predict and `kbn predict`: image files and folders in, the model's classes
-and softmax probabilities out, on a tiny net trained on synthetic images."""
+"""Tests for kbn.inference.predict and `kbn predict`: image files and folders in, the model's
+classes and softmax probabilities out, on a tiny net trained on synthetic images."""
 
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import synthetic
+from PIL import Image
 
 from kbn.cli import main
 from kbn.errors import KbnError
-from kbn.nn.builder import build_mlp
 from kbn.inference.predict import predict, softmax
+from kbn.nn.builder import build_mlp
 
 NUM_TRAIN = 200
 NUM_CLASSES = 3
@@ -71,7 +70,9 @@ def test_a_folder_gives_its_images_recursively_in_sorted_order(trained, tmp_path
         Image.fromarray(images[i]).save(tmp_path / rel)
     (tmp_path / "notes.txt").write_text("not an image")
     result = predict(model, [tmp_path])
-    assert [r["path"] for r in result] == [str(tmp_path / p) for p in ("a.png", "b/1.png", "b/2.png")]
+    assert [r["path"] for r in result] == [
+        str(tmp_path / p) for p in ("a.png", "b/1.png", "b/2.png")
+    ]
     best = np.argmax(expected_probabilities(model, images[:3]), axis=1)
     assert [r["top"][0]["index"] for r in result] == list(best)
 
@@ -93,7 +94,9 @@ def test_a_gray_image_is_given_to_a_colour_model_in_all_three_channels(trained, 
     Image.fromarray(gray).save(tmp_path / "gray.png")
     [result] = predict(model, [tmp_path / "gray.png"], top=NUM_CLASSES)
     p = expected_probabilities(model, np.repeat(gray[None, :, :, None], 3, axis=3))[0]
-    assert [t["probability"] for t in result["top"]] == pytest.approx(sorted(p, reverse=True), abs=1e-6)
+    assert [t["probability"] for t in result["top"]] == pytest.approx(
+        sorted(p, reverse=True), abs=1e-6
+    )
 
 
 def test_a_jpeg_is_read_as_pil_decodes_it(trained, tmp_path):

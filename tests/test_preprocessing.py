@@ -30,7 +30,8 @@ def test_centering_refuses_an_empty_adapt():
 
 
 def correlated_pixels(n=4000, d=6, seed=0):
-    """(n, d) uint8 'pixels' whose features share most of their signal, as neighbours in an image do."""
+    """(n, d) uint8 'pixels' whose features share most of their signal, as neighbours in an image
+    do."""
     rng = np.random.default_rng(seed)
     mixing = np.eye(d) + 0.8  # every feature carries the common component
     z = rng.normal(size=(n, d)) @ mixing.T
@@ -55,8 +56,11 @@ def test_whitening_is_zca_symmetric_and_epsilon_damps_low_variance_directions():
     np.testing.assert_allclose(w, w.T, atol=1e-12)  # ZCA: W = U diag(.) U^T, no rotation
     variances = np.linalg.eigvalsh(np.cov((x / 255).T, bias=True))
     whitened = np.linalg.eigvalsh(np.cov((x / 255 @ w).T, bias=True))
-    # Each direction's variance s becomes s / (s + epsilon): below 1, and much below for s << epsilon.
-    np.testing.assert_allclose(np.sort(whitened), np.sort(variances / (variances + 1e-2)), rtol=1e-4)
+    # Each direction's variance s becomes s / (s + epsilon): below 1, and much below for
+    # s << epsilon.
+    np.testing.assert_allclose(
+        np.sort(whitened), np.sort(variances / (variances + 1e-2)), rtol=1e-4
+    )
 
 
 def test_whitening_ignores_a_constant_shift_of_its_adapt_inputs():

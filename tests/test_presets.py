@@ -8,8 +8,8 @@ import io
 import keras
 import numpy as np
 import pytest
-
 import synthetic
+
 from kbn import BatchNorm, KbnError, TrainConfig, build_mlp
 from kbn.cli import build_parser, main
 from kbn.training.presets import PRESETS, get_preset
@@ -49,7 +49,11 @@ def test_report_preset_builds_batch_norm_without_gamma_and_beta():
     # The trained weights are the report's W and b: kernels, and the logits' bias (the hidden
     # layers' b is cancelled by the normalisation, so kbn leaves it out).
     assert sorted(w.path for w in model.trainable_weights) == [
-        "dense1/kernel", "dense2/kernel", "dense3/bias", "dense3/kernel"]
+        "dense1/kernel",
+        "dense2/kernel",
+        "dense3/bias",
+        "dense3/kernel",
+    ]
 
 
 def test_kbn_train_with_the_report_preset_trains_the_seeds_network(tmp_path):
@@ -57,9 +61,26 @@ def test_kbn_train_with_the_report_preset_trains_the_seeds_network(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        status = main(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--preset", "report",
-                       "--train-size", "200", "--val-size", "40", "--epochs", "1",
-                       "--logdir", str(tmp_path), "--save", str(tmp_path / "m.keras"), "--json"])
+        status = main(
+            [
+                "train",
+                "--data",
+                f"npz:{tmp_path / 'd.npz'}",
+                "--preset",
+                "report",
+                "--train-size",
+                "200",
+                "--val-size",
+                "40",
+                "--epochs",
+                "1",
+                "--logdir",
+                str(tmp_path),
+                "--save",
+                str(tmp_path / "m.keras"),
+                "--json",
+            ]
+        )
     assert status == 0, out.getvalue()
     model = keras.models.load_model(tmp_path / "m.keras")
     preset = get_preset("report")

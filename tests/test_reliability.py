@@ -21,15 +21,14 @@ import time
 import keras
 import numpy as np
 import pytest
+import synthetic
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import synthetic
-
 import kbn
-from kbn.training.callbacks import EpochTensorBoard
 from kbn.cli import main
 from kbn.fileio import read_json
+from kbn.training.callbacks import EpochTensorBoard
 
 KBN = pathlib.Path(sys.executable).parent / "kbn"  # the console script of this venv
 EPOCHS = 6
@@ -90,8 +89,22 @@ def kill_data(tmp_path_factory):
 
 def train_argv(data, logdir, run_name):
     return [
-        "train", "--data", f"npz:{data}", "--epochs", EPOCHS, "--batch-size", 8, "--hidden", 16,
-        "--val-size", KILL_VAL, "--logdir", logdir, "--run-name", run_name, "--json",
+        "train",
+        "--data",
+        f"npz:{data}",
+        "--epochs",
+        EPOCHS,
+        "--batch-size",
+        8,
+        "--hidden",
+        16,
+        "--val-size",
+        KILL_VAL,
+        "--logdir",
+        logdir,
+        "--run-name",
+        run_name,
+        "--json",
     ]
 
 
@@ -106,7 +119,9 @@ def epochs_recorded(run_dir):
     ids=["during-the-first-epoch", "after-two-epochs", "late-in-the-run"],
 )
 @pytest.mark.slow
-def test_train_killed_at_any_moment_resumes_every_epoch_exactly_once(kill_data, tmp_path, kill_after):
+def test_train_killed_at_any_moment_resumes_every_epoch_exactly_once(
+    kill_data, tmp_path, kill_after
+):
     data, uninterrupted = kill_data
     run_dir = tmp_path / "r"
     argv = [str(a) for a in train_argv(data, tmp_path, "r")]
@@ -120,9 +135,13 @@ def test_train_killed_at_any_moment_resumes_every_epoch_exactly_once(kill_data, 
         # (about a second before its end); otherwise as soon as summary.json records
         # kill_after epochs, i.e. while the next epoch runs or its files are written.
         while not (
-            (run_dir / "train").exists() if kill_after == 0 else epochs_recorded(run_dir) >= kill_after
+            (run_dir / "train").exists()
+            if kill_after == 0
+            else epochs_recorded(run_dir) >= kill_after
         ):
-            assert process.poll() is None, f"kbn train ended before the kill: {stderr.read_text()[-3000:]}"
+            assert process.poll() is None, (
+                f"kbn train ended before the kill: {stderr.read_text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, "kbn train did not reach the kill point"
             time.sleep(0.005)
         os.kill(process.pid, signal.SIGKILL)
@@ -182,8 +201,26 @@ def tiny_data(tmp_path_factory):
 
 def train_figures(data, logdir, run_name, seed):
     status, stdout, stderr = run_main(
-        ["train", "--data", f"npz:{data}", "--epochs", 2, "--batch-size", 16, "--hidden", 8,
-         "--val-size", 50, "--logdir", logdir, "--run-name", run_name, "--seed", seed, "--json"]
+        [
+            "train",
+            "--data",
+            f"npz:{data}",
+            "--epochs",
+            2,
+            "--batch-size",
+            16,
+            "--hidden",
+            8,
+            "--val-size",
+            50,
+            "--logdir",
+            logdir,
+            "--run-name",
+            run_name,
+            "--seed",
+            seed,
+            "--json",
+        ]
     )
     assert status == 0, stderr
     figures = json.loads(stdout.strip().splitlines()[-1])
@@ -224,7 +261,12 @@ DATA = small_dataset()
 def train_small(logdir, run_name, epochs=2, dtype=None, data=DATA, **overrides):
     model = kbn.build_mlp([8], NUM_CLASSES, adapt=data.train.x, dtype=dtype, seed=0)
     config = kbn.TrainConfig(
-        epochs=epochs, batch_size=32, eta=0.05, logdir=str(logdir), run_name=run_name, verbose=0,
+        epochs=epochs,
+        batch_size=32,
+        eta=0.05,
+        logdir=str(logdir),
+        run_name=run_name,
+        verbose=0,
         **overrides,
     )
     return model, kbn.train(model, data, config)
@@ -293,7 +335,8 @@ PREDICT_IN_A_FRESH_PROCESS = textwrap.dedent(
     x = np.load(sys.argv[1])
     for path, out in zip(sys.argv[2::2], sys.argv[3::2]):
         model = keras.saving.load_model(path)
-        np.save(out, keras.ops.convert_to_numpy(model(x.astype(model.inputs[0].dtype), training=False)))
+        logits = model(x.astype(model.inputs[0].dtype), training=False)
+        np.save(out, keras.ops.convert_to_numpy(logits))
     """
 )
 
@@ -316,7 +359,9 @@ def fresh_process_predictions(tmp_path_factory):
 
     fresh = subprocess.run(
         [sys.executable, "-c", PREDICT_IN_A_FRESH_PROCESS, str(root / "x.npy"), *argv],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     return {dtype: (logits, np.load(root / f"{dtype}.npy")) for dtype, logits in trained.items()}

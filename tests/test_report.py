@@ -1,4 +1,5 @@
-"""Tests for kbn/report/reproduction.py and `kbn reproduce`: a tiny reproduce run on synthetic data."""
+"""Tests for kbn/report/reproduction.py and `kbn reproduce`: a tiny reproduce run on synthetic
+data."""
 
 import contextlib
 import io
@@ -8,15 +9,23 @@ import re
 
 import numpy as np
 import pytest
-
 import synthetic
-from kbn.report import reproduction as report
+
 from kbn.cli import main
 from kbn.nn import BatchNorm
+from kbn.report import reproduction as report
 from kbn.report.reproduction import Sizes
 
-TINY = Sizes(train=120, val=60, test=60, epochs=2, final_epochs=2, trials=3, trial_epochs=1,
-             gradcheck_entries=10)
+TINY = Sizes(
+    train=120,
+    val=60,
+    test=60,
+    epochs=2,
+    final_epochs=2,
+    trials=3,
+    trial_epochs=1,
+    gradcheck_entries=10,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +43,17 @@ def reproduced(tmp_path_factory):
         models = record_models(patch)
         patch.setattr(report, "QUICK", TINY)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main(["reproduce", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "out"),
-                           "--quick", "--json"])
+            status = main(
+                [
+                    "reproduce",
+                    "--data",
+                    f"npz:{tmp_path / 'd.npz'}",
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--quick",
+                    "--json",
+                ]
+            )
     assert status == 0, err.getvalue()
     return tmp_path / "out", out.getvalue(), err.getvalue(), models
 
@@ -73,7 +91,9 @@ def test_reproduce_json_reports_the_report_and_every_studys_run(reproduced):
     assert len(stdout.splitlines()) == 1  # progress went to stderr
     result = json.loads(stdout)
     assert result["report"] == str(out / "report.md")
-    assert {f"figure{i}.png" for i in range(1, 10)} <= {pathlib.Path(f).name for f in result["figures"]}
+    assert {f"figure{i}.png" for i in range(1, 10)} <= {
+        pathlib.Path(f).name for f in result["figures"]
+    }
     runs = result["runs"]
     assert {"study2-bn-he", "study2-no-bn-small", "study3-best", "study4-eta0.2-bn"} <= set(runs)
     for figures in runs.values():
@@ -81,7 +101,8 @@ def test_reproduce_json_reports_the_report_and_every_studys_run(reproduced):
 
 
 def record_models(monkeypatch):
-    """Collect every model kbn.report builds for its studies (`monkeypatch`: a `pytest.MonkeyPatch`)."""
+    """Collect every model kbn.report builds for its studies (`monkeypatch`: a
+    `pytest.MonkeyPatch`)."""
     models = []
 
     def build(*args, **kwargs):

@@ -42,19 +42,23 @@ def held_in_another_process(folder):
 
 def test_second_holder_in_another_process_gets_an_error_naming_the_first(tmp_path):
     folder = tmp_path / "run"
-    with held_in_another_process(folder) as pid:
-        with pytest.raises(KbnError) as error:
-            with RunLock(folder):
-                pytest.fail("took a folder another process holds")
+    with (
+        held_in_another_process(folder) as pid,
+        pytest.raises(KbnError) as error,
+        RunLock(folder),
+    ):
+        pytest.fail("took a folder another process holds")
     message = str(error.value)
     assert f"run folder {folder} is in use by process {pid} on {socket.gethostname()}" in message
     assert "\n" not in message  # the CLI prints it as one line
 
 
 def test_message_names_what_is_held(tmp_path):
-    with held_in_another_process(tmp_path):
-        with pytest.raises(KbnError, match=f"^search project {tmp_path} is in use by process"):
-            RunLock(tmp_path, what="search project").__enter__()
+    with (
+        held_in_another_process(tmp_path),
+        pytest.raises(KbnError, match=f"^search project {tmp_path} is in use by process"),
+    ):
+        RunLock(tmp_path, what="search project").__enter__()
 
 
 def test_a_sigkilled_holder_leaves_the_folder_free(tmp_path):
@@ -69,10 +73,12 @@ def test_a_sigkilled_holder_leaves_the_folder_free(tmp_path):
 
 
 def test_nested_use_of_one_folder_in_one_process_raises(tmp_path):
-    with RunLock(tmp_path / "run"):
-        with pytest.raises(KbnError, match=f"in use by process {os.getpid()} "):
-            with RunLock(tmp_path / "run"):
-                pytest.fail("took a folder this process already holds")
+    with (
+        RunLock(tmp_path / "run"),
+        pytest.raises(KbnError, match=f"in use by process {os.getpid()} "),
+        RunLock(tmp_path / "run"),
+    ):
+        pytest.fail("took a folder this process already holds")
 
 
 def test_other_folders_are_independent(tmp_path):
@@ -90,17 +96,15 @@ def test_leaving_releases_the_folder_and_clears_the_holder(tmp_path):
 
 
 def test_leaving_on_an_exception_releases_the_folder(tmp_path):
-    with pytest.raises(RuntimeError):
-        with RunLock(tmp_path):
-            raise RuntimeError("the run failed")
+    with pytest.raises(RuntimeError), RunLock(tmp_path):
+        raise RuntimeError("the run failed")
     with RunLock(tmp_path):
         pass
 
 
 def test_one_runlock_cannot_be_entered_twice(tmp_path):
     lock = RunLock(tmp_path)
-    with lock:
-        with pytest.raises(KbnError, match="already held"):
-            lock.__enter__()
+    with lock, pytest.raises(KbnError, match="already held"):
+        lock.__enter__()
     with lock:  # reusable once released
         pass

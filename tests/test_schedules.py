@@ -54,7 +54,9 @@ def test_triangular_config_round_trip_gives_the_same_schedule():
     assert config == {"eta_min": ETA_MIN, "eta_max": ETA_MAX, "step_size": STEP_SIZE}
     clone = Triangular.from_config(config)
     assert clone.get_config() == config
-    assert [value(clone, t) for t in range(0, 31, 5)] == [value(schedule, t) for t in range(0, 31, 5)]
+    assert [value(clone, t) for t in range(0, 31, 5)] == [
+        value(schedule, t) for t in range(0, 31, 5)
+    ]
 
 
 def test_triangular_survives_keras_serialization():
@@ -114,7 +116,11 @@ def test_constant_schedule_is_the_plain_float():
 def test_cyclic_schedule_defaults_to_a_tenth_of_eta_and_a_two_epoch_half_cycle():
     schedule = learning_rate("cyclic", eta=0.1, steps_per_epoch=STEPS_PER_EPOCH)
     assert isinstance(schedule, Triangular)
-    assert schedule.get_config() == {"eta_min": 0.01, "eta_max": 0.1, "step_size": 2 * STEPS_PER_EPOCH}
+    assert schedule.get_config() == {
+        "eta_min": 0.01,
+        "eta_max": 0.1,
+        "step_size": 2 * STEPS_PER_EPOCH,
+    }
     assert value(schedule, 0) == pytest.approx(0.01, rel=1e-6)
     assert value(schedule, 2 * STEPS_PER_EPOCH) == pytest.approx(0.1, rel=1e-6)
 
@@ -137,7 +143,9 @@ def test_cyclic_schedule_takes_explicit_bounds_and_step_size():
     ],
 )
 def test_cosine_schedule_falls_along_half_a_cosine_over_the_run(step, expected):
-    schedule = learning_rate("cosine", eta=0.1, eta_min=0.01, steps_per_epoch=STEPS_PER_EPOCH, epochs=3)
+    schedule = learning_rate(
+        "cosine", eta=0.1, eta_min=0.01, steps_per_epoch=STEPS_PER_EPOCH, epochs=3
+    )
     assert value(schedule, step) == pytest.approx(expected, rel=1e-5)
 
 
@@ -152,7 +160,9 @@ def test_cosine_schedule_ends_at_zero_by_default_and_needs_the_run_length():
 def test_learning_rate_names_every_schedule_and_rejects_an_unknown_one():
     for name in SCHEDULES:
         learning_rate(name, eta=0.1, steps_per_epoch=STEPS_PER_EPOCH, epochs=1)
-    with pytest.raises(ValueError, match="schedule must be one of exp, cyclic, cosine, constant.*'step'"):
+    with pytest.raises(
+        ValueError, match="schedule must be one of exp, cyclic, cosine, constant.*'step'"
+    ):
         learning_rate("step", eta=0.1, steps_per_epoch=STEPS_PER_EPOCH)
 
 
@@ -186,7 +196,9 @@ def test_exponential_equals_keras_staircase_exponential_decay():
         assert value(ours, step) == pytest.approx(value(keras_decay, step), rel=1e-6)
 
 
-@pytest.mark.parametrize("schedule", [Exponential(0.1, 0.5, 10), Cosine(0.1, 0.01, 20)], ids=["exp", "cosine"])
+@pytest.mark.parametrize(
+    "schedule", [Exponential(0.1, 0.5, 10), Cosine(0.1, 0.01, 20)], ids=["exp", "cosine"]
+)
 def test_schedules_survive_keras_serialization(schedule):
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert type(clone) is type(schedule) and clone.get_config() == schedule.get_config()

@@ -10,9 +10,9 @@ import time
 import keras_tuner
 import numpy as np
 import pytest
-
 import synthetic
 from tune_cli import tune_command
+
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.fileio import read_json
@@ -71,7 +71,12 @@ def test_search_runs_every_trial_in_its_rounds_and_finds_a_good_pair(finished):
     assert [r["trials"] for r in finished.rounds] == [3, 3]
     first, second = finished.rounds
     assert first["eta_range"] == [0.01, 0.5]
-    assert first["eta_range"][0] <= second["eta_range"][0] < second["eta_range"][1] <= first["eta_range"][1]
+    assert (
+        first["eta_range"][0]
+        <= second["eta_range"][0]
+        < second["eta_range"][1]
+        <= first["eta_range"][1]
+    )
     for t in finished.trials:
         box = finished.rounds[t["round"] - 1]
         assert box["eta_range"][0] <= t["eta"] <= box["eta_range"][1]
@@ -112,27 +117,44 @@ def test_a_trials_run_folder_holds_its_hparams_session_beside_its_curves(finishe
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     hparams = {name: getattr(v, v.WhichOneof("kind")) for name, v in start.hparams.items()}
     assert hparams["eta"] == pytest.approx(t["eta"]) and hparams["lam"] == pytest.approx(t["lam"])
-    assert (hparams["round"], hparams["trial_id"], hparams["status"]) == (2, t["trial_id"], "finished")
+    assert (hparams["round"], hparams["trial_id"], hparams["status"]) == (
+        2,
+        t["trial_id"],
+        "finished",
+    )
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-    assert ("validation", "epoch_accuracy") in {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert ("validation", "epoch_accuracy") in {
+        (m.name.group, m.name.tag) for m in experiment.metric_infos
+    }
     curves = {}
     for split in ("train", "validation"):
-        events = event_accumulator.EventAccumulator(str(run / split), size_guidance={event_accumulator.TENSORS: 0})
+        events = event_accumulator.EventAccumulator(
+            str(run / split), size_guidance={event_accumulator.TENSORS: 0}
+        )
         events.Reload()
         curves[split] = [e.step for e in events.Tensors("epoch_loss")]
     # Every epoch trains; without pruning a trial validates after its last one only.
     assert curves == {"train": [0, 1], "validation": [1]}
     # The session itself writes no metric value.
     assert not top.Tags()["scalars"] and set(top.Tags()["tensors"]) <= {
-        metadata.SESSION_START_INFO_TAG, metadata.EXPERIMENT_TAG}
+        metadata.SESSION_START_INFO_TAG,
+        metadata.EXPERIMENT_TAG,
+    }
 
 
 def test_trials_share_the_schedule_epochs_and_seed(finished):
     for t in finished.trials:
         run = finished.project_dir / "runs" / f"trial_{t['trial_id']}"
         config = json.loads((run / "summary.json").read_text())["config"]
-        assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (2, 32, "exp", 0)
-        assert config["validation_freq"] == 2  # the last epoch: the only one a search without pruning judges
+        assert (config["epochs"], config["batch_size"], config["schedule"], config["seed"]) == (
+            2,
+            32,
+            "exp",
+            0,
+        )
+        assert (
+            config["validation_freq"] == 2
+        )  # the last epoch: the only one a search without pruning judges
         assert config["eta"] == pytest.approx(t["eta"])
 
 
@@ -155,7 +177,9 @@ def test_trials_read_the_callers_pixels_through_read_only_views_that_the_loop_ke
 
     frozen = read_only(DATA)
     for mine, theirs in ((frozen.train, DATA.train), (frozen.val, DATA.val)):
-        assert not mine.x.flags.writeable and np.shares_memory(mine.x, theirs.x)  # a view, not a copy
+        assert not mine.x.flags.writeable and np.shares_memory(
+            mine.x, theirs.x
+        )  # a view, not a copy
         assert mine.y is theirs.y
     assert DATA.train.x.flags.writeable  # the caller's own arrays are left as they were
     assert frozen.test is None and frozen.class_names == DATA.class_names
@@ -174,7 +198,9 @@ def test_a_diverging_trial_is_recorded_as_failed_not_a_crash(tmp_path):
 
 
 def test_hypermodel_samples_eta_and_lambda_on_a_log_scale():
-    hypermodel = KbnHyperModel(DATA.train.x, NUM_CLASSES, eta_range=(1e-3, 1.0), lam_range=(1e-6, 1e-1))
+    hypermodel = KbnHyperModel(
+        DATA.train.x, NUM_CLASSES, eta_range=(1e-3, 1.0), lam_range=(1e-6, 1e-1)
+    )
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     assert hp.get("eta") == pytest.approx(1e-3)  # a log-scale Float defaults to its low end
@@ -184,8 +210,15 @@ def test_hypermodel_samples_eta_and_lambda_on_a_log_scale():
 
 @pytest.mark.parametrize("gamma_beta", [False, True])
 def test_hypermodel_builds_batch_norm_with_gamma_and_beta_only_when_asked(gamma_beta):
-    model = KbnHyperModel(DATA.train.x, NUM_CLASSES, gamma_beta=gamma_beta).build(keras_tuner.HyperParameters())
-    learnt = [w.name for layer in model.layers if layer.name.startswith("batch_norm") for w in layer.trainable_weights]
+    model = KbnHyperModel(DATA.train.x, NUM_CLASSES, gamma_beta=gamma_beta).build(
+        keras_tuner.HyperParameters()
+    )
+    learnt = [
+        w.name
+        for layer in model.layers
+        if layer.name.startswith("batch_norm")
+        for w in layer.trainable_weights
+    ]
     assert learnt == (["gamma", "beta", "gamma", "beta"] if gamma_beta else [])
 
 
@@ -223,7 +256,9 @@ def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
 
 def finished_runs(runs):
     """The trials' run folders whose summary.json says the run finished."""
-    return [d for d in runs.glob("trial_*") if (read_json(d / "summary.json") or {}).get("finished")]
+    return [
+        d for d in runs.glob("trial_*") if (read_json(d / "summary.json") or {}).get("finished")
+    ]
 
 
 @pytest.mark.slow
@@ -264,12 +299,21 @@ def test_a_trial_that_diverged_before_a_kill_is_still_failed_on_retry(tmp_path):
     tuner = _tuner(DATA, _config(tmp_path), TRAIN)
     trial = tuner.oracle.create_trial("tuner0")
     run_dir = tuner.run_dir(trial.trial_id)
-    write_json(run_dir / "summary.json", {"finished": True, "diverged": "training cost became nan",
-                                          "final": {"val_acc": 0.3}, "epochs_run": 1})
+    write_json(
+        run_dir / "summary.json",
+        {
+            "finished": True,
+            "diverged": "training cost became nan",
+            "final": {"val_acc": 0.3},
+            "epochs_run": 1,
+        },
+    )
     with pytest.raises(keras_tuner.errors.FailedTrialError, match="became nan"):
         tuner.run_trial(trial)
-    write_json(run_dir / "summary.json", {"finished": True, "diverged": None, "final": {"val_acc": 0.8},
-                                          "epochs_run": 2})
+    write_json(
+        run_dir / "summary.json",
+        {"finished": True, "diverged": None, "final": {"val_acc": 0.8}, "epochs_run": 2},
+    )
     assert tuner.run_trial(trial) == {"val_accuracy": 0.8}
     # The finished run's last epoch reaches the oracle, which scores trials by it.
     assert tuner.oracle.get_trial(trial.trial_id).metrics.get_last_value("val_accuracy") == 0.8
@@ -297,9 +341,15 @@ def test_pruning_stops_hopeless_trials_after_their_rung_and_records_them(pruned)
         summary = json.loads((run / "summary.json").read_text())
         assert t["epochs"] == summary["epochs_run"] == 1  # ASHA's rung for 3 epochs
         assert summary["finished"] and summary["stopped_early"]
-        assert summary["config"]["validation_freq"] == [1]  # the rung; the last epoch validates anyway
+        assert summary["config"]["validation_freq"] == [
+            1
+        ]  # the rung; the last epoch validates anyway
         assert t["val_acc"] == pytest.approx(summary["history"]["val_accuracy"][-1])
-    rows = [line for line in (pruned.project_dir / "results.md").read_text().splitlines() if "STOPPED" in line]
+    rows = [
+        line
+        for line in (pruned.project_dir / "results.md").read_text().splitlines()
+        if "STOPPED" in line
+    ]
     assert len(rows) == len(stopped)
 
 
@@ -308,10 +358,15 @@ def test_a_stopped_trial_has_status_stopped_in_its_hparams(pruned):
     from tensorboard.plugins.hparams import metadata
 
     t = next(t for t in pruned.trials if t["status"] == "STOPPED")
-    top = event_accumulator.EventAccumulator(str(pruned.project_dir / "runs" / f"trial_{t['trial_id']}"))
+    top = event_accumulator.EventAccumulator(
+        str(pruned.project_dir / "runs" / f"trial_{t['trial_id']}")
+    )
     top.Reload()
     content = top.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
-    assert metadata.parse_session_start_info_plugin_data(content).hparams["status"].string_value == "stopped"
+    assert (
+        metadata.parse_session_start_info_plugin_data(content).hparams["status"].string_value
+        == "stopped"
+    )
 
 
 def test_resuming_a_pruned_search_runs_nothing_again(pruned):
@@ -320,13 +375,16 @@ def test_resuming_a_pruned_search_runs_nothing_again(pruned):
     directory, project = pruned.project_dir.parent, pruned.project_dir.name
     again = search(DATA, _config(directory, project=project, resume=True, **PRUNED), TRAIN)
     assert [(t["trial_id"], t["status"], t["epochs"]) for t in again.trials] == [
-        (t["trial_id"], t["status"], t["epochs"]) for t in pruned.trials]
+        (t["trial_id"], t["status"], t["epochs"]) for t in pruned.trials
+    ]
     assert {d.name: (d / "summary.json").stat().st_mtime_ns for d in runs.iterdir()} == before
 
 
 def test_a_second_search_on_a_live_project_is_refused(tmp_path):
     from kbn.training.runlock import RunLock
 
-    with RunLock(tmp_path / "p", what="search project"):
-        with pytest.raises(KbnError, match="search project .* is in use by process"):
-            search(DATA, _config(tmp_path), TRAIN)
+    with (
+        RunLock(tmp_path / "p", what="search project"),
+        pytest.raises(KbnError, match="search project .* is in use by process"),
+    ):
+        search(DATA, _config(tmp_path), TRAIN)

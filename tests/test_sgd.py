@@ -57,4 +57,6 @@ def test_a_model_compiled_with_it_saves_and_loads_with_its_settings(tmp_path):
     assert isinstance(loaded.optimizer, SGD)
     assert loaded.optimizer.momentum == pytest.approx(0.8)
     assert float(loaded.optimizer.learning_rate) == pytest.approx(0.05)
-    np.testing.assert_array_equal(loaded.optimizer.momentums[0].numpy(), model.optimizer.momentums[0].numpy())
+    np.testing.assert_array_equal(
+        loaded.optimizer.momentums[0].numpy(), model.optimizer.momentums[0].numpy()
+    )

@@ -29,7 +29,9 @@ MEASUREMENT = re.compile(
 def source_files():
     """Every .py file of the packages."""
     return sorted(
-        path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+        path
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
         if "__pycache__" not in path.parts
     )
 
@@ -71,10 +73,35 @@ def test_no_comment_or_docstring_quotes_a_measurement():
 
 
 def test_the_pattern_tells_a_measurement_from_a_shape():
-    quoted = ["took 0.07 s", "4 ms vs 19", "72.84%", "1.3x faster", "2x the memory", "3 minutes",
-              "about 5 minutes on 2 cores", "in 2h", "50 % of it", "10 seconds", "2.3 points above"]
-    plain = ["(N, D)", "3072-50-30-10", "s = x W + b", "tolerance 1e-7", "float32", "0x1f",
-             "0x{raw}", "a 3x3 kernel", "3 times", "epochs 1 and 3 of 10", "kbn 0.1", "issue #42",
-             "10 samples", "(D, M)", "version 2.16"]
+    quoted = [
+        "took 0.07 s",
+        "4 ms vs 19",
+        "72.84%",
+        "1.3x faster",
+        "2x the memory",
+        "3 minutes",
+        "about 5 minutes on 2 cores",
+        "in 2h",
+        "50 % of it",
+        "10 seconds",
+        "2.3 points above",
+    ]
+    plain = [
+        "(N, D)",
+        "3072-50-30-10",
+        "s = x W + b",
+        "tolerance 1e-7",
+        "float32",
+        "0x1f",
+        "0x{raw}",
+        "a 3x3 kernel",
+        "3 times",
+        "epochs 1 and 3 of 10",
+        "kbn 0.1",
+        "issue #42",
+        "10 samples",
+        "(D, M)",
+        "version 2.16",
+    ]
     assert [text for text in quoted if not MEASUREMENT.search(text)] == []
     assert [text for text in plain if MEASUREMENT.search(text)] == []

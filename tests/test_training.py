@@ -18,10 +18,10 @@ import kbn
 import kbn.training.loop
 import kbn.training.trainer
 from kbn import Dataset, KbnError, Split, build_mlp
-from kbn.training.callbacks import Backup, EpochTensorBoard, cadence
-from kbn.training.callbacks import backup as backup_module
 from kbn.fileio import read_json
 from kbn.training import LoopCache, TrainConfig, TrainResult, train
+from kbn.training.callbacks import Backup, EpochTensorBoard, cadence
+from kbn.training.callbacks import backup as backup_module
 
 NUM_TRAIN = 300
 NUM_VAL = 100
@@ -66,14 +66,22 @@ def fresh_model(seed=0, **kwargs):
 
 def config(logdir, **overrides):
     settings = dict(
-        eta=ETA, decay=DECAY, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=0, logdir=str(logdir), verbose=0
+        eta=ETA,
+        decay=DECAY,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        seed=0,
+        logdir=str(logdir),
+        verbose=0,
     )
     return TrainConfig(**{**settings, **overrides})
 
 
 def tensorboard(folder, tag):
     """(step, value) of every `tag` event under `folder`, duplicates and all."""
-    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0}, purge_orphaned_data=False)
+    accumulator = EventAccumulator(
+        str(folder), size_guidance={"tensors": 0}, purge_orphaned_data=False
+    )
     accumulator.Reload()
     if tag not in accumulator.Tags()["tensors"]:
         return []
@@ -95,7 +103,8 @@ def epoch_curves(run_dir):
 
 
 def assert_tensorboard_matches(run_dir, history, epochs):
-    """Each epoch's loss is in the train and validation events exactly once, equal to the history's."""
+    """Each epoch's loss is in the train and validation events exactly once, equal to the
+    history's."""
     for split, key in (("train", "loss"), ("validation", "val_loss")):
         events = tensorboard(run_dir / split, "epoch_loss")
         steps = [step for step, _ in events]
@@ -151,9 +160,7 @@ def test_train_learns_a_separable_problem(reference):
     result, _ = reference
     assert isinstance(result, TrainResult)
     final = result.summary["final"]
-    assert set(final) == {
-        "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"
-    }
+    assert set(final) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
     assert final["train_acc"] >= 0.9  # chance is 0.25
     assert final["val_acc"] >= 0.9
     assert final["test_acc"] >= 0.9
@@ -193,9 +200,17 @@ def test_run_dir_holds_summary_curves_and_tensorboard_events(reference):
     assert (run_dir / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert not (run_dir / "backup").exists()  # a finished run keeps no backup
     names = sorted(p.name for p in run_dir.iterdir())
-    events = [name for name in names if name.startswith("events.out.tfevents")]  # the HParams session
+    events = [
+        name for name in names if name.startswith("events.out.tfevents")
+    ]  # the HParams session
     assert len(events) == 1
-    assert sorted(set(names) - set(events)) == [".lock", "curves.png", "summary.json", "train", "validation"]
+    assert sorted(set(names) - set(events)) == [
+        ".lock",
+        "curves.png",
+        "summary.json",
+        "train",
+        "validation",
+    ]
     assert_tensorboard_matches(run_dir, result.history, EPOCHS)
     accuracy = sorted(tensorboard(run_dir / "validation", "epoch_accuracy"))
     np.testing.assert_allclose([v for _, v in accuracy], result.history["val_accuracy"], atol=1e-6)
@@ -225,9 +240,18 @@ def test_cyclic_schedule_follows_a_triangle_over_the_epochs(tmp_path):
     result = train(
         fresh_model(),
         DATA,
-        config(tmp_path, run_name="cyclic", schedule="cyclic", eta_min=0.01, step_size=2 * STEPS_PER_EPOCH, epochs=5),
+        config(
+            tmp_path,
+            run_name="cyclic",
+            schedule="cyclic",
+            eta_min=0.01,
+            step_size=2 * STEPS_PER_EPOCH,
+            epochs=5,
+        ),
     )
-    np.testing.assert_allclose(result.history["learning_rate"], [0.01, 0.03, 0.05, 0.03, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(
+        result.history["learning_rate"], [0.01, 0.03, 0.05, 0.03, 0.01], rtol=1e-6
+    )
 
 
 def test_divergence_guard_stops_a_blowing_up_run_cleanly(tmp_path):
@@ -290,7 +314,9 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, referen
     assert not (run_dir / "backup").exists()
     # Killed and resumed, or not: the same epochs, the same numbers, the same weights.
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
-        np.testing.assert_allclose(result.history[key], uninterrupted.history[key], rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            result.history[key], uninterrupted.history[key], rtol=1e-6, err_msg=key
+        )
     assert result.summary["final"] == pytest.approx(uninterrupted.summary["final"], rel=1e-6)
     assert_same_weights(model, reference_model)
 
@@ -309,18 +335,25 @@ def test_resume_after_a_kill_at_the_last_epoch_end_keeps_every_epoch(tmp_path, r
 
 
 def test_backup_interval_backs_up_once_that_long_has_passed_and_a_resume_redoes_the_rest(
-        tmp_path, reference, monkeypatch):
+    tmp_path, reference, monkeypatch
+):
     uninterrupted, reference_model = reference
     # The run's cadence reads its clock once at the start (0 s) and once at each epoch's
     # end: epochs end at 20, 40, 60 s. Every 35 s, the record is due at the end of the second.
     clock = iter(range(0, 1000, 20))
-    monkeypatch.setattr(cadence, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(
+        cadence, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
+    )
     saved = []
     save = Backup.save
-    monkeypatch.setattr(Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch))
+    monkeypatch.setattr(
+        Backup, "save", lambda self, m, epoch: saved.append(epoch) or save(self, m, epoch)
+    )
     run_dir = run_killed_after_epoch(tmp_path, index=2, backup_interval=35.0)
     assert saved == [2] and Backup(run_dir / "backup").epochs() == [2]
-    assert len(read_json(run_dir / "summary.json")["history"]["loss"]) == 2  # written with the backup
+    assert (
+        len(read_json(run_dir / "summary.json")["history"]["loss"]) == 2
+    )  # written with the backup
     monkeypatch.undo()
     model = fresh_model()
     result = train(model, DATA, config(tmp_path, run_name="r", resume=True))
@@ -360,13 +393,17 @@ def test_resume_survives_a_truncated_backup(tmp_path, killed, reference, name, t
     # The unreadable backup is dropped: the run starts over and runs every epoch.
     assert result.summary["epochs_run"] == EPOCHS
     assert result.summary["finished"] is True
-    np.testing.assert_allclose(result.history["learning_rate"], uninterrupted.history["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(
+        result.history["learning_rate"], uninterrupted.history["learning_rate"], rtol=1e-6
+    )
     np.testing.assert_allclose(result.history["loss"], uninterrupted.history["loss"], rtol=1e-6)
     assert_same_weights(model, reference_model)
     assert_tensorboard_matches(run_dir, result.history, EPOCHS)
 
 
-def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(tmp_path, reference, monkeypatch):
+def test_resume_after_a_kill_between_the_backups_two_files_repeats_no_epoch(
+    tmp_path, reference, monkeypatch
+):
     uninterrupted, reference_model = reference
     original = backup_module.write_json
     metadata_writes = []
@@ -427,7 +464,8 @@ def test_gradcheck_every_epoch_records_a_small_error_per_epoch(tmp_path):
     assert len(errors) == 2
     assert all(0 <= e < 1e-6 for e in errors)
     assert sorted(tensorboard(tmp_path / "g" / "train", "epoch_grad_rel_error")) == [
-        (0, pytest.approx(errors[0], rel=1e-5)), (1, pytest.approx(errors[1], rel=1e-5))
+        (0, pytest.approx(errors[0], rel=1e-5)),
+        (1, pytest.approx(errors[1], rel=1e-5)),
     ]
 
 
@@ -509,10 +547,14 @@ def test_a_second_run_of_a_model_reuses_its_training_step_and_matches_a_fresh_mo
     for layer in model.layers:
         if isinstance(layer, kbn.Dense):
             layer.lam = 1e-2
-    second = train(model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3), loops=cache)
+    second = train(
+        model, DATA, config(tmp_path, run_name="second", eta=0.05, epochs=3), loops=cache
+    )
     assert cache.get(model) is loop  # the same compiled loops,
     assert loop.tracing_counts() == traces  # not traced again
-    fresh = train(fresh_model(lam=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3))
+    fresh = train(
+        fresh_model(lam=1e-2), DATA, config(tmp_path, run_name="fresh", eta=0.05, epochs=3)
+    )
     np.testing.assert_allclose(second.history["learning_rate"], [0.05, 0.025, 0.0125], rtol=1e-6)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         np.testing.assert_allclose(second.history[key], fresh.history[key], rtol=1e-5, err_msg=key)
@@ -523,15 +565,28 @@ def test_a_run_with_another_schedule_kind_or_momentum_compiles_a_new_step(tmp_pa
     cache = LoopCache()
     train(model, DATA, config(tmp_path, run_name="exp", epochs=1), loops=cache)
     loops = cache.get(model)
-    train(model, DATA, config(tmp_path, run_name="constant", schedule="constant", epochs=1), loops=cache)
+    train(
+        model,
+        DATA,
+        config(tmp_path, run_name="constant", schedule="constant", epochs=1),
+        loops=cache,
+    )
     assert cache.get(model) is not loops
     loops = cache.get(model)
-    result = train(model, DATA, config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1),
-                   loops=cache)
+    result = train(
+        model,
+        DATA,
+        config(tmp_path, run_name="constant2", schedule="constant", eta=0.01, epochs=1),
+        loops=cache,
+    )
     assert cache.get(model) is loops
     assert result.history["learning_rate"] == [pytest.approx(0.01)]
-    train(model, DATA, config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1),
-          loops=cache)
+    train(
+        model,
+        DATA,
+        config(tmp_path, run_name="momentum", schedule="constant", momentum=0.5, epochs=1),
+        loops=cache,
+    )
     assert cache.get(model) is not loops
 
 
@@ -566,8 +621,11 @@ def test_changing_a_traced_setting_trains_as_a_fresh_model_with_it(tmp_path, nam
     model.set_weights(initial)
     changed = {name: CHANGED_TRACED_SETTINGS[name]()}
     again = train(model, DATA, config(tmp_path, run_name="after", epochs=2, **changed), loops=cache)
-    fresh = train(fresh_model(), DATA, config(tmp_path, run_name="fresh", epochs=2,
-                                              **{name: CHANGED_TRACED_SETTINGS[name]()}))
+    fresh = train(
+        fresh_model(),
+        DATA,
+        config(tmp_path, run_name="fresh", epochs=2, **{name: CHANGED_TRACED_SETTINGS[name]()}),
+    )
     plain = train(fresh_model(), DATA, config(tmp_path, run_name="plain", epochs=2))
     np.testing.assert_allclose(again.history["loss"], fresh.history["loss"], rtol=1e-5)
     if name != "steps_per_execution":  # the same steps in other calls: the same numbers
@@ -613,20 +671,33 @@ def test_user_callbacks_see_the_validation_metrics_of_every_epoch(tmp_path, refe
     record = RecordLogs()
     train(fresh_model(), DATA, config(tmp_path, run_name="r"), callbacks=[record])
     assert len(record.epochs) == EPOCHS
-    np.testing.assert_allclose([e["val_loss"] for e in record.epochs], uninterrupted.history["val_loss"], rtol=1e-6)
-    np.testing.assert_allclose([e["loss"] for e in record.epochs], uninterrupted.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [e["val_loss"] for e in record.epochs], uninterrupted.history["val_loss"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        [e["loss"] for e in record.epochs], uninterrupted.history["loss"], rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("freq, validated", [(2, [2, 4, 5]), ((1, 3), [1, 3, 5])])
-def test_validation_freq_validates_those_epochs_and_the_last(tmp_path, reference, monkeypatch, freq, validated):
+def test_validation_freq_validates_those_epochs_and_the_last(
+    tmp_path, reference, monkeypatch, freq, validated
+):
     uninterrupted, _ = reference
     record = RecordLogs()
     evaluated = []
     evaluate = kbn.training.loop.TrainingLoop.evaluate
-    monkeypatch.setattr(kbn.training.loop.TrainingLoop, "evaluate",
-                        lambda self, x, y, b: evaluated.append(len(x)) or evaluate(self, x, y, b))
-    result = train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=5, validation_freq=freq),
-                   callbacks=[record])
+    monkeypatch.setattr(
+        kbn.training.loop.TrainingLoop,
+        "evaluate",
+        lambda self, x, y, b: evaluated.append(len(x)) or evaluate(self, x, y, b),
+    )
+    result = train(
+        fresh_model(),
+        DATA,
+        config(tmp_path, run_name="r", epochs=5, validation_freq=freq),
+        callbacks=[record],
+    )
     # The initial loss, each validated epoch, then the final training and test figures: the
     # validation split is not evaluated again at the end.
     assert evaluated == [NUM_TRAIN] + [NUM_VAL] * len(validated) + [NUM_TRAIN, NUM_TEST]
@@ -634,7 +705,9 @@ def test_validation_freq_validates_those_epochs_and_the_last(tmp_path, reference
     val = result.history["val_loss"]
     assert [i + 1 for i, v in enumerate(val) if v is not None] == validated and len(val) == 5
     # The training is untouched: the same losses as the run that validates every epoch.
-    np.testing.assert_allclose(result.history["loss"][:EPOCHS], uninterrupted.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        result.history["loss"][:EPOCHS], uninterrupted.history["loss"], rtol=1e-6
+    )
     events = tensorboard(result.run_dir / "validation", "epoch_loss")
     assert [step + 1 for step, _ in sorted(events)] == validated
     # The last epoch's validation is the run's final one.
@@ -648,7 +721,9 @@ class ZeroWeightsAtTheEnd(keras.callbacks.Callback):
             variable.assign(keras.ops.zeros_like(variable))
 
 
-def test_final_metrics_are_measured_again_when_a_callback_changed_the_weights_after_the_last_epoch(tmp_path):
+def test_final_metrics_are_measured_again_when_a_callback_changed_the_weights_after_the_last_epoch(
+    tmp_path,
+):
     model = fresh_model()
     result = train(model, DATA, config(tmp_path, run_name="r"), callbacks=[ZeroWeightsAtTheEnd()])
     zeroed = model.evaluate(DATA.val.x, DATA.val.y, verbose=0, return_dict=True)
@@ -670,11 +745,15 @@ def test_early_stopping_on_val_loss_ends_the_run_as_stopped_early(tmp_path):
 
 def test_model_checkpoint_saves_the_best_model_by_validation_accuracy(tmp_path):
     path = tmp_path / "best.keras"
-    checkpoint = keras.callbacks.ModelCheckpoint(str(path), monitor="val_accuracy", save_best_only=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(path), monitor="val_accuracy", save_best_only=True
+    )
     result = train(fresh_model(), DATA, config(tmp_path, run_name="r"), callbacks=[checkpoint])
     saved = keras.models.load_model(path)
     best = max(result.history["val_accuracy"])
-    assert saved.evaluate(DATA.val.x, DATA.val.y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(best, abs=1e-6)
+    assert saved.evaluate(DATA.val.x, DATA.val.y, verbose=0, return_dict=True)[
+        "accuracy"
+    ] == pytest.approx(best, abs=1e-6)
 
 
 def test_an_optimizer_given_in_the_config_or_compiled_by_the_caller_is_used(tmp_path):
@@ -692,7 +771,11 @@ def test_an_optimizer_given_in_the_config_or_compiled_by_the_caller_is_used(tmp_
 
 
 def test_the_progress_bar_counts_mini_batches(tmp_path, capfd):
-    train(fresh_model(), DATA, config(tmp_path, run_name="r", epochs=1, verbose=1, steps_per_execution=4))
+    train(
+        fresh_model(),
+        DATA,
+        config(tmp_path, run_name="r", epochs=1, verbose=1, steps_per_execution=4),
+    )
     out = capfd.readouterr().out
     assert f"{STEPS_PER_EPOCH}/{STEPS_PER_EPOCH}" in out  # 10 mini-batches of 32, in calls of 4
     assert "ms/step" in out

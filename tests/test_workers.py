@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import pytest
-
 import synthetic
 from tune_cli import tune_command, worker_pids
-from kbn.training.config import TrainConfig
+
 from kbn.data import Dataset, Split
+from kbn.training.config import TrainConfig
 from tuning.search import SearchConfig, search
 
 TRIALS = 6
@@ -20,7 +20,9 @@ TRAIN = TrainConfig(batch_size=32, steps_per_execution=10)
 
 def _dataset():
     x, y = synthetic.make_images(400, seed=0, num_classes=3)
-    return Dataset("synthetic", Split(x[:300], y[:300]), Split(x[300:], y[300:]), None, ("a", "b", "c"))
+    return Dataset(
+        "synthetic", Split(x[:300], y[:300]), Split(x[300:], y[300:]), None, ("a", "b", "c")
+    )
 
 
 def _wait_for(condition, seconds=180):
@@ -40,8 +42,17 @@ def _every_trial_ran_each_epoch_once(project, trials, epochs=3):
 @pytest.mark.slow
 def test_two_workers_on_loopback_share_the_trials(tmp_path):
     # Each worker process is replaced after 2 trials: the search goes on regardless.
-    config = SearchConfig(rounds=2, trials=TRIALS, epochs=2, directory=str(tmp_path), project="p",
-                          pruning="none", verbose=0, workers=2, recycle_after=2)
+    config = SearchConfig(
+        rounds=2,
+        trials=TRIALS,
+        epochs=2,
+        directory=str(tmp_path),
+        project="p",
+        pruning="none",
+        verbose=0,
+        workers=2,
+        recycle_after=2,
+    )
     result = search(_dataset(), config, TRAIN)
     assert result.trials_completed == TRIALS
     assert len({t["trial_id"] for t in result.trials}) == TRIALS
@@ -55,8 +66,18 @@ def test_two_workers_on_loopback_share_the_trials(tmp_path):
 def test_a_tuning_py_in_the_working_folder_does_not_shadow_the_workers_package(tmp_path):
     # `python -m tuning.worker` would import this file and the search would never end.
     (tmp_path / "tuning.py").write_text("raise SystemExit('a user tuning.py was imported')\n")
-    argv = tune_command(tmp_path, "--trials", "4", "--rounds", "1", "--workers", "2", "--pruning", "none",
-                        console_script=True)
+    argv = tune_command(
+        tmp_path,
+        "--trials",
+        "4",
+        "--rounds",
+        "1",
+        "--workers",
+        "2",
+        "--pruning",
+        "none",
+        console_script=True,
+    )
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

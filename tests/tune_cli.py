@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 import synthetic
 
 NUM_CLASSES = 3
@@ -20,11 +19,27 @@ def tune_command(tmp_path, *options, console_script=False):
     data = tmp_path / "data.npz"
     x, y = synthetic.make_images(400, seed=0, num_classes=NUM_CLASSES)
     np.savez(data, x_train=x, y_train=y)
-    kbn = [str(pathlib.Path(sys.executable).parent / "kbn")] if console_script else [
-        sys.executable, "-m", "kbn"]
+    kbn = (
+        [str(pathlib.Path(sys.executable).parent / "kbn")]
+        if console_script
+        else [sys.executable, "-m", "kbn"]
+    )
     return [
-        *kbn, "tune", "--data", f"npz:{data}", "--val-size", "100",
-        "--rounds", "2", "--epochs", "3", "--directory", str(tmp_path), "--project", "p", "--json",
+        *kbn,
+        "tune",
+        "--data",
+        f"npz:{data}",
+        "--val-size",
+        "100",
+        "--rounds",
+        "2",
+        "--epochs",
+        "3",
+        "--directory",
+        str(tmp_path),
+        "--project",
+        "p",
+        "--json",
         *options,
     ]
 

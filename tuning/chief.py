@@ -31,11 +31,11 @@ from concurrent import futures
 import grpc
 import numpy as np
 
-from kbn.training.config import TrainConfig
-from kbn.data import Dataset, Split
 from kbn import _compat
+from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path, read_json, write_json
+from kbn.training.config import TrainConfig
 from tuning.tuner import RECYCLE_EXIT
 
 WORKER_SETTINGS = "worker.json"
@@ -49,7 +49,7 @@ ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
 
 
 def role():
-    """"chief", "worker" or None (a search in one process), from KERASTUNER_TUNER_ID."""
+    """ "chief", "worker" or None (a search in one process), from KERASTUNER_TUNER_ID."""
     tuner_id = os.environ.get(TUNER_ID)
     if tuner_id is None:
         return None
@@ -67,7 +67,8 @@ def chief_address():
     except (KeyError, ValueError):
         raise KbnError(
             f"a search chief needs {ORACLE_IP} (the address to listen on) and {ORACLE_PORT} "
-            f"(a port number); got {os.environ.get(ORACLE_IP)!r} and {os.environ.get(ORACLE_PORT)!r}"
+            f"(a port number); got {os.environ.get(ORACLE_IP)!r} "
+            f"and {os.environ.get(ORACLE_PORT)!r}"
         ) from None
 
 
@@ -90,8 +91,13 @@ def write_worker_files(project_dir, dataset, search_config, train_config):
         },
     )
     with atomic_path(project_dir / WORKER_DATA) as tmp:
-        np.savez(tmp, x_train=dataset.train.x, y_train=dataset.train.y,
-                 x_val=dataset.val.x, y_val=dataset.val.y)
+        np.savez(
+            tmp,
+            x_train=dataset.train.x,
+            y_train=dataset.train.y,
+            x_val=dataset.val.x,
+            y_val=dataset.val.y,
+        )
 
 
 def read_worker_files(project_dir):
@@ -162,7 +168,8 @@ class WorkerPool:
             )
 
     def poll(self):
-        """Restart recycled workers; return the tuner ids of workers that died since the last poll."""
+        """Restart recycled workers; return the tuner ids of workers that died since the last
+        poll."""
         died = []
         for tuner_id, process in list(self.processes.items()):
             status = process.poll()

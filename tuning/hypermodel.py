@@ -8,7 +8,11 @@ width, batch norm on or off). Building is `kbn.build_mlp`; training is
 `kbn.train` (see `tuning.search.KbnTuner`).
 """
 
+from collections.abc import Sequence
+
+import keras
 import keras_tuner
+import numpy as np
 
 from kbn.nn.builder import build_mlp
 
@@ -41,18 +45,18 @@ class KbnHyperModel(keras_tuner.HyperModel):
 
     def __init__(
         self,
-        adapt,
-        num_classes,
+        adapt: np.ndarray,
+        num_classes: int,
         *,
-        hidden=(50, 30),
-        batch_norm=True,
-        init="he",
-        eta_range=ETA_RANGE,
-        lam_range=LAM_RANGE,
-        architecture=False,
-        gamma_beta=True,
-        seed=0,
-    ):
+        hidden: Sequence[int] = (50, 30),
+        batch_norm: bool = True,
+        init: str = "he",
+        eta_range: tuple[float, float] = ETA_RANGE,
+        lam_range: tuple[float, float] = LAM_RANGE,
+        architecture: bool = False,
+        gamma_beta: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(name="kbn_mlp")
         self.adapt = adapt
         self.num_classes = num_classes
@@ -65,7 +69,7 @@ class KbnHyperModel(keras_tuner.HyperModel):
         self.gamma_beta = gamma_beta
         self.seed = seed
 
-    def build(self, hp):
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         # eta is not the model's: kbn's training reads it from the trial's hp.
         hp.Float("eta", *self.eta_range, sampling="log")
         lam = hp.Float("lam", *self.lam_range, sampling="log")

@@ -31,13 +31,16 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import keras_tuner
-from keras_tuner.engine.trial import TrialStatus
+from keras_tuner.engine.trial import Trial, TrialStatus
 
 from kbn import _compat
 from kbn.errors import KbnError
 from kbn.fileio import write_json
+from tuning.pruning import Asha, Median
 
 # The report's first, coarse box: 0.01 < eta < 0.7 and 1e-6 < lambda < 0.1.
 DEFAULT_RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
@@ -46,7 +49,7 @@ DEFAULT_RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
 _STATE_KEY = "coarse_to_fine"
 
 
-def split_trials(max_trials, rounds):
+def split_trials(max_trials: int, rounds: int) -> list[int]:
     """Splits `max_trials` into `rounds` sizes as evenly as possible.
 
     Earlier rounds take the remainder: `split_trials(50, 3) == [17, 17, 16]`,
@@ -63,7 +66,13 @@ def split_trials(max_trials, rounds):
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
-def narrow(box, results, top_fraction, margin, direction):
+def narrow(
+    box: Mapping[str, tuple[float, float]],
+    results: Iterable[tuple[Mapping[str, float], float | None]],
+    top_fraction: float,
+    margin: float,
+    direction: str,
+) -> dict[str, tuple[float, float]]:
     """The next round's box: the previous one shrunk around its best trials.
 
     Works per hyper-parameter in log10 space. With the previous range
@@ -104,9 +113,7 @@ def narrow(box, results, top_fraction, margin, direction):
     scored = [
         (values, float(score))
         for values, score in results
-        if score is not None
-        and math.isfinite(score)
-        and all(name in values for name in box)
+        if score is not None and math.isfinite(score) and all(name in values for name in box)
     ]
     if not scored:
         return {name: (float(low), float(high)) for name, (low, high) in box.items()}
@@ -198,20 +205,21 @@ class CoarseToFineOracle(keras_tuner.Oracle):
 
     def __init__(
         self,
-        objective=None,
-        max_trials=50,
-        rounds=3,
-        ranges=None,
-        top_fraction=0.2,
-        margin=0.1,
-        seed=None,
-        pruning=None,
+        objective: str | keras_tuner.Objective | list[str | keras_tuner.Objective] | None = None,
+        max_trials: int = 50,
+        rounds: int = 3,
+        ranges: dict[str, tuple[float, float]] | None = None,
+        top_fraction: float = 0.2,
+        margin: float = 0.1,
+        seed: int | None = None,
+        pruning: Asha | Median | None = None,
         **kwargs,
-    ):
+    ) -> None:
         ranges = _checked_ranges(DEFAULT_RANGES if ranges is None else ranges)
         if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
             raise KbnError(
-                f"CoarseToFineOracle needs an int max_trials >= 1. Received: max_trials={max_trials!r}"
+                "CoarseToFineOracle needs an int max_trials >= 1. "
+                f"Received: max_trials={max_trials!r}"
             )
         if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= max_trials:
             raise KbnError(
@@ -220,7 +228,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             )
         if not 0 < top_fraction <= 1:
             raise KbnError(
-                f"CoarseToFineOracle needs 0 < top_fraction <= 1. Received: top_fraction={top_fraction!r}"
+                "CoarseToFineOracle needs 0 < top_fraction <= 1. "
+                f"Received: top_fraction={top_fraction!r}"
             )
         if not margin > 0:
             raise KbnError(f"CoarseToFineOracle needs margin > 0. Received: margin={margin!r}")
@@ -235,33 +244,33 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         # One box per started round: dict name -> (low, high).
         self._boxes = [dict(ranges)]
         # The ids of the trials each started round has created, in order.
-        self._round_trial_ids = [[]]
+        self._round_trial_ids: list[list[str]] = [[]]
         self.pruning = pruning
         # trial id -> the epoch the rule stopped it at.
-        self._stopped = {}
+        self._stopped: dict[str, int] = {}
         # trial id -> the rungs it has passed: a retried trial that reports
         # a rung again is not judged against trials that came after it.
-        self._passed = {}
+        self._passed: dict[str, list[int]] = {}
         self._defer_trial_save = False
 
     @property
-    def current_round(self):
+    def current_round(self) -> int:
         """The 1-based number of the round now creating or awaiting trials."""
         return len(self._boxes)
 
     @property
-    def boxes(self):
+    def boxes(self) -> list[dict[str, tuple[float, float]]]:
         """The boxes of the started rounds: a list of dicts name -> (low, high)."""
         return [dict(box) for box in self._boxes]
 
-    def round_of(self, trial_id):
+    def round_of(self, trial_id: str) -> int:
         """The 1-based round that created `trial_id`; KeyError for an unknown id."""
         for r, trial_ids in enumerate(self._round_trial_ids):
             if trial_id in trial_ids:
                 return r + 1
         raise KeyError(f"No trial {trial_id!r} in this search.")
 
-    def rounds_summary(self):
+    def rounds_summary(self) -> list[dict[str, Any]]:
         """One dict per started round: its box, completed trials and best score.
 
         Returns:
@@ -275,14 +284,14 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             best = None
             if finite:
                 best = float(max(finite) if self.objective.direction == "max" else min(finite))
-            row = {"round": r + 1}
+            row: dict[str, Any] = {"round": r + 1}
             row.update({f"{name}_range": [low, high] for name, (low, high) in box.items()})
             row.update({"trials": len(scores), "best": best})
             row["stopped"] = sum(1 for tid in trial_ids if tid in self._stopped)
             summary.append(row)
         return summary
 
-    def populate_space(self, trial_id):
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
         """Draws the next trial in the current box, waits, narrows or stops.
 
         Args:
@@ -324,7 +333,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 print(f"Round {r + 2} of {self.rounds}: {ranges}")
 
     @keras_tuner.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
+    def update_trial(self, trial_id: str, metrics: Mapping[str, float], step: int = 0) -> Trial:
         """Records a trial's report; answers `STOPPED` when the pruning rule stops it.
 
         Args:
@@ -356,7 +365,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         return trial
 
     @keras_tuner.synchronized
-    def end_trial(self, trial):
+    def end_trial(self, trial: Trial) -> None:
         """KerasTuner's `end_trial`; a trial the rule stopped ends as `STOPPED`."""
         super().end_trial(trial)
         ended = self.trials[trial.trial_id]
@@ -365,7 +374,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             self._save_trial(ended)
             self.save()
 
-    def score_trial(self, trial):
+    def score_trial(self, trial: Trial) -> None:
         """A trial's score is its last report: the model it ends with, not its best epoch."""
         name = self.objective.name
         if trial.metrics.exists(name) and trial.metrics.get_history(name):
@@ -375,7 +384,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             super().score_trial(trial)
 
     @keras_tuner.synchronized
-    def release(self, tuner_id):
+    def release(self, tuner_id: str) -> None:
         """Forget a worker that died; its running trial goes back to the queue.
 
         The next worker that asks for a trial gets it (and resumes it from its
@@ -388,7 +397,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         self.save()
 
     @property
-    def trials_stopped(self):
+    def trials_stopped(self) -> dict[str, int]:
         """The ids of the trials the pruning rule stopped, with their epochs."""
         return dict(self._stopped)
 
@@ -426,23 +435,24 @@ class CoarseToFineOracle(keras_tuner.Oracle):
     # KerasTuner writes its state files in place, so a kill mid-write leaves
     # a torn oracle.json or trial.json that breaks the next reload. kbn's are
     # written beside the target and renamed over it, whole or not at all.
-    def save(self):
+    def save(self) -> None:
         write_json(_compat.oracle_state_file(self), self.get_state())
 
     def _save_trial(self, trial):  # KerasTuner's private hook (kbn._compat.OVERRIDDEN)
         if self._defer_trial_save:
             return
-        write_json(os.path.join(_compat.oracle_trial_dir(self, trial.trial_id), "trial.json"), trial.get_state())
+        write_json(
+            os.path.join(_compat.oracle_trial_dir(self, trial.trial_id), "trial.json"),
+            trial.get_state(),
+        )
 
-    def get_state(self):
+    def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         state[_STATE_KEY] = {
             "max_trials": self.max_trials,
             "rounds": self.rounds,
             "ranges": {name: list(bounds) for name, bounds in self.ranges.items()},
-            "boxes": [
-                {name: list(bounds) for name, bounds in box.items()} for box in self._boxes
-            ],
+            "boxes": [{name: list(bounds) for name, bounds in box.items()} for box in self._boxes],
             "round_trial_ids": [list(ids) for ids in self._round_trial_ids],
             "pruning": self.pruning.name if self.pruning else "none",
             "stopped": dict(self._stopped),
@@ -450,13 +460,18 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         }
         return state
 
-    def set_state(self, state):
+    def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         # A missing key raises KeyError, which `Oracle.reload` reports as an
         # existing project of another kind.
         ours = state[_STATE_KEY]
         pruning = self.pruning.name if self.pruning else "none"
-        saved = (ours["max_trials"], ours["rounds"], _as_tuples(ours["ranges"]), ours.get("pruning", "none"))
+        saved = (
+            ours["max_trials"],
+            ours["rounds"],
+            _as_tuples(ours["ranges"]),
+            ours.get("pruning", "none"),
+        )
         if saved != (self.max_trials, self.rounds, self.ranges, pruning):
             raise KbnError(
                 "A coarse-to-fine search resumes with the settings it started with. "
@@ -516,10 +531,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         ranked.sort(key=lambda entry: entry[:2], reverse=True)
         # narrow() orders by score in the objective's direction: ranks as scores.
         n = len(ranked)
-        return [
-            (values, sign * float(n - i))
-            for i, (_, _, values) in enumerate(ranked)
-        ]
+        return [(values, sign * float(n - i)) for i, (_, _, values) in enumerate(ranked)]
 
     def _completed_results(self, trial_ids):
         return [

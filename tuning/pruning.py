@@ -33,6 +33,7 @@ Reference:
 
 import math
 import statistics
+from collections.abc import Sequence
 
 from kbn.errors import KbnError
 
@@ -60,7 +61,9 @@ class Asha:
 
     name = "asha"
 
-    def __init__(self, max_epochs, reduction=3, min_epochs=1, min_trials=3):
+    def __init__(
+        self, max_epochs: int, reduction: int = 3, min_epochs: int = 1, min_trials: int = 3
+    ) -> None:
         if reduction < 2 or min_epochs < 1 or max_epochs < 1:
             raise KbnError(
                 "ASHA needs reduction >= 2, min_epochs >= 1 and max_epochs >= 1. "
@@ -74,7 +77,7 @@ class Asha:
             epoch *= reduction
         self.rungs = tuple(rungs)
 
-    def should_stop(self, epoch, value, others):
+    def should_stop(self, epoch: int, value: float, others: Sequence[float]) -> bool:
         """Whether a trial that reported `value` after `epoch` epochs stops.
 
         Args:
@@ -105,23 +108,23 @@ class Median:
 
     name = "median"
 
-    def __init__(self, max_epochs, min_trials=3, warmup=1):
+    def __init__(self, max_epochs: int, min_trials: int = 3, warmup: int = 1) -> None:
         self.max_epochs = max_epochs
         self.min_trials = min_trials
         self.warmup = warmup
 
     @property
-    def rungs(self):
+    def rungs(self) -> tuple[int, ...]:
         return tuple(range(max(1, self.warmup), self.max_epochs))
 
-    def should_stop(self, epoch, value, others):
+    def should_stop(self, epoch: int, value: float, others: Sequence[float]) -> bool:
         """As `Asha.should_stop`: True when `value` is below the others' median."""
         if epoch not in self.rungs or len(others) < self.min_trials:
             return False
         return value < statistics.median(others)
 
 
-def pruning_rule(name, max_epochs):
+def pruning_rule(name: str | None, max_epochs: int) -> Asha | Median | None:
     """The rule called `name` ("asha", "median"), or None for "none".
 
     Raises:
@@ -136,5 +139,5 @@ def pruning_rule(name, max_epochs):
     raise KbnError(f"pruning must be one of {', '.join(PRUNING)}, got {name!r}")
 
 
-def finite(value):
+def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)

@@ -13,11 +13,22 @@ pruning rule ended it; its accuracy is its last epoch's), FAILED (diverged).
 import csv
 import dataclasses
 import pathlib
+from typing import Any
 
 from kbn import plots
 from kbn.fileio import atomic_path, read_json
 
-COLUMNS = ("trial_id", "round", "eta", "lam", "val_acc", "status", "epochs", "worker", "peak_rss_mb")
+COLUMNS = (
+    "trial_id",
+    "round",
+    "eta",
+    "lam",
+    "val_acc",
+    "status",
+    "epochs",
+    "worker",
+    "peak_rss_mb",
+)
 
 
 @dataclasses.dataclass
@@ -43,35 +54,35 @@ class SearchResult:
     project_dir: pathlib.Path
     seconds: float
 
-    def _count(self, status):
+    def _count(self, status: str) -> int:
         return sum(1 for t in self.trials if t["status"] == status)
 
     @property
-    def trials_completed(self):
+    def trials_completed(self) -> int:
         return self._count("COMPLETED")
 
     @property
-    def trials_stopped(self):
+    def trials_stopped(self) -> int:
         return self._count("STOPPED")
 
     @property
-    def trials_failed(self):
+    def trials_failed(self) -> int:
         return self._count("FAILED")
 
     @property
-    def epochs_trained(self):
+    def epochs_trained(self) -> int:
         """Every trial's epochs together: the search's cost in epochs."""
         return sum(t["epochs"] or 0 for t in self.trials)
 
     @property
-    def trials_by_worker(self):
-        counts = {}
+    def trials_by_worker(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
         for t in self.trials:
             if t["status"] != "FAILED" and t["worker"]:
                 counts[t["worker"]] = counts.get(t["worker"], 0) + 1
         return counts
 
-    def as_json(self):
+    def as_json(self) -> dict[str, Any]:
         """The search's outcome as `kbn tune --json` prints it: a dict of plain values."""
         return {
             "best": self.best,
@@ -137,16 +148,18 @@ def write_results(result, rounds):
         rounds: the search's number of rounds, for the plot's title.
     """
     folder = result.project_dir
-    with atomic_path(folder / "results.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(result.trials)
+    with atomic_path(folder / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(result.trials)
     # Completed trials first, then stopped ones, each by accuracy; failed last.
     order = {"COMPLETED": 0, "STOPPED": 1}
     ranked = sorted(
         result.trials,
-        key=lambda t: (order.get(t["status"], 2), -(t["val_acc"] if t["val_acc"] is not None else -1)),
+        key=lambda t: (
+            order.get(t["status"], 2),
+            -(t["val_acc"] if t["val_acc"] is not None else -1),
+        ),
     )
     lines = [
         "| eta | lambda | validation accuracy | round | status | epochs |",

@@ -30,8 +30,9 @@ import shutil
 import time
 import warnings
 
-from kbn.training.config import TrainConfig, as_validation_freq
+from kbn.data import Dataset
 from kbn.errors import KbnError
+from kbn.training.config import TrainConfig, as_validation_freq
 from kbn.training.runlock import LOCK_NAME, RunLock
 from tuning import chief
 from tuning.hypermodel import ETA_RANGE, LAM_RANGE, KbnHyperModel
@@ -87,36 +88,59 @@ class SearchConfig:
     seed: int = 0
     verbose: int = 1  # KerasTuner's trial-by-trial display: 0 silent
 
-    def check(self):
+    def check(self) -> None:
         """Raise KbnError naming the first setting out of range."""
         for name in ("eta_range", "lam_range"):
             low, high = getattr(self, name)
             if not 0 < low < high:
                 raise KbnError(
-                    f"{name.replace('_', ' ')} must be low:high with 0 < low < high, got {low}:{high}"
+                    f"{name.replace('_', ' ')} must be low:high with 0 < low < high, "
+                    f"got {low}:{high}"
                 )
         checks = [
             (self.rounds >= 1, f"rounds must be at least 1, got {self.rounds}"),
-            (self.trials >= self.rounds, f"trials must be at least the number of rounds ({self.rounds}), got {self.trials}"),
+            (
+                self.trials >= self.rounds,
+                f"trials must be at least the number of rounds ({self.rounds}), got {self.trials}",
+            ),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.pruning in PRUNING, f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}"),
-            (self.validation_freq is None or as_validation_freq(self.validation_freq) is not None,
-             f"validation_freq must be a positive integer or a list of epochs, got {self.validation_freq}"),
-            (self.backup_interval >= 0, f"backup_interval must be 0 or more seconds, got {self.backup_interval}"),
+            (
+                self.pruning in PRUNING,
+                f"pruning must be one of {', '.join(PRUNING)}, got {self.pruning!r}",
+            ),
+            (
+                self.validation_freq is None
+                or as_validation_freq(self.validation_freq) is not None,
+                "validation_freq must be a positive integer or a list of epochs, "
+                f"got {self.validation_freq}",
+            ),
+            (
+                self.backup_interval >= 0,
+                f"backup_interval must be 0 or more seconds, got {self.backup_interval}",
+            ),
             (self.workers >= 0, f"workers must be 0 or more, got {self.workers}"),
-            (self.recycle_after >= 1, f"recycle_after must be at least 1, got {self.recycle_after}"),
+            (
+                self.recycle_after >= 1,
+                f"recycle_after must be at least 1, got {self.recycle_after}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise KbnError(message)
 
-    def validate(self):
+    def validate(self) -> None:
         """Deprecated name of `check` (validation is the held-out split's evaluation)."""
-        warnings.warn("SearchConfig.validate() is now SearchConfig.check()", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "SearchConfig.validate() is now SearchConfig.check()", DeprecationWarning, stacklevel=2
+        )
         self.check()
 
 
-def search(dataset, config=None, train_config=None):
+def search(
+    dataset: Dataset,
+    config: SearchConfig | None = None,
+    train_config: TrainConfig | None = None,
+) -> SearchResult | None:
     """Run (or resume) the coarse-to-fine search of eta and lambda.
 
     Args:
@@ -167,7 +191,9 @@ def _run_search(tuner, config):
     with warnings.catch_warnings():
         # KerasTuner calls a trial that reports its objective each epoch (the
         # only way its oracle can stop one) a deprecated use; it is ours.
-        warnings.filterwarnings("ignore", message="The use case of calling", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="The use case of calling", category=DeprecationWarning
+        )
         tuner.search(verbose=config.verbose)
 
 

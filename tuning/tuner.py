@@ -15,17 +15,21 @@ on a worker, whose oracle is KerasTuner's gRPC client of the chief's.
 import dataclasses
 import pathlib
 import resource
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import keras_tuner
-from keras_tuner.engine.trial import TrialStatus
+import numpy as np
+from keras_tuner.engine.trial import Trial, TrialStatus
 
 from kbn import _compat
 from kbn._quiet import tensorflow_warnings_off
-from kbn.inference.evaluate import load_model
+from kbn.data import Dataset
 from kbn.fileio import read_json, write_json
+from kbn.inference.evaluate import load_model
 from kbn.nn import Dense
-from kbn.training import LoopCache, train
+from kbn.training import LoopCache, TrainConfig, train
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
 
@@ -33,7 +37,8 @@ RECYCLE_EXIT = 75  # a worker that ends this way asks to be started afresh
 
 
 class ReportEpochs(keras.callbacks.Callback):
-    """Reports the validation accuracy after each validated epoch; stops the run when the oracle says so.
+    """Reports the validation accuracy after each validated epoch; stops the run when the oracle
+    says so.
 
     Args:
         oracle: the search's oracle, or a worker's client of it.
@@ -42,13 +47,15 @@ class ReportEpochs(keras.callbacks.Callback):
             not report them twice).
     """
 
-    def __init__(self, oracle, trial_id, reported=()):
+    def __init__(
+        self, oracle: keras_tuner.Oracle, trial_id: str, reported: Iterable[int] = ()
+    ) -> None:
         super().__init__()
         self.oracle = oracle
         self.trial_id = trial_id
         self.reported = set(reported)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         step = epoch + 1  # epochs run, as the pruning rules count them
         if "val_accuracy" not in logs or step in self.reported:
@@ -61,7 +68,7 @@ class ReportEpochs(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def read_only(dataset):
+def read_only(dataset: Dataset) -> Dataset:
     """`dataset` with read-only views of its inputs (N, ...): the same pixels, not copied.
 
     kbn's compiled loop keeps a read-only split's pass through the model's
@@ -101,25 +108,32 @@ class KbnTuner(keras_tuner.Tuner):
             directory, project_name, overwrite).
     """
 
-    def __init__(self, dataset, train_config, trials_before_exit=None, **kwargs):
+    def __init__(
+        self,
+        dataset: Dataset,
+        train_config: TrainConfig,
+        trials_before_exit: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.dataset = read_only(dataset)
         self.train_config = train_config
         self.trials_before_exit = trials_before_exit
         self._trials_run = 0
-        self._warm = None  # (architecture values, model, its initial weights)
+        # (architecture values, model, its initial weights)
+        self._warm: tuple[dict[str, Any], keras.Model, list[np.ndarray]] | None = None
         self._loops = LoopCache()  # the shared model's compiled loop, kept across trials
 
-    def on_trial_end(self, trial):
+    def on_trial_end(self, trial: Trial) -> None:
         super().on_trial_end(trial)  # the trial is recorded by the oracle first
         self._trials_run += 1
         if self.trials_before_exit and self._trials_run >= self.trials_before_exit:
             raise SystemExit(RECYCLE_EXIT)  # the chief starts a fresh worker
 
-    def run_dir(self, trial_id):
+    def run_dir(self, trial_id: str) -> pathlib.Path:
         return pathlib.Path(self.project_dir) / "runs" / f"trial_{trial_id}"
 
-    def run_trial(self, trial, *args, **kwargs):
+    def run_trial(self, trial: Trial, *args, **kwargs) -> dict[str, float]:
         run_dir = self.run_dir(trial.trial_id)
         summary = read_json(run_dir / "summary.json")
         if summary and summary.get("finished"):
@@ -158,11 +172,15 @@ class KbnTuner(keras_tuner.Tuner):
         # The searched values and the round (the oracle's), beside kbn's own HParams.
         extras = {"trial_id": trial.trial_id, **hp.values}
         with tensorflow_warnings_off():  # a new model, new graphs, every trial
-            result = train(model, self.dataset, config, callbacks=[report], hparams=extras, loops=self._loops)
+            result = train(
+                model, self.dataset, config, callbacks=[report], hparams=extras, loops=self._loops
+            )
         # Who ran it, and the process's peak memory so far: flat across
         # trials, or KerasTuner's known growth (its issues 395, 873, 1031).
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        write_json(run_dir / "process.json", {"worker": self.tuner_id, "peak_rss_mb": peak_kib / 1024})
+        write_json(
+            run_dir / "process.json", {"worker": self.tuner_id, "peak_rss_mb": peak_kib / 1024}
+        )
         return result.summary
 
     def _model_for(self, hp):
@@ -187,14 +205,14 @@ class KbnTuner(keras_tuner.Tuner):
         self._warm = (architecture, model, model.get_weights())
         return model
 
-    def save(self):
+    def save(self) -> None:
         """KerasTuner's save, with files replaced whole (see the oracle's `save`)."""
         if not _compat.tuner_is_worker(self):
             self.oracle.save()
         write_json(_compat.tuner_state_file(self), self.get_state())
 
-    def save_model(self, trial_id, model, step=0):
+    def save_model(self, trial_id: str, model: keras.Model, step: int = 0) -> None:
         """kbn's training already saved the trial's model in its run dir."""
 
-    def load_model(self, trial):
+    def load_model(self, trial: Trial) -> keras.Model:
         return load_model(self.run_dir(trial.trial_id) / "model.keras")

@@ -14,8 +14,8 @@ import threading
 import time
 
 import kbn  # noqa: F401  (quiet TensorFlow start-up, layers registered)
-from tuning.search import SearchConfig, search
 from tuning.chief import read_worker_files
+from tuning.search import SearchConfig, search
 
 
 def _exit_with_parent(parent):

@@ -33,23 +33,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import keras
 import numpy as np
 
-from kbn.training.callbacks import EpochTimer
+from kbn.bench.numpy_reference import NumpyMLP, load_arrays, preprocess
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.nn.builder import build_mlp
-from kbn.bench.numpy_reference import NumpyMLP, load_arrays, preprocess
 from kbn.nn.precision import check as check_precision
 from kbn.training import TrainConfig, train
+from kbn.training.callbacks import EpochTimer
 
 IMPLEMENTATIONS = ("numpy", "keras", "kbn")
 # The report's network, 3072-50-30-10 with batch norm (hidden widths and classes; 3072
 # inputs on CIFAR-10), with the report's best eta and lambda, its decay and momentum:
 # what NumPy and Keras run, and kbn by default.
-SEED_NET = dict(hidden=(50, 30), classes=10, eta=0.0864, decay=0.8, lam=1.8245e-4, momentum=0.9)
+SEED_NET: dict[str, Any] = dict(
+    hidden=(50, 30), classes=10, eta=0.0864, decay=0.8, lam=1.8245e-4, momentum=0.9
+)
 
 
 @dataclasses.dataclass
@@ -130,9 +133,13 @@ def epoch_times(
     """
     unknown = sorted(set(implementations) - set(IMPLEMENTATIONS))
     if unknown:
-        raise KbnError(f"unknown implementation {unknown[0]!r}; known: {', '.join(IMPLEMENTATIONS)}")
+        raise KbnError(
+            f"unknown implementation {unknown[0]!r}; known: {', '.join(IMPLEMENTATIONS)}"
+        )
     if epochs < 2:
-        raise KbnError(f"the benchmark needs at least 2 epochs (the first is warm-up), got {epochs}")
+        raise KbnError(
+            f"the benchmark needs at least 2 epochs (the first is warm-up), got {epochs}"
+        )
     if repeats < 1:
         raise KbnError(f"repeats must be at least 1, got {repeats}")
     precisions = tuple(dict.fromkeys(check_precision(p) for p in precisions))
@@ -143,13 +150,21 @@ def epoch_times(
         raise KbnError(f"hidden widths must be positive integers. Received: hidden={list(hidden)}")
     x, y, x_val, y_val = load_arrays(data, train_size, val_size, seed, data_dir)
     if max(y.max(), y_val.max(initial=0)) >= SEED_NET["classes"]:
-        raise KbnError(f"{data}: the benchmark's network (the report's) has 10 classes, the data has more")
+        raise KbnError(
+            f"{data}: the benchmark's network (the report's) has 10 classes, the data has more"
+        )
     runners = {
         "numpy": lambda inputs, precision: _numpy_epochs_native(inputs, epochs, batch_size, seed),
         "keras": lambda inputs, precision: _keras_epochs(inputs, epochs, batch_size, seed),
-        "kbn": lambda inputs, precision: _kbn_epochs(inputs, epochs, batch_size, seed, hidden, precision),
+        "kbn": lambda inputs, precision: _kbn_epochs(
+            inputs, epochs, batch_size, seed, hidden, precision
+        ),
     }
-    rows = [(name, p) for name in implementations for p in (precisions if name == "kbn" else ("float32",))]
+    rows = [
+        (name, p)
+        for name in implementations
+        for p in (precisions if name == "kbn" else ("float32",))
+    ]
     runs = {row_name(*row): [] for row in rows}
     blas = None
     with tempfile.TemporaryDirectory() as folder:
@@ -167,7 +182,9 @@ def epoch_times(
     ratios = {name: s / reference for name, s in seconds_per_epoch.items()} if reference else {}
     kbn_float32 = seconds_per_epoch.get("kbn")
     kbn_rows = [row_name("kbn", p) for p in precisions] if "kbn" in implementations else []
-    speedups = {row: kbn_float32 / seconds_per_epoch[row] for row in kbn_rows} if kbn_float32 else {}
+    speedups = (
+        {row: kbn_float32 / seconds_per_epoch[row] for row in kbn_rows} if kbn_float32 else {}
+    )
     return BenchResult(
         data=data,
         train_size=len(x),
@@ -190,8 +207,11 @@ def format_result(result):
     seed_net = "-".join(str(w) for w in SEED_NET["hidden"])
     net = "-".join(str(w) for w in result.hidden)
     other = [name for name in result.seconds_per_epoch if not name.startswith("kbn")]
-    nets = f"net {net} with BN" if net == seed_net or not other else (
-        f"kbn: net {net} with BN; {', '.join(other)}: the report's net {seed_net} with BN")
+    nets = (
+        f"net {net} with BN"
+        if net == seed_net or not other
+        else (f"kbn: net {net} with BN; {', '.join(other)}: the report's net {seed_net} with BN")
+    )
     lines = [
         f"{nets}, {result.train_size} images ({result.data}), batch {result.batch_size}"
         + (f", {result.val_size} validation images" if result.val_size else ""),
@@ -207,7 +227,8 @@ def format_result(result):
         runs = ", ".join(f"{s:.3f}" for s in result.runs[name])
         lines.append(
             f"| {name.split()[0]} | {result.precisions.get(name, 'float32')} | {seconds:.3f} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} | {f'{speedup:.2f}x' if speedup else '-'} | {runs} |"
+            f"{f'{ratio:.2f}x' if ratio else '-'} | "
+            f"{f'{speedup:.2f}x' if speedup else '-'} | {runs} |"
         )
     return "\n".join(lines)
 
@@ -221,14 +242,19 @@ def _numpy_epochs_native(arrays, epochs, batch_size, seed):
     Returns:
         (seconds per epoch, "openblas SkylakeX"-like name of the kernel).
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    }
     code = (
         "import json, sys; from kbn.bench.epoch_time import _numpy_child; "
         "print(json.dumps(_numpy_child(*sys.argv[1:])))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(arrays), str(epochs), str(batch_size), str(seed)],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         raise RuntimeError(f"the NumPy reference failed: {done.stderr.strip()[-2000:]}")
@@ -242,15 +268,27 @@ def _numpy_child(arrays, epochs, batch_size, seed):
     with np.load(arrays) as saved:
         x, y, x_val, y_val = (saved[k] for k in ("x", "y", "x_val", "y_val"))
     seconds = _numpy_epochs((x, y, x_val, y_val), int(epochs), int(batch_size), int(seed))
-    blas = next((f"{i['internal_api']} {i.get('architecture') or ''}".strip()
-                 for i in threadpool_info() if i["user_api"] == "blas"), "unknown")
+    blas = next(
+        (
+            f"{i['internal_api']} {i.get('architecture') or ''}".strip()
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ),
+        "unknown",
+    )
     return {"seconds": seconds, "blas": blas}
 
 
 def _numpy_epochs(data, epochs, batch_size, seed):
     x, y, x_val, y_val = data
     xt, xv = preprocess(x, x_val)
-    net = NumpyMLP(SEED_NET["hidden"], SEED_NET["classes"], lam=SEED_NET["lam"], seed=seed, input_dim=xt.shape[1])
+    net = NumpyMLP(
+        SEED_NET["hidden"],
+        SEED_NET["classes"],
+        lam=SEED_NET["lam"],
+        seed=seed,
+        input_dim=xt.shape[1],
+    )
     rng = np.random.default_rng([seed, 1])
     seconds = []
     for epoch in range(epochs):
@@ -279,12 +317,18 @@ def _keras_epochs(data, epochs, batch_size, seed):
     ]
     for i, width in enumerate(hidden):
         layers += [
-            keras.layers.Dense(width, use_bias=False, kernel_initializer=keras.initializers.HeNormal(seed + i),
-                               kernel_regularizer=keras.regularizers.L2(lam)),
+            keras.layers.Dense(
+                width,
+                use_bias=False,
+                kernel_initializer=keras.initializers.HeNormal(seed + i),
+                kernel_regularizer=keras.regularizers.L2(lam),
+            ),
             keras.layers.BatchNormalization(epsilon=1e-3),
             keras.layers.ReLU(),
         ]
-    layers.append(keras.layers.Dense(SEED_NET["classes"], kernel_regularizer=keras.regularizers.L2(lam)))
+    layers.append(
+        keras.layers.Dense(SEED_NET["classes"], kernel_regularizer=keras.regularizers.L2(lam))
+    )
     model = keras.Sequential(layers)
     steps = -(-len(x) // batch_size)
     rate = keras.optimizers.schedules.ExponentialDecay(
@@ -297,7 +341,12 @@ def _keras_epochs(data, epochs, batch_size, seed):
     )
     timer = EpochTimer()
     model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[timer],
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[timer],
         validation_data=(x_val, y_val) if len(x_val) else None,
     )
     return timer.seconds
@@ -306,15 +355,27 @@ def _keras_epochs(data, epochs, batch_size, seed):
 def _kbn_epochs(data, epochs, batch_size, seed, hidden=SEED_NET["hidden"], precision="float32"):
     x, y, x_val, y_val = data
     dataset = Dataset(
-        name="bench", train=Split(x, y), val=Split(x_val, y_val), test=None,
+        name="bench",
+        train=Split(x, y),
+        val=Split(x_val, y_val),
+        test=None,
         class_names=tuple(str(k) for k in range(SEED_NET["classes"])),
     )
-    model = build_mlp(hidden, SEED_NET["classes"], adapt=x, lam=SEED_NET["lam"], seed=seed, precision=precision)
+    model = build_mlp(
+        hidden, SEED_NET["classes"], adapt=x, lam=SEED_NET["lam"], seed=seed, precision=precision
+    )
     with tempfile.TemporaryDirectory() as logdir:
         config = TrainConfig(
-            eta=SEED_NET["eta"], decay=SEED_NET["decay"], momentum=SEED_NET["momentum"],
-            epochs=epochs, batch_size=batch_size, seed=seed, logdir=logdir, run_name="bench",
-            verbose=0, precision=precision,
+            eta=SEED_NET["eta"],
+            decay=SEED_NET["decay"],
+            momentum=SEED_NET["momentum"],
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            logdir=logdir,
+            run_name="bench",
+            verbose=0,
+            precision=precision,
         )
         result = train(model, dataset, config)
     return result.history["seconds"]

@@ -44,157 +44,20 @@ import time
 
 import numpy as np
 
+from kbn.bench.numpy_layers import (
+    batch_norm_backward,
+    batch_norm_forward,
+    batch_norm_inference,
+    dense_backward,
+    dense_forward,
+    relu_backward,
+    relu_forward,
+    softmax_cross_entropy,
+)
+
 DEFAULT_LAM = 1.8245e-4
 DEFAULT_ETA = 0.0864
 DEFAULT_DECAY = 0.8
-
-
-# ---------------------------------------------------------------------------------------
-# Dense: s = x W (+ b)
-# ---------------------------------------------------------------------------------------
-def dense_forward(x, W, b=None):
-    """Affine layer forward.
-
-    Args:
-        x: inputs of shape (N, D).
-        W: kernel of shape (D, M).
-        b: bias of shape (M,), or None for no bias.
-
-    Returns:
-        s: outputs of shape (N, M).
-        cache: (x, W) for `dense_backward`.
-    """
-    s = x @ W  # (N, M)
-    if b is not None:
-        s += b
-    return s, (x, W)
-
-
-def dense_backward(ds, cache, need_dx=True, has_bias=True):
-    """Affine layer backward.
-
-    Args:
-        ds: upstream gradient of shape (N, M).
-        cache: (x (N, D), W (D, M)) from `dense_forward`.
-        need_dx: False skips dx (the first layer does not need it).
-        has_bias: False returns db None.
-
-    Returns:
-        dx (N, D) or None, dW (D, M) = x^T ds, db (M,) = sum_n ds or None.
-    """
-    x, W = cache
-    dW = x.T @ ds  # (D, M)
-    db = ds.sum(axis=0) if has_bias else None  # (M,)
-    dx = ds @ W.T if need_dx else None  # (N, D)
-    return dx, dW, db
-
-
-# ---------------------------------------------------------------------------------------
-# BatchNorm: y = gamma * (x - mean) / sqrt(var + eps) + beta
-# ---------------------------------------------------------------------------------------
-def batch_norm_forward(x, gamma, beta, epsilon):
-    """Batch normalisation forward in training mode (the batch's own statistics).
-
-    Args:
-        x: inputs of shape (N, D).
-        gamma: scale of shape (D,), or None for no scale (gamma = 1).
-        beta: shift of shape (D,), or None for no shift (beta = 0).
-        epsilon: float added to the variance.
-
-    Returns:
-        y: outputs of shape (N, D).
-        mean: batch mean of shape (D,).
-        var: biased batch variance of shape (D,).
-        cache: (x_hat (N, D), inv_std (D,), gamma) for `batch_norm_backward`.
-    """
-    mean = x.mean(axis=0)  # (D,)
-    xc = x - mean  # (N, D)
-    var = np.einsum("nd,nd->d", xc, xc) / x.shape[0]  # (D,), biased
-    inv_std = 1.0 / np.sqrt(var + epsilon)  # (D,)
-    x_hat = xc * inv_std  # (N, D)
-    y = x_hat * gamma if gamma is not None else x_hat.copy()
-    if beta is not None:
-        y += beta
-    return y, mean, var, (x_hat, inv_std, gamma)
-
-
-def batch_norm_backward(dy, cache):
-    """Batch normalisation backward in training mode (the report's BatchNormBackPass).
-
-    Args:
-        dy: upstream gradient of shape (N, D).
-        cache: (x_hat (N, D), inv_std (D,), gamma (D,) or None) from the forward pass.
-
-    Returns:
-        dx (N, D) = inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), g = dy * gamma;
-        dgamma (D,) = sum_n dy * x_hat; dbeta (D,) = sum_n dy.
-    """
-    x_hat, inv_std, gamma = cache
-    n = dy.shape[0]
-    dbeta = dy.sum(axis=0)  # (D,)
-    dgamma = np.einsum("nd,nd->d", dy, x_hat)  # (D,)
-    if gamma is None:
-        g_sum, gx_sum = dbeta, dgamma
-        g = dy
-    else:
-        g = dy * gamma  # (N, D)
-        g_sum, gx_sum = dbeta * gamma, dgamma * gamma
-    dx = g - g_sum / n
-    dx -= x_hat * (gx_sum / n)
-    dx *= inv_std
-    return dx, dgamma, dbeta
-
-
-def batch_norm_inference(x, moving_mean, moving_var, gamma, beta, epsilon):
-    """Batch normalisation in inference mode: the moving averages, shapes as above."""
-    scale = 1.0 / np.sqrt(moving_var + epsilon)
-    if gamma is not None:
-        scale = scale * gamma
-    shift = -moving_mean * scale
-    if beta is not None:
-        shift = shift + beta
-    return x * scale + shift
-
-
-# ---------------------------------------------------------------------------------------
-# ReLU
-# ---------------------------------------------------------------------------------------
-def relu_forward(x):
-    """ReLU forward: x (N, D) -> (y (N, D), cache = y), in place on x."""
-    np.maximum(x, 0, out=x)
-    return x, x
-
-
-def relu_backward(dy, cache):
-    """ReLU backward: dy (N, D), cache y (N, D) -> dx (N, D), in place on dy."""
-    dy *= cache > 0
-    return dy
-
-
-# ---------------------------------------------------------------------------------------
-# Softmax cross-entropy
-# ---------------------------------------------------------------------------------------
-def softmax_cross_entropy(s, y):
-    """Mean softmax cross-entropy and its gradient.
-
-    Args:
-        s: logits of shape (N, K).
-        y: integer labels of shape (N,).
-
-    Returns:
-        loss: float, mean over N of -log softmax(s)[y].
-        ds: gradient of the loss w.r.t. s, shape (N, K): (p - onehot(y)) / N.
-    """
-    n = s.shape[0]
-    z = s - s.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p_sum = p.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = float(np.mean(np.log(p_sum[:, 0]) - z[rows, y]))
-    p /= p_sum
-    p[rows, y] -= 1.0
-    p /= n
-    return loss, p
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,7 +184,11 @@ class NumpyMLP:
                     batch_stats.append((i, mean, var))
                 else:
                     s = batch_norm_inference(
-                        s, self.state[f"mean{i}"], self.state[f"var{i}"], gamma, beta,
+                        s,
+                        self.state[f"mean{i}"],
+                        self.state[f"var{i}"],
+                        gamma,
+                        beta,
                         self.epsilon,
                     )
             h, relu_cache = relu_forward(s)
@@ -415,8 +282,10 @@ class NumpyMLP:
         """Class scores (logits) of shape (N, K), BatchNorm in inference mode."""
         self._ensure_built(x)
         return np.concatenate(
-            [self.forward(x[i : i + batch_size], training=False)
-             for i in range(0, len(x), batch_size)]
+            [
+                self.forward(x[i : i + batch_size], training=False)
+                for i in range(0, len(x), batch_size)
+            ]
         )
 
     def accuracy(self, x, y):
@@ -438,8 +307,17 @@ class NumpyMLP:
 # Gradient check
 # ---------------------------------------------------------------------------------------
 def gradient_check(
-    hidden=(8, 6), num_classes=5, dim=20, batch_size=10, lam=1e-2, batch_norm=True,
-    gamma_beta=True, entries=5, h=1e-5, seed=0, verbose=False,
+    hidden=(8, 6),
+    num_classes=5,
+    dim=20,
+    batch_size=10,
+    lam=1e-2,
+    batch_norm=True,
+    gamma_beta=True,
+    entries=5,
+    h=1e-5,
+    seed=0,
+    verbose=False,
 ):
     """Finite-difference check of `NumpyMLP`'s backward pass, in float64.
 
@@ -453,8 +331,16 @@ def gradient_check(
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch_size, dim))
     y = rng.integers(0, num_classes, size=batch_size)
-    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, lam=lam, seed=seed,
-                   dtype=np.float64, gamma_beta=gamma_beta, input_dim=dim)
+    net = NumpyMLP(
+        hidden,
+        num_classes,
+        batch_norm=batch_norm,
+        lam=lam,
+        seed=seed,
+        dtype=np.float64,
+        gamma_beta=gamma_beta,
+        input_dim=dim,
+    )
     for k, v in net.params.items():
         if k.startswith(("gamma", "beta", "b")):
             v += rng.normal(scale=0.5, size=v.shape)
@@ -498,7 +384,9 @@ def load_arrays(spec, train_size, val_size, data_seed, data_dir=None):
         return x[:train_size], y[:train_size], x[train_size:], y[train_size:]
     from kbn.data import load_data
 
-    ds = load_data(spec, train_size=train_size, val_size=val_size, seed=data_seed, data_dir=data_dir)
+    ds = load_data(
+        spec, train_size=train_size, val_size=val_size, seed=data_seed, data_dir=data_dir
+    )
     return ds.train.x, ds.train.y, ds.val.x, ds.val.y
 
 
@@ -520,10 +408,25 @@ def preprocess(x_train, x_val, standardize=False, dtype=np.float32):
 
 
 def run(
-    data="synthetic", train_size=10_000, val_size=10_000, data_seed=0, epochs=20,
-    eta=DEFAULT_ETA, decay=DEFAULT_DECAY, lam=DEFAULT_LAM, epsilon=1e-3, gamma_beta=True,
-    standardize=False, init="he", seed=0, batch_size=100, momentum=0.9,
-    hidden=(50, 30), batch_norm=True, arrays=None, verbose=True,
+    data="synthetic",
+    train_size=10_000,
+    val_size=10_000,
+    data_seed=0,
+    epochs=20,
+    eta=DEFAULT_ETA,
+    decay=DEFAULT_DECAY,
+    lam=DEFAULT_LAM,
+    epsilon=1e-3,
+    gamma_beta=True,
+    standardize=False,
+    init="he",
+    seed=0,
+    batch_size=100,
+    momentum=0.9,
+    hidden=(50, 30),
+    batch_norm=True,
+    arrays=None,
+    verbose=True,
 ):
     """Train on the protocol; returns a dict of the results (see `--json`).
 
@@ -534,9 +437,17 @@ def run(
     x_train, y_train, x_val, y_val = arrays
     xt, xv = preprocess(x_train, x_val, standardize=standardize)
     num_classes = int(max(y_train.max(), y_val.max() if len(y_val) else 0)) + 1
-    net = NumpyMLP(hidden, num_classes, batch_norm=batch_norm, init=init, lam=lam,
-                   epsilon=epsilon, seed=seed, gamma_beta=gamma_beta,
-                   input_dim=xt.shape[1])
+    net = NumpyMLP(
+        hidden,
+        num_classes,
+        batch_norm=batch_norm,
+        init=init,
+        lam=lam,
+        epsilon=epsilon,
+        seed=seed,
+        gamma_beta=gamma_beta,
+        input_dim=xt.shape[1],
+    )
     shuffle_rng = np.random.default_rng([seed, 1])
     costs, val_costs, val_accs, seconds, seconds_with_val = [], [], [], [], []
     for e in range(epochs):
@@ -551,8 +462,11 @@ def run(
             val_accs.append(val_acc)
         seconds_with_val.append(time.perf_counter() - t0)
         if verbose:
-            print(f"epoch {e + 1:2d}  eta {eta * decay**e:.5f}  train cost {cost:.4f}  "
-                  f"({seconds[-1]:.3f} s)", flush=True)
+            print(
+                f"epoch {e + 1:2d}  eta {eta * decay**e:.5f}  train cost {cost:.4f}  "
+                f"({seconds[-1]:.3f} s)",
+                flush=True,
+            )
     train_cost, train_acc = net.evaluate(xt, y_train)
     # The last epoch's validation pass is the final one: the net has not changed since.
     if val_costs:

@@ -75,8 +75,9 @@ def build_parser():
 
     parser = Parser(prog="kbn", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
-                                       metavar="COMMAND", title="commands")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, parser_class=Parser, metavar="COMMAND", title="commands"
+    )
     for command in COMMANDS.values():
         command.add_parser(subparsers)
     return parser

@@ -11,16 +11,25 @@ EXAMPLES = [
 
 def add_parser(subparsers):
     """Add `kbn evaluate` to the `kbn` parser's subparsers; returns its parser."""
-    p = subparsers.add_parser("evaluate", help="accuracy, loss, per-class accuracy and confusion matrix "
-                                               "of a saved model on a data split",
-                              epilog=examples_epilog(EXAMPLES))
+    p = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, loss, per-class accuracy and confusion matrix "
+        "of a saved model on a data split",
+        epilog=examples_epilog(EXAMPLES),
+    )
     p.add_argument("model", metavar="MODEL.keras")
     add_data_options(p)
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
-    p.add_argument("--confusion", metavar="PATH.png",
-                   help="draw the confusion matrix (of all the splits evaluated) there")
-    p.add_argument("--json", action="store_true",
-                   help="last stdout line: the metrics, per-class accuracy and confusion matrix as JSON")
+    p.add_argument(
+        "--confusion",
+        metavar="PATH.png",
+        help="draw the confusion matrix (of all the splits evaluated) there",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="last stdout line: the metrics, per-class accuracy and confusion matrix as JSON",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -37,16 +46,22 @@ def run(args):
     # One line per split, its name first; the per-class accuracies on the same line.
     lines = [
         f"{name}: accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}, n {r['n']}; per class: "
-        + ", ".join(f"{c} {'-' if a is None else format(a, '.4f')}" for c, a in r["per_class"].items())
+        + ", ".join(
+            f"{c} {'-' if a is None else format(a, '.4f')}" for c, a in r["per_class"].items()
+        )
         for name, r in result["splits"].items()
     ]
     if args.confusion:
         from kbn.plots.figures import plot_confusion
 
         splits = "+".join(result["splits"])
-        result["confusion_png"] = str(plot_confusion(
-            result["confusion"], result["class_names"], args.confusion,
-            title=f"{args.model} on {dataset.name} ({splits})",
-        ))
+        result["confusion_png"] = str(
+            plot_confusion(
+                result["confusion"],
+                result["class_names"],
+                args.confusion,
+                title=f"{args.model} on {dataset.name} ({splits})",
+            )
+        )
         lines.append(f"confusion matrix: {result['confusion_png']}")
     emit(args, result, "\n".join(lines))

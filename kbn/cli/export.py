@@ -10,11 +10,16 @@ EXAMPLES = [
 
 def add_parser(subparsers):
     """Add `kbn export` to the `kbn` parser's subparsers; returns its parser."""
-    p = subparsers.add_parser("export", help="a TensorFlow SavedModel serving raw uint8 images",
-                              epilog=examples_epilog(EXAMPLES))
+    p = subparsers.add_parser(
+        "export",
+        help="a TensorFlow SavedModel serving raw uint8 images",
+        epilog=examples_epilog(EXAMPLES),
+    )
     p.add_argument("model", metavar="MODEL.keras")
     p.add_argument("directory", metavar="DIR", help="the SavedModel's folder (new, or empty)")
-    p.add_argument("--json", action="store_true", help="last stdout line: the SavedModel's signature as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="last stdout line: the SavedModel's signature as JSON"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -27,10 +32,16 @@ def run(args):
 
     model = load_model(args.model)
     directory = export(model, args.directory)
-    result = {"directory": str(directory), "signature": SIGNATURE,
-              "input_shape": [None, *model.input_shape[1:]], "class_names": class_names(model)}
+    result = {
+        "directory": str(directory),
+        "signature": SIGNATURE,
+        "input_shape": [None, *model.input_shape[1:]],
+        "class_names": class_names(model),
+    }
     shape = ", ".join(str(d) for d in result["input_shape"])
-    text = (f"SavedModel in {directory}: {SIGNATURE}(images: uint8 ({shape})) -> "
-            f"probabilities float32 (None, {len(result['class_names'])}), classes int64 (None,), "
-            f"class_names string (None,)")
+    text = (
+        f"SavedModel in {directory}: {SIGNATURE}(images: uint8 ({shape})) -> "
+        f"probabilities float32 (None, {len(result['class_names'])}), classes int64 (None,), "
+        f"class_names string (None,)"
+    )
     emit(args, result, text)

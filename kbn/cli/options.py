@@ -13,7 +13,14 @@ import json
 import math
 import typing
 
-from kbn.cli.parser import FLOAT32_MAX, fraction, int_list, non_negative_float, non_negative_int, positive_int
+from kbn.cli.parser import (
+    FLOAT32_MAX,
+    fraction,
+    int_list,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 
 
 def add_data_options(parser, required=True, seed=True):
@@ -24,15 +31,26 @@ def add_data_options(parser, required=True, seed=True):
         required: whether `--data` must be given.
         seed: whether to add `--seed` (a command that groups it elsewhere says False).
     """
-    parser.add_argument("--data", required=required, metavar="SPEC",
-                        help="fashion_mnist, cifar10, folder:PATH or npz:PATH")
+    parser.add_argument(
+        "--data",
+        required=required,
+        metavar="SPEC",
+        help="fashion_mnist, cifar10, folder:PATH or npz:PATH",
+    )
     parser.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
-    parser.add_argument("--train-size", type=positive_int, metavar="N",
-                        help="training examples (default: the pool less the validation ones)")
-    parser.add_argument("--val-size", type=non_negative_int, default=5000, metavar="N",
-                        help="validation examples")
+    parser.add_argument(
+        "--train-size",
+        type=positive_int,
+        metavar="N",
+        help="training examples (default: the pool less the validation ones)",
+    )
+    parser.add_argument(
+        "--val-size", type=non_negative_int, default=5000, metavar="N", help="validation examples"
+    )
     if seed:
-        parser.add_argument("--seed", type=int, default=0, help="seeds the split, weights, shuffling")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seeds the split, weights, shuffling"
+        )
 
 
 def load_dataset(args):
@@ -79,7 +97,11 @@ def add_config_options(parser, config_class, table=None):
         kind = _base_type(hints[field.name])
         if not meta.get("cli", True) or (kind not in (bool, *_KINDS) and "type" not in meta):
             continue
-        kwargs = {"dest": field.name, "default": getattr(defaults, field.name), "help": meta.get("help", "")}
+        kwargs = {
+            "dest": field.name,
+            "default": getattr(defaults, field.name),
+            "help": meta.get("help", ""),
+        }
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif "type" in meta:
@@ -127,7 +149,11 @@ def _setting_type(field, kind):
 
 def config_settings(args, config_class):
     """The fields of `config_class` found in the parsed `args`, as {name: value}."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(config_class)
+        if hasattr(args, f.name)
+    }
 
 
 # kbn train's model options: build_mlp's arguments, under build_mlp's names
@@ -136,22 +162,44 @@ def config_settings(args, config_class):
 # preset, `kbn train` trains the report's net with the report's protocol
 # (TrainConfig's defaults). `to`: the build_mlp arguments an option sets.
 MODEL_OPTIONS = {
-    "hidden": {"type": int_list, "metavar": "W1,W2,...",
-               "help": "hidden widths; '' for none (softmax regression)"},
+    "hidden": {
+        "type": int_list,
+        "metavar": "W1,W2,...",
+        "help": "hidden widths; '' for none (softmax regression)",
+    },
     "batch_norm": {"help": "BatchNorm after each hidden Dense"},
-    "gamma_beta": {"to": ("center", "scale"),
-                   "help": "BatchNorm's learnable scale gamma and shift beta (build_mlp's scale, center)"},
+    "gamma_beta": {
+        "to": ("center", "scale"),
+        "help": "BatchNorm's learnable scale gamma and shift beta (build_mlp's scale, center)",
+    },
     "init": {"help": "kernel init: he, xavier, or small (N(0, 1e-4^2), the report's)"},
-    "lam": {"type": non_negative_float, "metavar": "LAMBDA", "help": "L2 penalty lambda on every kernel"},
-    "bn_momentum": {"type": fraction, "metavar": "ALPHA",
-                    "help": "BatchNorm's moving-average factor, the report's alpha"},
-    "dropout": {"type": fraction, "metavar": "RATE", "help": "dropout rate after each hidden layer"},
+    "lam": {
+        "type": non_negative_float,
+        "metavar": "LAMBDA",
+        "help": "L2 penalty lambda on every kernel",
+    },
+    "bn_momentum": {
+        "type": fraction,
+        "metavar": "ALPHA",
+        "help": "BatchNorm's moving-average factor, the report's alpha",
+    },
+    "dropout": {
+        "type": fraction,
+        "metavar": "RATE",
+        "help": "dropout rate after each hidden layer",
+    },
     "flip": {"help": "random horizontal flips of the training images"},
-    "translate": {"type": fraction, "metavar": "FRACTION",
-                  "help": "random shifts of the training images, up to this fraction of their size"},
-    "whiten": {"type": non_negative_float, "metavar": "EPSILON",
-               "help": "ZCA whitening of the centred inputs with this epsilon (0.1 for CIFAR-10 "
-                       "pixels scaled to [0, 1]), learnt from the training images; 0 for none"},
+    "translate": {
+        "type": fraction,
+        "metavar": "FRACTION",
+        "help": "random shifts of the training images, up to this fraction of their size",
+    },
+    "whiten": {
+        "type": non_negative_float,
+        "metavar": "EPSILON",
+        "help": "ZCA whitening of the centred inputs with this epsilon (0.1 for CIFAR-10 "
+        "pixels scaled to [0, 1]), learnt from the training images; 0 for none",
+    },
 }
 
 

@@ -153,5 +153,7 @@ def float_range(text):
     try:
         low, high = (float(part) for part in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW:HIGH such as 0.01:0.7, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected LOW:HIGH such as 0.01:0.7, got {text!r}"
+        ) from None
     return low, high

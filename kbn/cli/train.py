@@ -36,21 +36,30 @@ def add_parser(subparsers):
     from kbn.training.presets import PRESETS
 
     p = subparsers.add_parser(
-        "train", help="train a k-layer network and log it to TensorBoard",
+        "train",
+        help="train a k-layer network and log it to TensorBoard",
         description="Train a k-layer fully connected network with mini-batch SGD and momentum; "
-                    "curves go to TensorBoard under --logdir, metrics to the run's summary.json. "
-                    "Without --preset, the report's network and protocol.",
+        "curves go to TensorBoard under --logdir, metrics to the run's summary.json. "
+        "Without --preset, the report's network and protocol.",
         epilog=examples_epilog(EXAMPLES),
     )
     data = p.add_argument_group("data")
     add_data_options(data, seed=False)
-    data.add_argument("--test-data", metavar="SPEC", help="a second SPEC whose images form the test split")
-    p.add_argument("--preset", choices=PRESETS, metavar="NAME",
-                   help=f"a recipe ({', '.join(PRESETS)}) whose settings become the defaults; "
-                        "flags given override them")
+    data.add_argument(
+        "--test-data", metavar="SPEC", help="a second SPEC whose images form the test split"
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        metavar="NAME",
+        help=f"a recipe ({', '.join(PRESETS)}) whose settings become the defaults; "
+        "flags given override them",
+    )
     add_model_options(p.add_argument_group("network (kbn.build_mlp)"))
     add_config_options(p.add_argument_group("training (kbn.TrainConfig)"), TrainConfig)
-    p.add_argument("--json", action="store_true", help="last stdout line: the run's metrics as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="last stdout line: the run's metrics as JSON"
+    )
     p.set_defaults(func=run, apply_preset=_apply_preset(p))
     return p
 
@@ -102,8 +111,10 @@ def run(args):
             **settings,
         )
     if not args.json:
-        print(f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
-              f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes")
+        print(
+            f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
+            f"{len(dataset.test) if dataset.test else 0} test, {dataset.num_classes} classes"
+        )
         print("model: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         print("training: " + ", ".join(f"{k}={v}" for k, v in _shown_settings(config).items()))
         if strategy.num_replicas_in_sync > 1:
@@ -111,8 +122,11 @@ def run(args):
     with running():
         result = train(model, dataset, config)
     outcome = result.as_json()
-    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
-             for k, v in outcome.items() if v is not None and k != "diverged"]
+    lines = [
+        f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
+        for k, v in outcome.items()
+        if v is not None and k != "diverged"
+    ]
     if result.diverged:
         lines.insert(0, f"stopped early: {result.diverged}")
     lines.append(f"curves: tensorboard --logdir {args.logdir}")
@@ -126,6 +140,16 @@ def _shown_settings(config):
     and where the run goes; options left at None (a schedule's unused
     setting) are not shown. summary.json keeps the whole config.
     """
-    hidden = {"steps_per_execution", "verbose", "plot_curves", "gradcheck_every", "divergence_factor",
-              "optimizer", "resume", "save"}
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in hidden and v is not None}
+    hidden = {
+        "steps_per_execution",
+        "verbose",
+        "plot_curves",
+        "gradcheck_every",
+        "divergence_factor",
+        "optimizer",
+        "resume",
+        "save",
+    }
+    return {
+        k: v for k, v in dataclasses.asdict(config).items() if k not in hidden and v is not None
+    }

@@ -4,7 +4,13 @@ Its options beyond the data ones are `tuning.search.SearchConfig`'s fields,
 offered as `SEARCH_OPTIONS` says.
 """
 
-from kbn.cli.options import add_config_options, add_data_options, config_settings, emit, load_dataset
+from kbn.cli.options import (
+    add_config_options,
+    add_data_options,
+    config_settings,
+    emit,
+    load_dataset,
+)
 from kbn.cli.parser import examples_epilog, float_range, running
 
 EXAMPLES = [
@@ -27,22 +33,43 @@ SEARCH_OPTIONS = {
     "rounds": {"help": "shrinking intervals", "metavar": "N"},
     "trials": {"help": "trials in all rounds together", "metavar": "N"},
     "epochs": {"help": "epochs per trial", "metavar": "N"},
-    "eta_range": {"type": float_range, "metavar": "LOW:HIGH", "help": "eta's first interval (log scale)"},
-    "lam_range": {"type": float_range, "metavar": "LOW:HIGH", "help": "lambda's first interval (log scale)"},
+    "eta_range": {
+        "type": float_range,
+        "metavar": "LOW:HIGH",
+        "help": "eta's first interval (log scale)",
+    },
+    "lam_range": {
+        "type": float_range,
+        "metavar": "LOW:HIGH",
+        "help": "lambda's first interval (log scale)",
+    },
     "architecture": {"help": "also search depth, width, batch norm"},
     "gamma_beta": {"help": "BatchNorm's learnable gamma and beta (the report's network has none)"},
-    "pruning": {"help": "stop hopeless trials: asha, median, or none (every trial runs every epoch)"},
-    "validation_freq": {"type": _validation_freq, "metavar": "N|E,E,...",
-                        "help": "trials validate every N epochs, or at those listed, and after the last "
-                                "(default: the epochs the pruning rule judges, and the last)"},
-    "backup_interval": {"help": "seconds between a trial's backups (0: every epoch); a killed trial resumes "
-                                "from its last one", "metavar": "SECONDS"},
+    "pruning": {
+        "help": "stop hopeless trials: asha, median, or none (every trial runs every epoch)"
+    },
+    "validation_freq": {
+        "type": _validation_freq,
+        "metavar": "N|E,E,...",
+        "help": "trials validate every N epochs, or at those listed, and after the last "
+        "(default: the epochs the pruning rule judges, and the last)",
+    },
+    "backup_interval": {
+        "help": "seconds between a trial's backups (0: every epoch); a killed trial resumes "
+        "from its last one",
+        "metavar": "SECONDS",
+    },
     "directory": {"help": "searches' root", "metavar": "DIR"},
     "project": {"help": "this search's folder name", "metavar": "NAME"},
     "resume": {"help": "continue the search --project where it stopped"},
-    "workers": {"help": "run N worker processes and a chief on 127.0.0.1 (0: one process)", "metavar": "N"},
-    "recycle_after": {"help": "with --workers: restart a worker after N trials, keeping memory flat",
-                      "metavar": "N"},
+    "workers": {
+        "help": "run N worker processes and a chief on 127.0.0.1 (0: one process)",
+        "metavar": "N",
+    },
+    "recycle_after": {
+        "help": "with --workers: restart a worker after N trials, keeping memory flat",
+        "metavar": "N",
+    },
     "seed": {"cli": False},  # --seed, with the data options
     "verbose": {"cli": False},  # --json
 }
@@ -53,13 +80,18 @@ def add_parser(subparsers):
     from tuning.search import SearchConfig
 
     p = subparsers.add_parser(
-        "tune", help="coarse-to-fine search of eta and lambda (KerasTuner)",
-        description="Rounds of KerasTuner random search of eta and lambda on a log scale, each round's "
-                    "box shrunk around the best trials; each trial is a kbn training run.",
+        "tune",
+        help="coarse-to-fine search of eta and lambda (KerasTuner)",
+        description=(
+            "Rounds of KerasTuner random search of eta and lambda on a log scale, each round's "
+            "box shrunk around the best trials; each trial is a kbn training run."
+        ),
         epilog=examples_epilog(EXAMPLES),
     )
     add_data_options(p)
-    p.add_argument("--json", action="store_true", help="last stdout line: the search's outcome as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="last stdout line: the search's outcome as JSON"
+    )
     p.set_defaults(func=run)
     # Last, so that an option written out above keeps its own definition.
     add_config_options(p, SearchConfig, SEARCH_OPTIONS)
@@ -77,17 +109,20 @@ def run(args):
         result = search(dataset, config)
     if result is None:  # a worker of a search spanning machines: the chief reports
         return
-    outcome = result.as_json()  # best, rounds, trials_completed/_stopped/_failed, epochs_trained, ...
+    # best, rounds, trials_completed/_stopped/_failed, epochs_trained, ...
+    outcome = result.as_json()
     best = result.best
     lines = [
         f"round {i}: eta {r['eta_range'][0]:.4g}..{r['eta_range'][1]:.4g}, "
         f"lambda {r['lam_range'][0]:.4g}..{r['lam_range'][1]:.4g}, {r['trials']} trials, "
-        f"best val acc {r['best_val_acc'] if r['best_val_acc'] is None else format(r['best_val_acc'], '.4f')}"
+        "best val acc "
+        f"{r['best_val_acc'] if r['best_val_acc'] is None else format(r['best_val_acc'], '.4f')}"
         for i, r in enumerate(result.rounds, start=1)
     ]
     lines.append(
         f"best: eta {best['eta']:.4g}, lambda {best['lam']:.4g}, val acc {best['val_acc']:.4f}"
-        if best else "best: none (every trial failed)"
+        if best
+        else "best: none (every trial failed)"
     )
     lines.append(
         f"{result.trials_completed} trials completed, {result.trials_stopped} stopped early, "

@@ -17,15 +17,25 @@ from kbn.data.fetch import find_folder, keras_datasets_dir, keras_download, one_
 from kbn.errors import KbnError
 
 CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 
 
-def load(data_dir: Path | None):
+def load(
+    data_dir: Path | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
     """CIFAR-10 from the first folder that holds its six batches, else from Keras.
 
     Args:
@@ -39,7 +49,10 @@ def load(data_dir: Path | None):
     files = TRAIN_BATCHES + (TEST_BATCH,)
     keras_datasets = keras_datasets_dir()
     folder = find_folder(
-        "cifar10", files, data_dir, FOLDER,
+        "cifar10",
+        files,
+        data_dir,
+        FOLDER,
         # Keras 3 extracts into `cifar-10-batches-py-target/`, older versions did not.
         elsewhere=[keras_datasets / "cifar-10-batches-py-target" / FOLDER, keras_datasets / FOLDER],
     )
@@ -69,13 +82,15 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     re-pickled by Python 3 read too; it only turns a str into bytes.
     """
 
-    ALLOWED = frozenset({
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("_codecs", "encode"),
-    })
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:

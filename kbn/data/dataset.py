@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -117,7 +117,7 @@ def load_data(
 
     order = np.random.default_rng(seed).permutation(n)
     train = _take(pool, order[:train_size])
-    val = _take(pool, order[train_size:train_size + val_size])
+    val = _take(pool, order[train_size : train_size + val_size])
     return Dataset(name=spec, train=train, val=val, test=test, class_names=class_names)
 
 
@@ -180,8 +180,10 @@ def _test_pool(test_spec, data_dir, spec, pool, class_names) -> Split:
 # The SPEC registry: key -> the source's loader. A named source's loader (`fashion_mnist`)
 # takes the `data_dir`, where to look first for its files; a prefixed one's (`npz:`) takes
 # the SPEC's PATH. Each returns (pool, test or None, class names or None when the source
-# has none), pool and test as (x, y) arrays, unchecked.
-Loader = Callable[[str | Path | None], tuple[Arrays, Arrays | None, tuple[str, ...] | None]]
+# has none), pool and test as (x, y) arrays, unchecked. The argument's type depends on
+# the key (`Path | None` for a named source, `str` for a prefixed one): hence `...`.
+Loaded = tuple[Arrays, Arrays | None, tuple[str, ...] | None]
+Loader = Callable[..., Loaded]
 
 _REGISTRY: dict[str, Loader] = {
     "fashion_mnist": fashion_mnist.load,
@@ -212,11 +214,14 @@ def _known() -> str:
 
 
 def _validated(
-    source: str, pool: Arrays, test: Arrays | None, class_names: tuple[str, ...] | None
+    source: str,
+    stored_pool: Arrays,
+    stored_test: Arrays | None,
+    class_names: tuple[str, ...] | None,
 ) -> tuple[Split, Split | None, tuple[str, ...]]:
     """Check a loader's splits and labels; return them with int64 labels and class names."""
-    pool = _checked_split(source, "pool", *pool)
-    test = None if test is None else _checked_split(source, "test", *test)
+    pool = _checked_split(source, "pool", *stored_pool)
+    test = None if stored_test is None else _checked_split(source, "test", *stored_test)
     if len(pool) == 0:
         raise KbnError(f"{source}: the pool is empty: expected at least one example")
 

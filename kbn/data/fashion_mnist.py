@@ -20,8 +20,16 @@ from kbn.data.fetch import find_folder, keras_datasets_dir, keras_download, one_
 from kbn.errors import KbnError
 
 CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 FILES = {
     "train_x": "train-images-idx3-ubyte.gz",
@@ -35,13 +43,19 @@ FOLDER = "fashion-mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # idx type codes (the third header byte), all big-endian on disk.
-IDX_DTYPES = {
-    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
 }
 
 
-def load(data_dir: Path | None):
+def load(
+    data_dir: Path | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
     """Fashion-MNIST from the first folder that holds its idx files, else from Keras.
 
     Args:
@@ -53,7 +67,10 @@ def load(data_dir: Path | None):
         `((x, y), (x_test, y_test), CLASSES)`: x uint8 of shape (N, 28, 28, 1), y of shape (N,).
     """
     folder = find_folder(
-        "fashion_mnist", FILES.values(), data_dir, FOLDER,
+        "fashion_mnist",
+        FILES.values(),
+        data_dir,
+        FOLDER,
         elsewhere=[SYSTEM_DIR, keras_datasets_dir() / FOLDER],
     )
     if folder is None:

@@ -16,8 +16,8 @@ Plus `one_line`, which every source uses to quote an exception in its one-line `
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -35,7 +35,7 @@ GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 CACHE_VERSION = 1
 
 
-def load(path: str):
+def load(path: str) -> tuple[tuple[np.ndarray, np.ndarray], None, tuple[str, ...]]:
     """Read the image folder at `path` (the SPEC's PATH, `~` expanded), from the cache when
     its files are unchanged.
 
@@ -153,7 +153,7 @@ def _decode_images(source: str, paths: list[Path]) -> np.ndarray:
     return x
 
 
-def _decode_image(source: str, path: Path) -> np.ndarray:
+def _decode_image(source: str, path: str | os.PathLike) -> np.ndarray:
     """One image: uint8 of shape (H, W) if gray, else (H, W, 3); errors name `source` first
     unless it is empty."""
     from PIL import Image  # imported here: only folder sources need Pillow

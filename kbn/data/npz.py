@@ -16,7 +16,11 @@ from kbn.data.fetch import one_line
 from kbn.errors import KbnError
 
 
-def load(path: str):
+def load(
+    path: str,
+) -> tuple[
+    tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None, tuple[str, ...] | None
+]:
     """Read the arrays of the .npz file at `path` (the SPEC's PATH, `~` expanded).
 
     Returns:
@@ -40,8 +44,7 @@ def load(path: str):
         raise KbnError(f"{source}: {file} is not a valid .npz file ({one_line(e)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise KbnError(
-            f"{source}: {file} is a single .npy array, not an .npz archive "
-            f"with x_train and y_train"
+            f"{source}: {file} is a single .npy array, not an .npz archive with x_train and y_train"
         )
     with archive:
         keys = set(archive.files)

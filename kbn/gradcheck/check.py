@@ -16,29 +16,33 @@ and compared with the report's formula (1),
 `|g_a - g_n| / max(eps, |g_a| + |g_n|)`, taken over the whole weight (|.| the
 Euclidean norm; this is the report's table) and entry by entry (the maximum
 over entries, strict but bounded by the finite differences' own noise).
-Below 1e-7 is good, above 1e-2 is wrong. The model's weights and moving statistics are never changed: every
-evaluation goes through `Model.stateless_call`.
+Below 1e-7 is good, above 1e-2 is wrong. The model's weights and moving
+statistics are never changed: every evaluation goes through
+`Model.stateless_call`.
 """
 
 import dataclasses
+import os
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
-from kbn.nn import builder as model_lib
 from kbn._quiet import tensorflow_warnings_off
 from kbn.data import load_data
 from kbn.errors import KbnError
 from kbn.nn import BatchNorm, Dense, autodiff_backward
+from kbn.nn import builder as model_lib
 
 DEFAULT_H = 1e-5
 KINK_TOLERANCE = 1e-8
 DEFAULT_EPS = 1e-12  # the report takes 0; a floor keeps 0 / 0 (dead units) at 0
 
 
-def relative_error(a, b, eps=DEFAULT_EPS):
+def relative_error(a: np.ndarray, b: np.ndarray, eps: float = DEFAULT_EPS) -> float:
     """The report's formula (1) for two gradients of one weight.
 
     `|g_a - g_n| / max(eps, |g_a| + |g_n|)` with |.| the Euclidean norm
@@ -56,7 +60,7 @@ def relative_error(a, b, eps=DEFAULT_EPS):
     return float(np.linalg.norm(a - b) / max(eps, np.linalg.norm(a) + np.linalg.norm(b)))
 
 
-def max_entry_error(a, b, eps=DEFAULT_EPS):
+def max_entry_error(a: np.ndarray, b: np.ndarray, eps: float = DEFAULT_EPS) -> float:
     """Formula (1) entry by entry, the maximum over entries.
 
     Strict but noise-bound: centred differences in float64 resolve a
@@ -92,7 +96,7 @@ class ParamCheck:
     """
 
     param: str
-    shape: tuple
+    shape: tuple[int, ...]
     hand: np.ndarray
     autodiff: np.ndarray
     numeric: np.ndarray
@@ -102,7 +106,7 @@ class ParamCheck:
     kinks: int
 
 
-def param_names(model):
+def param_names(model: keras.Model) -> list[str]:
     """Report-style names for the model's trainable weights, in order.
 
     The i-th dense layer (kbn or Keras) gives Wi and bi, a batch norm after
@@ -129,7 +133,7 @@ def param_names(model):
     return [names[id(w)] for w in model.trainable_weights]
 
 
-def as_dtype(model, dtype):
+def as_dtype(model: keras.Model, dtype: str) -> keras.Model:
     """The same model (same weights and statistics) computing in `dtype`.
 
     Returns `model` itself when its weights already are of `dtype`;
@@ -189,7 +193,10 @@ def _tape_gradients(cost, params):
     with tf.GradientTape() as tape:
         tape.watch(params)
         value = cost(params)
-    return [g.numpy() if g is not None else np.zeros(p.shape) for g, p in zip(tape.gradient(value, params), params)]
+    return [
+        g.numpy() if g is not None else np.zeros(p.shape)
+        for g, p in zip(tape.gradient(value, params), params)
+    ]
 
 
 def _numeric_gradient(cost, params, i, h, entries):
@@ -318,7 +325,14 @@ def check_gradients(
     return checks
 
 
-def check_inputs(n, dim, *, spec=None, data_dir=None, seed=0):
+def check_inputs(
+    n: int,
+    dim: int,
+    *,
+    spec: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """A batch for the report's table: n examples, their first `dim` features.
 
     Args:
@@ -342,20 +356,20 @@ def check_inputs(n, dim, *, spec=None, data_dir=None, seed=0):
 
 
 def gradient_table(
-    x,
-    y,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
-    hidden=(50,),
-    batch_sizes=(10, 20, 30),
-    batch_norm=True,
-    lam=0.0,
-    num_classes=None,
-    dtype="float64",
-    seed=0,
-    eps=DEFAULT_EPS,
-    max_entries=None,
-    **renamed,
-):
+    hidden: Sequence[int] = (50,),
+    batch_sizes: Sequence[int] = (10, 20, 30),
+    batch_norm: bool = True,
+    lam: float = 0.0,
+    num_classes: int | None = None,
+    dtype: str = "float64",
+    seed: int = 0,
+    eps: float = DEFAULT_EPS,
+    max_entries: int | None = None,
+    **renamed: float,
+) -> list[dict[str, Any]]:
     """The report's gradient-check table: one k-layer net, several batch sizes.
 
     For each batch size n, a float64 `build_mlp` net (mean from the first n
@@ -381,10 +395,15 @@ def gradient_table(
         rel_error, max_entry_error, rel_error_autodiff, kinks.
     """
     if set(renamed) - {"l2"}:
-        raise TypeError(f"gradient_table() got an unexpected keyword argument {sorted(renamed)[0]!r}")
+        raise TypeError(
+            f"gradient_table() got an unexpected keyword argument {sorted(renamed)[0]!r}"
+        )
     if "l2" in renamed:
-        warnings.warn("gradient_table's l2= is now lam=; l2= goes in kbn 0.3", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "gradient_table's l2= is now lam=; l2= goes in kbn 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         lam = renamed["l2"]
     batch_sizes = list(batch_sizes)
     if not batch_sizes or any(n < 1 for n in batch_sizes):
@@ -423,7 +442,7 @@ def gradient_table(
     return rows
 
 
-def format_table(rows, key="rel_error"):
+def format_table(rows: Sequence[Mapping[str, Any]], key: str = "rel_error") -> str:
     """Rows of `gradient_table` as the report's markdown table.
 
     One line per batch size, one column per weight, in the report's

@@ -1,8 +1,8 @@
 """What runs a trained model without training it: load, evaluate, predict, export.
 
-    evaluate.py  load_model; accuracy, loss, per-class accuracy and confusion per split
-    predict.py   classify image files
-    export.py    a TensorFlow SavedModel that needs neither kbn nor Keras
+evaluate.py  load_model; accuracy, loss, per-class accuracy and confusion per split
+predict.py   classify image files
+export.py    a TensorFlow SavedModel that needs neither kbn nor Keras
 """
 
 from kbn.inference.evaluate import load_model

@@ -6,20 +6,24 @@ columns: predicted class) and the accuracy of each class (the diagonal over
 the row sums), with the class names.
 """
 
+import os
 import pathlib
 import zipfile
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 import kbn.nn  # noqa: F401  (registers Dense and BatchNorm for loading)
+from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.nn.builder import class_names as model_class_names
 
 SPLITS = ("train", "val", "test")
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> keras.Model:
     """The Keras model saved at `path` (a `.keras` file), or a clear KbnError.
 
     Raises:
@@ -29,14 +33,18 @@ def load_model(path):
     if not path.is_file():
         raise KbnError(f"model file {path} does not exist")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise KbnError(f"{path} is not a .keras model file (a zip archive saved by kbn train --save)")
+        raise KbnError(
+            f"{path} is not a .keras model file (a zip archive saved by kbn train --save)"
+        )
     try:
         return keras.saving.load_model(path)
     except Exception as exc:  # Keras raises many types for damaged archives
         raise KbnError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def evaluate(model, dataset, split="test", batch_size=1000):
+def evaluate(
+    model: keras.Model, dataset: Dataset, split: str = "test", batch_size: int = 1000
+) -> dict[str, Any]:
     """Accuracy and loss of `model` on one split of `dataset`, or on all.
 
     Args:
@@ -71,9 +79,13 @@ def evaluate(model, dataset, split="test", batch_size=1000):
         loss, accuracy = model.evaluate(part.x, part.y, batch_size=batch_size, verbose=0)
         matrix = confusion_matrix(model, part, len(classes), batch_size)
         total += matrix
-        results[name] = {"accuracy": float(accuracy), "loss": float(loss), "n": len(part),
-                         "per_class": per_class_accuracy(matrix, classes),
-                         "confusion": matrix.tolist()}
+        results[name] = {
+            "accuracy": float(accuracy),
+            "loss": float(loss),
+            "n": len(part),
+            "per_class": per_class_accuracy(matrix, classes),
+            "confusion": matrix.tolist(),
+        }
     n = sum(r["n"] for r in results.values())
     return {
         "class_names": classes,
@@ -86,7 +98,9 @@ def evaluate(model, dataset, split="test", batch_size=1000):
     }
 
 
-def confusion_matrix(model, split, num_classes, batch_size=1000):
+def confusion_matrix(
+    model: keras.Model, split: Split, num_classes: int, batch_size: int = 1000
+) -> np.ndarray:
     """Counts of (true class, predicted class) pairs of `model` on `split`.
 
     Args:
@@ -102,12 +116,15 @@ def confusion_matrix(model, split, num_classes, batch_size=1000):
     """
     logits = model.predict(split.x, batch_size=batch_size, verbose=0)  # (N, K)
     predicted = np.argmax(logits, axis=1)  # (N,)
-    counts = np.bincount(np.asarray(split.y, np.int64) * num_classes + predicted,
-                         minlength=num_classes * num_classes)
+    counts = np.bincount(
+        np.asarray(split.y, np.int64) * num_classes + predicted, minlength=num_classes * num_classes
+    )
     return counts.reshape(num_classes, num_classes)
 
 
-def per_class_accuracy(confusion, class_names):
+def per_class_accuracy(
+    confusion: np.ndarray, class_names: Sequence[str]
+) -> dict[str, float | None]:
     """{class name: accuracy on that class's examples}, None where it has none.
 
     Args:
@@ -116,8 +133,10 @@ def per_class_accuracy(confusion, class_names):
     """
     confusion = np.asarray(confusion)
     rows = confusion.sum(axis=1)  # (K,)
-    return {name: (float(confusion[i, i] / rows[i]) if rows[i] else None)
-            for i, name in enumerate(class_names)}
+    return {
+        name: (float(confusion[i, i] / rows[i]) if rows[i] else None)
+        for i, name in enumerate(class_names)
+    }
 
 
 def _class_names(model, dataset):
@@ -129,7 +148,7 @@ def _class_names(model, dataset):
     if names == digits:  # no names in the model: the data set's, when it names every class
         return data if len(data) == num_classes else digits
     # A data set named only by digits (an .npz) cannot contradict the model's names.
-    if data != digits[:len(data)] and data != names[:len(data)]:
+    if data != digits[: len(data)] and data != names[: len(data)]:
         raise KbnError(
             f"the model's classes are {names} but {dataset.name}'s are {data}: "
             f"label i must mean the same class in both"
@@ -146,11 +165,15 @@ def _check_fits(model, dataset):
     expected = tuple(model.input_shape[1:])
     if tuple(dataset.input_shape) != expected:
         raise KbnError(
-            f"the model takes inputs of shape {expected} but {dataset.name} has {tuple(dataset.input_shape)}"
+            f"the model takes inputs of shape {expected} but {dataset.name} has "
+            f"{tuple(dataset.input_shape)}"
         )
     outputs = model.output_shape[-1]
-    labels = max(int(np.max(s.y)) + 1 for s in (dataset.train, dataset.val, dataset.test)
-                 if s is not None and len(s))
+    labels = max(
+        int(np.max(s.y)) + 1
+        for s in (dataset.train, dataset.val, dataset.test)
+        if s is not None and len(s)
+    )
     if max(labels, dataset.num_classes) > outputs:
         raise KbnError(
             f"the model has {outputs} classes but {dataset.name} has {dataset.num_classes}"

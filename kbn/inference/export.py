@@ -32,7 +32,7 @@ from kbn.nn.builder import class_names as model_class_names
 SIGNATURE = "serving_default"
 
 
-def export(model, directory):
+def export(model: keras.Model | str | os.PathLike, directory: str | os.PathLike) -> pathlib.Path:
     """Write `model` to `directory` as a SavedModel with a uint8 image signature.
 
     The folder is written next to `directory` and renamed into place, so a
@@ -59,8 +59,10 @@ def export(model, directory):
         model = load_model(model)
     directory = pathlib.Path(directory)
     if directory.exists() and not (directory.is_dir() and not any(directory.iterdir())):
-        raise KbnError(f"{directory} already exists: export writes a new folder "
-                       f"(give another path, or remove it)")
+        raise KbnError(
+            f"{directory} already exists: export writes a new folder "
+            f"(give another path, or remove it)"
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     archive = serving_archive(model)
     tmp = tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent)
@@ -73,7 +75,7 @@ def export(model, directory):
     return directory
 
 
-def serving_archive(model):
+def serving_archive(model: keras.Model) -> keras.export.ExportArchive:
     """A `keras.export.ExportArchive` of `model` with the uint8 image signature.
 
     Args:
@@ -91,13 +93,17 @@ def serving_archive(model):
         logits = model(tf.cast(images, dtype), training=False)  # (N, K)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # (N, K)
         classes = tf.argmax(probabilities, axis=-1, output_type=tf.int64)  # (N,)
-        return {"probabilities": probabilities, "classes": classes,
-                "class_names": tf.gather(tf.constant(names, tf.string), classes)}
+        return {
+            "probabilities": probabilities,
+            "classes": classes,
+            "class_names": tf.gather(tf.constant(names, tf.string), classes),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name=SIGNATURE, fn=serve,
+        name=SIGNATURE,
+        fn=serve,
         input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name="images")],
     )
     return archive

@@ -12,7 +12,10 @@ gray model (ITU-R 601 luma) and gray images RGB for a colour one.
 
 import os
 import pathlib
+from collections.abc import Iterable
+from typing import Any
 
+import keras
 import numpy as np
 
 from kbn.data import folder
@@ -20,7 +23,12 @@ from kbn.errors import KbnError
 from kbn.nn.builder import class_names as model_class_names
 
 
-def predict(model, paths, top=1, batch_size=256):
+def predict(
+    model: keras.Model,
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    top: int = 1,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
     """The `top` most probable classes of each image, with their probabilities.
 
     Args:
@@ -47,33 +55,49 @@ def predict(model, paths, top=1, batch_size=256):
     """
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or shape[-1] not in (1, 3):
-        raise KbnError(f"predict needs a model of images (H, W, C) with C 1 or 3; "
-                       f"this model takes inputs of shape {shape}")
+        raise KbnError(
+            f"predict needs a model of images (H, W, C) with C 1 or 3; "
+            f"this model takes inputs of shape {shape}"
+        )
     names = model_class_names(model)
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= len(names):
-        raise KbnError(f"top must be an integer from 1 to {len(names)} (the model's classes). "
-                       f"Received: top={top!r}")
+    if (
+        isinstance(top, bool)
+        or not isinstance(top, (int, np.integer))
+        or not 1 <= top <= len(names)
+    ):
+        raise KbnError(
+            f"top must be an integer from 1 to {len(names)} (the model's classes). "
+            f"Received: top={top!r}"
+        )
     files = image_files(paths)
     images, resized = zip(*(read_image(path, shape) for path in files))
-    logits = np.asarray(model.predict(np.stack(images), batch_size=batch_size, verbose=0),
-                        np.float64)  # (N, K)
+    logits = np.asarray(
+        model.predict(np.stack(images), batch_size=batch_size, verbose=0), np.float64
+    )  # (N, K)
     probabilities = softmax(logits)  # (N, K)
     best = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]  # (N, top)
     return [
-        {"path": str(path), "resized": size,
-         "top": [{"class": names[k], "index": int(k), "probability": float(p[k])} for k in order]}
+        {
+            "path": str(path),
+            "resized": size,
+            "top": [
+                {"class": names[k], "index": int(k), "probability": float(p[k])} for k in order
+            ],
+        }
         for path, size, p, order in zip(files, resized, probabilities, best)
     ]
 
 
-def softmax(logits):
+def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of logits (N, K), shifted by the row maximum so it never overflows."""
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def image_files(paths):
+def image_files(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+) -> list[pathlib.Path]:
     """The image files that `paths` name: files as given, folders expanded, sorted.
 
     Args:
@@ -85,20 +109,24 @@ def image_files(paths):
     Raises:
         KbnError: no path, a missing path, or a folder without images.
     """
-    paths = [pathlib.Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    if not paths:
+    roots = [pathlib.Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not roots:
         raise KbnError("predict needs at least one image file or folder. Received none")
     files = []
-    for path in paths:
+    for path in roots:
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*")
-                if p.suffix.lower() in folder.IMAGE_EXTENSIONS and p.is_file()
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in folder.IMAGE_EXTENSIONS
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
-                raise KbnError(f"folder {path} holds no images: expected files ending in "
-                               f"{', '.join(sorted(folder.IMAGE_EXTENSIONS))}")
+                raise KbnError(
+                    f"folder {path} holds no images: expected files ending in "
+                    f"{', '.join(sorted(folder.IMAGE_EXTENSIONS))}"
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -107,7 +135,9 @@ def image_files(paths):
     return files
 
 
-def read_image(path, shape):
+def read_image(
+    path: str | os.PathLike, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, tuple[int, int] | None]:
     """One image file as uint8 of `shape` (H, W, C), and its own size if it was resized.
 
     Args:

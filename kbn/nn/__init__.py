@@ -1,11 +1,11 @@
 """The network: kbn's layers, the fixed input stages, dtype policies and the k-layer builder.
 
-    dense.py          Dense, `s = x W + b`, and its hand-written backward pass
-    batch_norm.py     BatchNorm, its training and inference backward passes
-    autodiff.py       `autodiff_backward()`: the same layers differentiated by TensorFlow
-    preprocessing.py  Centering (pixels / 255 minus the training mean) and ZCA Whitening
-    precision.py      the Keras dtype policy a model computes in
-    builder.py        `build_mlp`: the k-layer network, compiled with kbn's SGD
+dense.py          Dense, `s = x W + b`, and its hand-written backward pass
+batch_norm.py     BatchNorm, its training and inference backward passes
+autodiff.py       `autodiff_backward()`: the same layers differentiated by TensorFlow
+preprocessing.py  Centering (pixels / 255 minus the training mean) and ZCA Whitening
+precision.py      the Keras dtype policy a model computes in
+builder.py        `build_mlp`: the k-layer network, compiled with kbn's SGD
 """
 
 from kbn.nn.autodiff import autodiff_backward

@@ -9,16 +9,15 @@ runs without the custom gradients and TensorFlow differentiates it: that is
 the reference the gradient checker compares against.
 """
 
-
 import contextlib
 import threading
-
+from collections.abc import Iterator
 
 _state = threading.local()
 
 
 @contextlib.contextmanager
-def autodiff_backward():
+def autodiff_backward() -> Iterator[None]:
     """Differentiate kbn layers by TensorFlow autodiff instead of by hand.
 
     Only calls traced inside the block are affected: a `tf.function` traced
@@ -36,6 +35,6 @@ def autodiff_backward():
         _state.autodiff = previous
 
 
-def use_autodiff():
+def use_autodiff() -> bool:
     """Whether calls traced now differentiate by autodiff (inside `autodiff_backward`)."""
     return getattr(_state, "autodiff", False)

@@ -9,6 +9,9 @@ argument and returning one gradient per argument, so it works under
 (`synchronized_moments`), so several replicas train as one device.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -20,7 +23,14 @@ from kbn.nn.precision import island_dtype
 # --------------------------------------------------------------------------
 
 
-def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
+def batch_norm_forward(
+    x: tf.Tensor,
+    mean: tf.Tensor,
+    var: tf.Tensor,
+    gamma: tf.Tensor,
+    beta: tf.Tensor,
+    epsilon: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Normalise, then scale and shift: `y = gamma * x_hat + beta`.
 
     `x_hat = (x - mean) / sqrt(var + epsilon)`, with the batch's statistics
@@ -44,7 +54,13 @@ def batch_norm_forward(x, mean, var, gamma, beta, epsilon):
     return x_hat * gamma + beta, x_hat, inv_std
 
 
-def batch_norm_backward(dy, x_hat, inv_std, gamma, mean=None):
+def batch_norm_backward(
+    dy: tf.Tensor,
+    x_hat: tf.Tensor,
+    inv_std: tf.Tensor,
+    gamma: tf.Tensor,
+    mean: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Gradients through batch normalisation with the batch's own statistics.
 
     The `BatchNormBackPass` of the report (DD2424 assignment 3: k-layer
@@ -80,7 +96,7 @@ def batch_norm_backward(dy, x_hat, inv_std, gamma, mean=None):
     return dx, dgamma, dbeta
 
 
-def synchronized_mean(x):
+def synchronized_mean(x: tf.Tensor) -> tf.Tensor:
     """The mean over axis 0 of x (N, D), over every replica's examples: (D,).
 
     The replicas' sums and counts are all-reduced, so replicas holding
@@ -88,11 +104,13 @@ def synchronized_mean(x):
     """
     context = tf.distribute.get_replica_context()
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axis=0))  # (D,)
-    count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(x)[:1], x.dtype))  # (1,)
+    count = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(x)[:1], x.dtype)
+    )  # (1,)
     return total / count
 
 
-def synchronized_moments(x):
+def synchronized_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Mean and biased variance over every replica's examples of x (N, D): (D,), (D,).
 
     Two passes, as `tf.nn.moments`: the mean first, then the mean of the
@@ -102,7 +120,9 @@ def synchronized_moments(x):
     return mean, synchronized_mean(tf.math.squared_difference(x, tf.stop_gradient(mean)))
 
 
-def batch_norm_inference_backward(dy, x_hat, inv_std, gamma):
+def batch_norm_inference_backward(
+    dy: tf.Tensor, x_hat: tf.Tensor, inv_std: tf.Tensor, gamma: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Gradients through batch normalisation with fixed (moving) statistics.
 
     Mean and var are constants here, so BatchNorm is a per-feature affine
@@ -195,20 +215,18 @@ class BatchNorm(keras.layers.Layer):
 
     def __init__(
         self,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        synchronized=None,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        synchronized: bool | None = None,
+        beta_initializer: str | dict[str, Any] | keras.initializers.Initializer = "zeros",
+        gamma_initializer: str | dict[str, Any] | keras.initializers.Initializer = "ones",
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                f"BatchNorm needs 0 <= momentum < 1. Received: momentum={momentum!r}"
-            )
+            raise ValueError(f"BatchNorm needs 0 <= momentum < 1. Received: momentum={momentum!r}")
         if not epsilon > 0:
             raise ValueError(f"BatchNorm needs epsilon > 0. Received: epsilon={epsilon!r}")
         self.momentum = float(momentum)
@@ -220,18 +238,24 @@ class BatchNorm(keras.layers.Layer):
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.supports_masking = True
         self._train_op = _batch_norm_op(batch_norm_backward, self.epsilon)
-        self._synchronized_op = _batch_norm_op(batch_norm_backward, self.epsilon, mean=synchronized_mean)
+        self._synchronized_op = _batch_norm_op(
+            batch_norm_backward, self.epsilon, mean=synchronized_mean
+        )
         self._inference_op = _batch_norm_op(batch_norm_inference_backward, self.epsilon)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         dim = (input_shape[-1],)
         self.gamma = (
-            self.add_weight(name="gamma", shape=dim, initializer=self.gamma_initializer, autocast=False)
+            self.add_weight(
+                name="gamma", shape=dim, initializer=self.gamma_initializer, autocast=False
+            )
             if self.scale
             else None
         )
         self.beta = (
-            self.add_weight(name="beta", shape=dim, initializer=self.beta_initializer, autocast=False)
+            self.add_weight(
+                name="beta", shape=dim, initializer=self.beta_initializer, autocast=False
+            )
             if self.center
             else None
         )
@@ -240,16 +264,24 @@ class BatchNorm(keras.layers.Layer):
         # No autocast, for these or gamma and beta: under a mixed policy the
         # layer reads them in float32 (its float32 island, see `call`).
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=dim, initializer="zeros", trainable=False, aggregation="mean",
+            name="moving_mean",
+            shape=dim,
+            initializer="zeros",
+            trainable=False,
+            aggregation="mean",
             autocast=False,
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=dim, initializer="ones", trainable=False, aggregation="mean",
+            name="moving_variance",
+            shape=dim,
+            initializer="ones",
+            trainable=False,
+            aggregation="mean",
             autocast=False,
         )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: dim[0]})
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         x = tf.cast(inputs, self.compute_dtype)
         folded = x.shape.rank != 2
         if folded:
@@ -260,12 +292,8 @@ class BatchNorm(keras.layers.Layer):
         # part of the step beside the matmuls.
         x = tf.cast(x, island_dtype(x.dtype))  # (N, D)
         dim = x.shape[-1]
-        gamma = (
-            tf.cast(self.gamma, x.dtype) if self.scale else tf.ones(dim, x.dtype)
-        )
-        beta = (
-            tf.cast(self.beta, x.dtype) if self.center else tf.zeros(dim, x.dtype)
-        )
+        gamma = tf.cast(self.gamma, x.dtype) if self.scale else tf.ones(dim, x.dtype)
+        beta = tf.cast(self.beta, x.dtype) if self.center else tf.zeros(dim, x.dtype)
         # A frozen layer normalises with its moving statistics, as Keras's own.
         if training and self.trainable:
             if self._synchronizes():
@@ -286,22 +314,22 @@ class BatchNorm(keras.layers.Layer):
         y = tf.cast(y, self.compute_dtype)
         return tf.reshape(y, tf.shape(inputs)) if folded else y
 
-    def _synchronizes(self):
+    def _synchronizes(self) -> bool:
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         return replicas > 1 and self.synchronized is not False
 
-    def _update_moving_statistics(self, mean, var):
+    def _update_moving_statistics(self, mean: tf.Tensor, var: tf.Tensor) -> None:
         alpha = self.momentum
         mean = tf.stop_gradient(mean)
         var = tf.stop_gradient(var)
         self.moving_mean.assign(self.moving_mean * alpha + mean * (1.0 - alpha))
         self.moving_variance.assign(self.moving_variance * alpha + var * (1.0 - alpha))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "momentum": self.momentum,

@@ -24,11 +24,11 @@ cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
 import warnings
 from collections.abc import Sequence
 
-import numpy as np
 import keras
+import numpy as np
 
-from kbn.nn import precision as precision_lib
 from kbn.errors import KbnError
+from kbn.nn import precision as precision_lib
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.dense import Dense
 from kbn.nn.preprocessing import Centering, Whitening
@@ -38,7 +38,7 @@ INITS = ("he", "xavier", "small")
 SMALL_INIT_STDDEV = 1e-4  # the report's tiny init: without BN the signal dies
 
 
-def kernel_initializer(init, seed=None):
+def kernel_initializer(init: str, seed: int | None = None) -> keras.initializers.Initializer:
     """The Keras initializer for a kbn `init` name.
 
     `he`: N(0, 2 / fan_in), for ReLU nets. `xavier`: N(0, 2 / (fan_in +
@@ -54,7 +54,7 @@ def kernel_initializer(init, seed=None):
     raise KbnError(f"init must be one of {', '.join(INITS)}. Received: init={init!r}")
 
 
-def loss(label_smoothing=0.0):
+def loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
     """The loss that matches build_mlp's logits: softmax cross-entropy.
 
     Args:
@@ -83,8 +83,11 @@ class SmoothedCrossentropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                                   keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        labels = keras.ops.one_hot(
+            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+            keras.ops.shape(y_pred)[-1],
+            dtype=y_pred.dtype,
+        )
         return keras.losses.categorical_crossentropy(
             labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing
         )
@@ -122,7 +125,7 @@ def build_mlp(
     seed: int | None = None,
     class_names: Sequence[str] | None = None,
     name: str = "mlp",
-    **renamed,
+    **renamed: float,
 ) -> keras.Model:
     """Build the report's k-layer network, k = len(hidden) + 1.
 
@@ -195,8 +198,11 @@ def build_mlp(
         if old not in RENAMED_ARGUMENTS:
             raise TypeError(f"build_mlp() got an unexpected keyword argument {old!r}")
         new = RENAMED_ARGUMENTS[old]
-        warnings.warn(f"build_mlp's {old}= is now {new}=; {old}= goes in kbn 0.3",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"build_mlp's {old}= is now {new}=; {old}= goes in kbn 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if new == "lam":
             lam = value
         else:
@@ -204,9 +210,7 @@ def build_mlp(
     hidden = list(hidden)
     for width in hidden:
         if not isinstance(width, (int, np.integer)) or width < 1:
-            raise KbnError(
-                f"hidden widths must be positive integers. Received: hidden={hidden}"
-            )
+            raise KbnError(f"hidden widths must be positive integers. Received: hidden={hidden}")
     if not 0 <= dropout < 1:
         raise KbnError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     if not 0 <= translate < 1:
@@ -217,14 +221,15 @@ def build_mlp(
         raise KbnError("whiten learns its matrix from the training inputs: pass adapt=x_train.")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise KbnError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
-    if class_names is not None:
-        if isinstance(class_names, str) or len(class_names) != num_classes or not all(
-            isinstance(c, str) for c in class_names
-        ):
-            raise KbnError(
-                f"class_names must be {num_classes} strings, one per class. "
-                f"Received: class_names={class_names!r}"
-            )
+    if class_names is not None and (
+        isinstance(class_names, str)
+        or len(class_names) != num_classes
+        or not all(isinstance(c, str) for c in class_names)
+    ):
+        raise KbnError(
+            f"class_names must be {num_classes} strings, one per class. "
+            f"Received: class_names={class_names!r}"
+        )
     if adapt is not None:
         if len(adapt) == 0:
             raise KbnError("adapt needs at least one training example. Received: 0")
@@ -259,6 +264,7 @@ def build_mlp(
         x = centering(keras.layers.Flatten(dtype=dtype, name="flatten_pixels")(x))
         whitening = Whitening(whiten, dtype=dtype, name="whiten")
         x = whitening(x)
+        assert adapt is not None  # for mypy: whiten without adapt was refused above
         whitening.adapt(np.reshape(adapt, (len(adapt), -1)), scale=rescale)
         if flip or translate:
             x = keras.layers.Reshape(input_shape, dtype=dtype, name="unflatten")(x)
@@ -296,7 +302,9 @@ def build_mlp(
             )(x)
         x = keras.layers.ReLU(dtype=hidden_dtype, name=f"relu{i}")(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, seed=seed_for(3000 + i), dtype=hidden_dtype, name=f"dropout{i}")(x)
+            x = keras.layers.Dropout(
+                dropout, seed=seed_for(3000 + i), dtype=hidden_dtype, name=f"dropout{i}"
+            )(x)
     k = len(hidden) + 1
     # The logits in float32 (dtype, not the policy): the softmax and the loss
     # need more than 16 bits, and this layer is a sliver of the step.
@@ -313,7 +321,7 @@ def build_mlp(
     return model
 
 
-def class_names(model):
+def class_names(model: keras.Model) -> list[str]:
     """The names of `model`'s classes, in the order of its logits.
 
     The names `build_mlp(class_names=...)` stored in the model (they survive
@@ -334,7 +342,12 @@ def class_names(model):
     return [str(i) for i in range(num_classes)]
 
 
-def compile_model(model, optimizer, steps_per_execution=1, label_smoothing=0.0):
+def compile_model(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    steps_per_execution: int = 1,
+    label_smoothing: float = 0.0,
+) -> None:
     """Compile a kbn classifier with the loss matching its logits and accuracy.
 
     The loss is made in the model's own dtype: Keras builds losses in floatx,

@@ -10,6 +10,8 @@ captures a variable, so it works under `tf.function`, `tf.distribute` and
 """
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,7 +25,7 @@ from kbn.nn.precision import island_dtype
 # --------------------------------------------------------------------------
 
 
-def dense_forward(x, W, b=None):
+def dense_forward(x: tf.Tensor, W: tf.Tensor, b: tf.Tensor | None = None) -> tf.Tensor:
     """Affine map `s = x W + b`.
 
     Args:
@@ -38,7 +40,9 @@ def dense_forward(x, W, b=None):
     return s if b is None else tf.nn.bias_add(s, b)
 
 
-def dense_backward(ds, x, W):
+def dense_backward(
+    ds: tf.Tensor, x: tf.Tensor, W: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Gradients of the loss through `s = x W + b`.
 
     Args:
@@ -81,20 +85,23 @@ def _dense_op(x, W, *b):
 RENAMED_ARGUMENTS = {"l2": "lam"}
 
 
-def _renamed(owner, renamed):
+def _renamed(owner: str, renamed: Mapping[str, float]) -> dict[str, float]:
     """{new name: value} of the old-named keywords `renamed`, each with a DeprecationWarning."""
     new = {}
     for old, value in renamed.items():
         if old not in RENAMED_ARGUMENTS:
             raise TypeError(f"{owner}() got an unexpected keyword argument {old!r}")
         name = RENAMED_ARGUMENTS[old]
-        warnings.warn(f"{owner}'s {old}= is now {name}=; use {name}= ({old}= goes in kbn 0.3)",
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"{owner}'s {old}= is now {name}=; use {name}= ({old}= goes in kbn 0.3)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         new[name] = value
     return new
 
 
-def _current_config(config):
+def _current_config(config: dict[str, Any]) -> dict[str, Any]:
     """A config saved by kbn 0.1 with its old keys renamed; a current one as it is."""
     if not set(config) & set(RENAMED_ARGUMENTS):
         return config
@@ -115,29 +122,29 @@ class L2Penalty(keras.regularizers.Regularizer):
         lam: float >= 0, lambda. Formerly `l2`.
     """
 
-    def __init__(self, lam=None, **renamed):
+    def __init__(self, lam: float | None = None, **renamed: float) -> None:
         lam = _renamed("L2Penalty", renamed).get("lam", lam)
         if lam is None:
             raise TypeError("L2Penalty() missing 1 required argument: 'lam'")
         self.lam = float(lam)
         self._variable = tf.Variable(self.lam, trainable=False, dtype=tf.float64)
 
-    def __call__(self, kernel):
+    def __call__(self, kernel: tf.Tensor) -> tf.Tensor:
         # l2_loss(W) = sum(W ** 2) / 2 is one op and its gradient (W times the
         # upstream scalar) one more: two ops where a square, a sum and their
         # gradients' broadcast and two products are five (the time it saves
         # is measured by `kbn bench`, see docs/performance.md).
         return tf.cast(2 * self._variable, kernel.dtype) * tf.nn.l2_loss(kernel)
 
-    def assign(self, lam):
+    def assign(self, lam: float) -> None:
         self.lam = float(lam)
         self._variable.assign(self.lam)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, float]:
         return {"lam": self.lam}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "L2Penalty":
         return cls(**_current_config(config))
 
 
@@ -184,38 +191,37 @@ class Dense(keras.layers.Layer):
 
     def __init__(
         self,
-        units,
-        lam=0.0,
-        use_bias=True,
-        kernel_initializer="he_normal",
-        bias_initializer="zeros",
+        units: int,
+        lam: float = 0.0,
+        use_bias: bool = True,
+        kernel_initializer: str | dict[str, Any] | keras.initializers.Initializer = "he_normal",
+        bias_initializer: str | dict[str, Any] | keras.initializers.Initializer = "zeros",
         **kwargs,
-    ):
+    ) -> None:
         renamed = {old: kwargs.pop(old) for old in RENAMED_ARGUMENTS if old in kwargs}
         lam = _renamed("Dense", renamed).get("lam", lam)
         super().__init__(**kwargs)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(
-                f"Dense needs a positive integer number of units. "
-                f"Received: units={units!r}"
+                f"Dense needs a positive integer number of units. Received: units={units!r}"
             )
         if not lam >= 0:
             raise ValueError(f"Dense needs lam >= 0. Received: lam={lam!r}")
         self.units = int(units)
         self._lam = float(lam)
-        self.penalty = None
+        self.penalty: L2Penalty | None = None
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     @property
-    def lam(self):
+    def lam(self) -> float:
         """Lambda of the kernel's penalty, a float."""
         return self._lam
 
     @lam.setter
-    def lam(self, value):
+    def lam(self, value: float) -> None:
         if not value >= 0:
             raise ValueError(f"Dense needs lam >= 0. Received: lam={value!r}")
         if self.built and (self.penalty is None) != (value == 0):
@@ -228,23 +234,29 @@ class Dense(keras.layers.Layer):
             self.penalty.assign(value)
 
     @property
-    def l2(self):
+    def l2(self) -> float:
         """Deprecated name of `lam`, kept until kbn 0.3."""
-        warnings.warn("Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.lam
 
     @l2.setter
-    def l2(self, value):
-        warnings.warn("Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
-                      DeprecationWarning, stacklevel=2)
+    def l2(self, value: float) -> None:
+        warnings.warn(
+            "Dense.l2 is now Dense.lam; use lam (l2 goes in kbn 0.3)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.lam = value
 
-    def __dir__(self):
+    def __dir__(self) -> list[str]:
         # Keras's saving reads every attribute `dir` lists: `l2` would warn at each save and load.
         return [name for name in super().__dir__() if name not in RENAMED_ARGUMENTS]
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         input_dim = input_shape[-1]
         self.penalty = L2Penalty(self._lam) if self._lam else None
         self.kernel = self.add_weight(
@@ -254,15 +266,13 @@ class Dense(keras.layers.Layer):
             regularizer=self.penalty,
         )
         self.bias = (
-            self.add_weight(
-                name="bias", shape=(self.units,), initializer=self.bias_initializer
-            )
+            self.add_weight(name="bias", shape=(self.units,), initializer=self.bias_initializer)
             if self.use_bias
             else None
         )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         # Under a mixed policy the variables are float32 and the matmul runs
         # in the compute dtype (bfloat16: faster than float32 on hardware
         # that has it, see `kbn.nn.precision` and docs/performance.md). The
@@ -282,14 +292,14 @@ class Dense(keras.layers.Layer):
             s = tf.reshape(s, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
         return s
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (*input_shape[:-1], self.units)
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "Dense":
         return super().from_config(_current_config(config))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "units": self.units,

@@ -20,8 +20,10 @@ Elsewhere TensorFlow emulates it and it runs slower than float32:
 `best_available` is then float32.
 """
 
+import os
 import pathlib
 
+import keras
 import tensorflow as tf
 
 from kbn.errors import KbnError
@@ -33,14 +35,16 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_GPU_CAPABILITY = (8, 0)
 
 
-def check(precision):
+def check(precision: str) -> str:
     """`precision` if it is one of PRECISIONS; KbnError otherwise."""
     if precision not in PRECISIONS:
-        raise KbnError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
+        raise KbnError(
+            f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}"
+        )
     return precision
 
 
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
     """The CPU's feature flags, a set of str; empty where there is no cpuinfo.
 
     Linux names them on each processor's `flags` line of /proc/cpuinfo;
@@ -61,7 +65,7 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     return set()
 
 
-def gpu_capabilities():
+def gpu_capabilities() -> list[tuple[int, int]]:
     """Compute capability (major, minor) of each visible GPU, a list of tuples."""
     import tensorflow as tf
 
@@ -73,7 +77,7 @@ def gpu_capabilities():
     return capabilities
 
 
-def supported(precision):
+def supported(precision: str) -> bool:
     """Whether `precision` runs natively here, so that it can pay.
 
     float32 always does; mixed_bfloat16 on a CPU with AVX512-BF16 or
@@ -97,7 +101,7 @@ def supported(precision):
     return any(c >= BF16_GPU_CAPABILITY for c in gpu_capabilities())
 
 
-def best_available():
+def best_available() -> str:
     """The precision that trains fastest here: mixed_bfloat16 where supported, else float32.
 
     >>> best_available()  # on a Sapphire Rapids CPU
@@ -106,7 +110,7 @@ def best_available():
     return "mixed_bfloat16" if supported("mixed_bfloat16") else "float32"
 
 
-def resolve(precision):
+def resolve(precision: str) -> tuple[str, str | None]:
     """A concrete precision: `precision` itself, or `best_available()` for "auto".
 
     Returns:
@@ -116,12 +120,15 @@ def resolve(precision):
     if precision != AUTO:
         return check(precision), None
     chosen = best_available()
-    why = "this CPU or GPU multiplies bfloat16 natively" if chosen != "float32" else (
-        "no native bfloat16 on this CPU or GPU")
+    why = (
+        "this CPU or GPU multiplies bfloat16 natively"
+        if chosen != "float32"
+        else ("no native bfloat16 on this CPU or GPU")
+    )
     return chosen, f"precision: {chosen} ({why}; --precision float32 forces float32)"
 
 
-def model_precision(model):
+def model_precision(model: keras.Model) -> str:
     """The precision a model computes in: the dtype policy of its hidden layers.
 
     A `build_mlp` model gives every hidden layer its policy (the input
@@ -134,14 +141,16 @@ def model_precision(model):
     Returns:
         str, a policy name such as "mixed_bfloat16", or the plain dtype.
     """
-    names = [layer.dtype_policy.name for layer in model.layers if getattr(layer, "dtype_policy", None)]
+    names = [
+        layer.dtype_policy.name for layer in model.layers if getattr(layer, "dtype_policy", None)
+    ]
     mixed = [name for name in names if name.startswith("mixed_")]
     if mixed:
         return mixed[0]
     return names[-1] if names else "float32"
 
 
-def island_dtype(dtype):
+def island_dtype(dtype: tf.DType | str) -> tf.DType:
     """The dtype a sum or a statistic over a batch is taken in: float32 for 16-bit inputs.
 
     The "float32 islands" of a mixed-precision step (as Keras's own

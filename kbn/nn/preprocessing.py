@@ -3,6 +3,9 @@
 The report: DD2424 assignment 3, k-layer networks with batch normalization.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -38,19 +41,21 @@ class Centering(keras.layers.Layer):
     >>> layer.adapt(x_train.reshape(len(x_train), -1))
     """
 
-    def __init__(self, scale=1 / 255, class_names=None, **kwargs):
+    def __init__(
+        self, scale: float = 1 / 255, class_names: Sequence[str] | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.scale = float(scale)
         if class_names is not None:
             class_names = [str(name) for name in class_names]
         self.class_names = class_names
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.mean = self.add_weight(
             name="mean", shape=(input_shape[-1],), initializer="zeros", trainable=False
         )
 
-    def adapt(self, x):
+    def adapt(self, x: np.ndarray) -> None:
         """Learn the mean of `x * scale` over examples; x of shape (N, D).
 
         Accumulates in float64 without a float copy of the whole of x.
@@ -62,15 +67,15 @@ class Centering(keras.layers.Layer):
             self.build(x.shape)
         self.mean.assign(x.reshape(len(x), -1).mean(axis=0, dtype=np.float64) * self.scale)
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         x = tf.cast(inputs, self.compute_dtype)
         # The scale as a constant of x's own dtype: float64 models stay exact.
         return x * tf.constant(self.scale, x.dtype) - tf.cast(self.mean, x.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scale": self.scale, "class_names": self.class_names}
 
 
@@ -112,17 +117,19 @@ class Whitening(keras.layers.Layer):
     >>> layer.adapt(x_train.reshape(len(x_train), -1), scale=1 / 255)
     """
 
-    def __init__(self, epsilon=1e-2, **kwargs):
+    def __init__(self, epsilon: float = 1e-2, **kwargs) -> None:
         super().__init__(**kwargs)
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon!r}")
         self.epsilon = float(epsilon)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         d = input_shape[-1]
-        self.kernel = self.add_weight(name="kernel", shape=(d, d), initializer="identity", trainable=False)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(d, d), initializer="identity", trainable=False
+        )
 
-    def adapt(self, x, scale=1.0, chunk=2048):
+    def adapt(self, x: np.ndarray, scale: float = 1.0, chunk: int = 2048) -> None:
         """Learn W from training inputs; `x * scale` is what the layer will see, up to a shift.
 
         The covariance ignores a constant shift, so x may be the raw
@@ -151,11 +158,13 @@ class Whitening(keras.layers.Layer):
         # Rounding can leave the smallest eigenvalues a hair below 0.
         self.kernel.assign((u / np.sqrt(np.maximum(s, 0.0) + self.epsilon)) @ u.T)
 
-    def call(self, inputs):
-        return tf.matmul(tf.cast(inputs, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(
+            tf.cast(inputs, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype)
+        )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "epsilon": self.epsilon}

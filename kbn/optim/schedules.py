@@ -32,18 +32,20 @@ class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
     exactly as they were passed.
     """
 
-    _fields = ()
+    _fields: tuple[str, ...] = ()
 
-    def __init__(self, **values):
+    def __init__(self, **values: float) -> None:
         self._variables = {}
         for name in self._fields:
             setattr(self, name, values[name])
-            self._variables[name] = tf.Variable(float(values[name]), trainable=False, dtype=tf.float32)
+            self._variables[name] = tf.Variable(
+                float(values[name]), trainable=False, dtype=tf.float32
+            )
 
-    def _read(self, name):
+    def _read(self, name: str) -> tf.Tensor:
         return self._variables[name].read_value()
 
-    def assign(self, other):
+    def assign(self, other: "_Schedule") -> None:
         """Take `other`'s numbers (a schedule of the same class), in place."""
         if type(other) is not type(self):
             raise TypeError(f"cannot assign a {type(other).__name__} to a {type(self).__name__}")
@@ -51,7 +53,7 @@ class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
             setattr(self, name, getattr(other, name))
             self._variables[name].assign(float(getattr(other, name)))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self._fields}
 
 
@@ -67,7 +69,7 @@ class Exponential(_Schedule):
 
     _fields = ("eta", "decay", "steps_per_epoch")
 
-    def __init__(self, eta, decay, steps_per_epoch):
+    def __init__(self, eta: float, decay: float, steps_per_epoch: int) -> None:
         if not eta > 0 or not 0 < decay <= 1 or steps_per_epoch < 1:
             raise ValueError(
                 f"Exponential needs eta > 0, 0 < decay <= 1, steps_per_epoch >= 1. "
@@ -75,7 +77,7 @@ class Exponential(_Schedule):
             )
         super().__init__(eta=float(eta), decay=float(decay), steps_per_epoch=int(steps_per_epoch))
 
-    def __call__(self, step):
+    def __call__(self, step: int | tf.Tensor) -> tf.Tensor:
         epoch = ops.floor(ops.cast(step, "float32") / self._read("steps_per_epoch"))
         return self._read("eta") * ops.power(self._read("decay"), epoch)
 
@@ -100,7 +102,7 @@ class Triangular(_Schedule):
 
     _fields = ("eta_min", "eta_max", "step_size")
 
-    def __init__(self, eta_min, eta_max, step_size):
+    def __init__(self, eta_min: float, eta_max: float, step_size: int) -> None:
         if not 0 < eta_min <= eta_max:
             raise ValueError(
                 f"Triangular needs 0 < eta_min <= eta_max. "
@@ -110,7 +112,7 @@ class Triangular(_Schedule):
             raise ValueError(f"Triangular needs step_size >= 1. Received: {step_size}")
         super().__init__(eta_min=float(eta_min), eta_max=float(eta_max), step_size=int(step_size))
 
-    def __call__(self, step):
+    def __call__(self, step: int | tf.Tensor) -> tf.Tensor:
         t = ops.cast(step, "float32") / self._read("step_size")
         phase = 1.0 - ops.abs(ops.mod(t, 2.0) - 1.0)  # 0 -> 1 -> 0 per cycle
         eta_min = self._read("eta_min")
@@ -132,7 +134,7 @@ class Cosine(_Schedule):
 
     _fields = ("eta", "eta_min", "decay_steps")
 
-    def __init__(self, eta, eta_min, decay_steps):
+    def __init__(self, eta: float, eta_min: float, decay_steps: int) -> None:
         if not 0 <= eta_min <= eta or not eta > 0 or decay_steps < 1:
             raise ValueError(
                 f"Cosine needs 0 <= eta_min <= eta, eta > 0, decay_steps >= 1. "
@@ -140,15 +142,22 @@ class Cosine(_Schedule):
             )
         super().__init__(eta=float(eta), eta_min=float(eta_min), decay_steps=int(decay_steps))
 
-    def __call__(self, step):
+    def __call__(self, step: int | tf.Tensor) -> tf.Tensor:
         done = ops.minimum(ops.cast(step, "float32") / self._read("decay_steps"), 1.0)
         eta_min = self._read("eta_min")
         return eta_min + (self._read("eta") - eta_min) * 0.5 * (1.0 + ops.cos(math.pi * done))
 
 
 def learning_rate(
-    schedule, *, eta, steps_per_epoch, decay=0.8, eta_min=None, step_size=None, epochs=None
-):
+    schedule: str,
+    *,
+    eta: float,
+    steps_per_epoch: int,
+    decay: float = 0.8,
+    eta_min: float | None = None,
+    step_size: int | None = None,
+    epochs: int | None = None,
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The optimizer's learning rate for a kbn schedule name.
 
     Args:

@@ -37,7 +37,12 @@ class SGD(keras.optimizers.SGD):
     >>> model.compile(optimizer=SGD(0.05, momentum=0.9), loss=...)
     """
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self,
+        gradient: tf.Tensor | tf.IndexedSlices,
+        variable: keras.Variable,
+        learning_rate: tf.Tensor,
+    ) -> None:
         if not self._fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         velocity = self.momentums[_compat.variable_index(self, variable)].value
@@ -50,7 +55,7 @@ class SGD(keras.optimizers.SGD):
             use_nesterov=False,
         )
 
-    def _fusable(self, gradient, variable):
+    def _fusable(self, gradient: tf.Tensor | tf.IndexedSlices, variable: keras.Variable) -> bool:
         return (
             self.momentum != 0
             and not self.nesterov

@@ -22,8 +22,10 @@ previous file as it was.
 """
 
 import math
+import os
 import pathlib
 import textwrap
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,7 +50,11 @@ BOX_COLOURS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "
 
 
 def plot_curves(
-    history: dict[str, list[float]], path, *, title: str, metrics=("loss", "accuracy")
+    history: dict[str, list[float]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    metrics: Sequence[str] = ("loss", "accuracy"),
 ) -> pathlib.Path:
     """Plot one run's training and validation curves against the epoch.
 
@@ -91,8 +97,10 @@ def plot_curves(
     diverged = False
     for ax, metric in zip(axes, present):
         num_epochs = 0
-        for key, label, colour in ((metric, "training", "tab:blue"),
-                                   (f"val_{metric}", "validation", "tab:orange")):
+        for key, label, colour in (
+            (metric, "training", "tab:blue"),
+            (f"val_{metric}", "validation", "tab:orange"),
+        ):
             if key in history:
                 diverged |= _plot_series(ax, history[key], label=label, color=colour)
                 num_epochs = max(num_epochs, len(history[key]))
@@ -102,7 +110,11 @@ def plot_curves(
 
 
 def plot_comparison(
-    histories: dict[str, dict[str, list[float]]], path, *, title: str, metric: str = "loss"
+    histories: dict[str, dict[str, list[float]]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    metric: str = "loss",
 ) -> pathlib.Path:
     """Plot one metric of several runs on one axes.
 
@@ -140,11 +152,11 @@ def plot_comparison(
                 f"Received keys: {sorted(history)}"
             )
         colour = f"C{i % 10}"  # the default colour cycle
-        for key, kind, style in ((metric, "training", "-"),
-                                 (f"val_{metric}", "validation", "--")):
+        for key, kind, style in ((metric, "training", "-"), (f"val_{metric}", "validation", "--")):
             if key in history:
-                diverged |= _plot_series(ax, history[key], label=f"{label} {kind}",
-                                         color=colour, linestyle=style)
+                diverged |= _plot_series(
+                    ax, history[key], label=f"{label} {kind}", color=colour, linestyle=style
+                )
                 num_epochs = max(num_epochs, len(history[key]))
     _style_epoch_axes(ax, metric, num_epochs)
     ax.set_title(_wrap(f"{title} (diverged)" if diverged else title, fig))
@@ -152,7 +164,11 @@ def plot_comparison(
 
 
 def plot_search(
-    trials: list[dict], path, *, title: str, boxes: list[dict] | None = None
+    trials: list[dict],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    boxes: list[dict] | None = None,
 ) -> pathlib.Path:
     """Scatter a hyper-parameter search over `(eta, lambda)` on log axes.
 
@@ -202,12 +218,36 @@ def plot_search(
         (e_lo, e_hi), (l_lo, l_hi) = _box_ranges(box, i)
         r = box.get("round", i + 1)
         colour = BOX_COLOURS[i % len(BOX_COLOURS)]
-        ax.add_patch(Rectangle((e_lo, l_lo), e_hi - e_lo, l_hi - l_lo, fill=False,
-                               edgecolor=colour, linewidth=1.5, linestyle="--", zorder=1))
-        ax.annotate(f"round {r}", (e_lo, l_hi), xytext=(2, 2), textcoords="offset points",
-                    ha="left", va="bottom", color=colour, fontsize=9, fontweight="bold",
-                    zorder=2.5, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
-                                    "edgecolor": "none", "alpha": 0.6})
+        ax.add_patch(
+            Rectangle(
+                (e_lo, l_lo),
+                e_hi - e_lo,
+                l_hi - l_lo,
+                fill=False,
+                edgecolor=colour,
+                linewidth=1.5,
+                linestyle="--",
+                zorder=1,
+            )
+        )
+        ax.annotate(
+            f"round {r}",
+            (e_lo, l_hi),
+            xytext=(2, 2),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            color=colour,
+            fontsize=9,
+            fontweight="bold",
+            zorder=2.5,
+            bbox={
+                "boxstyle": "square,pad=0.1",
+                "facecolor": "white",
+                "edgecolor": "none",
+                "alpha": 0.6,
+            },
+        )
 
     norm = None
     if ok.any():
@@ -220,28 +260,72 @@ def plot_search(
         marker = "o" if key is None else ROUND_MARKERS[round_values.index(key) % len(ROUND_MARKERS)]
         sel = np.array([r == key for r in rounds], dtype=bool) & ok  # (T,)
         if sel.any():
-            ax.scatter(eta[sel], lam[sel], c=acc[sel], cmap=CMAP, norm=norm, marker=marker,
-                       s=40, edgecolors="black", linewidths=0.5, zorder=3)
+            ax.scatter(
+                eta[sel],
+                lam[sel],
+                c=acc[sel],
+                cmap=CMAP,
+                norm=norm,
+                marker=marker,
+                s=40,
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+            )
         if key is not None:
-            handles.append(Line2D([], [], linestyle="none", marker=marker, color="grey",
-                                  markeredgecolor="black", label=f"round {key} trials"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker=marker,
+                    color="grey",
+                    markeredgecolor="black",
+                    label=f"round {key} trials",
+                )
+            )
     if norm is not None:
         fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="validation accuracy")
 
     failed = ~ok
     if failed.any():
         ax.scatter(eta[failed], lam[failed], marker="x", color="grey", s=40, zorder=2)
-        handles.append(Line2D([], [], linestyle="none", marker="x", color="grey",
-                              label=f"failed ({int(failed.sum())})"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="x",
+                color="grey",
+                label=f"failed ({int(failed.sum())})",
+            )
+        )
 
     if ok.any():
         best = int(np.flatnonzero(ok)[np.argmax(acc[ok])])
-        ax.scatter([eta[best]], [lam[best]], marker="*", s=320, facecolor="none",
-                   edgecolors="red", linewidths=1.5, zorder=4)
-        handles.append(Line2D([], [], linestyle="none", marker="*", markersize=12,
-                              markerfacecolor="none", markeredgecolor="red",
-                              label=f"best: eta={_fmt(eta[best])}, lambda={_fmt(lam[best])}, "
-                                    f"val acc={_fmt(acc[best])}"))
+        ax.scatter(
+            [eta[best]],
+            [lam[best]],
+            marker="*",
+            s=320,
+            facecolor="none",
+            edgecolors="red",
+            linewidths=1.5,
+            zorder=4,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="*",
+                markersize=12,
+                markerfacecolor="none",
+                markeredgecolor="red",
+                label=f"best: eta={_fmt(eta[best])}, lambda={_fmt(lam[best])}, "
+                f"val acc={_fmt(acc[best])}",
+            )
+        )
     ax.margins(0.08)
 
     ax.set_xlabel("eta (learning rate)")
@@ -251,12 +335,23 @@ def plot_search(
     title = _wrap(title, fig)
     ax.set_title(f"{title}\n{n_ok} of {len(trials)} trials finished" if failed.any() else title)
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(handles), 3),
+            fontsize=8,
+            frameon=False,
+        )
     return _save(fig, path)
 
 
-def plot_confusion(confusion, class_names, path, *, title: str) -> pathlib.Path:
+def plot_confusion(
+    confusion: np.ndarray | Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str,
+) -> pathlib.Path:
     """Draw a confusion matrix as a grid of cells, rows the true classes.
 
     Cell `[i, j]` is shaded by the fraction of class `i`'s examples that
@@ -282,8 +377,13 @@ def plot_confusion(confusion, class_names, path, *, title: str) -> pathlib.Path:
     """
     counts = np.asarray(confusion, dtype=np.int64)  # (K, K)
     names = [str(name) for name in class_names]
-    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(names) \
-            or not len(names) or (counts < 0).any():
+    if (
+        counts.ndim != 2
+        or counts.shape[0] != counts.shape[1]
+        or counts.shape[0] != len(names)
+        or not len(names)
+        or (counts < 0).any()
+    ):
         raise KbnError(
             f"plot_confusion needs a K x K matrix of counts >= 0 and K class names. "
             f"Received: a matrix of shape {counts.shape} and {len(names)} names"
@@ -299,11 +399,19 @@ def plot_confusion(confusion, class_names, path, *, title: str) -> pathlib.Path:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if fractions[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if fractions[i, j] > 0.5 else "black",
+                )
     accuracy = [f"{counts[i, i] / rows[i, 0]:.2f}" if rows[i, 0] else "-" for i in range(k)]
-    ax.set_xticks(range(k), names, rotation=45 if k > 5 else 0, ha="right" if k > 5 else "center",
-                  fontsize=8)
+    ax.set_xticks(
+        range(k), names, rotation=45 if k > 5 else 0, ha="right" if k > 5 else "center", fontsize=8
+    )
     ax.set_yticks(range(k), [f"{n} ({a})" for n, a in zip(names, accuracy)], fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (accuracy)")
@@ -345,9 +453,14 @@ def _plot_series(ax, values, **line_kwargs):
         first = int(epochs[bad][0])
         label = f"{label} (diverged at epoch {first})"
         ax.axvline(first, color=line_kwargs["color"], linestyle=":", linewidth=1)
-    ax.plot(epochs, np.where(bad, np.nan, y), label=label,
-            marker="o" if len(y) <= MARKER_MAX_EPOCHS else None, markersize=3,
-            **line_kwargs)
+    ax.plot(
+        epochs,
+        np.where(bad, np.nan, y),
+        label=label,
+        marker="o" if len(y) <= MARKER_MAX_EPOCHS else None,
+        markersize=3,
+        **line_kwargs,
+    )
     return bool(bad.any())
 
 
@@ -389,8 +502,10 @@ def _float_or_nan(value):
 def _positive(mapping, key, what):
     value = _float_or_nan(mapping.get(key))
     if not (math.isfinite(value) and value > 0):
-        raise KbnError(f"plot_search: every {what} needs a finite {key} > 0 for the log axes. "
-                       f"Received: {mapping!r}")
+        raise KbnError(
+            f"plot_search: every {what} needs a finite {key} > 0 for the log axes. "
+            f"Received: {mapping!r}"
+        )
     return value
 
 
@@ -400,10 +515,12 @@ def _box_ranges(box, index):
         try:
             lo, hi = (float(v) for v in box[key])
         except (KeyError, TypeError, ValueError):
-            raise KbnError(f"plot_search: box {index} needs {key}=(lo, hi). "
-                           f"Received: {box!r}") from None
+            raise KbnError(
+                f"plot_search: box {index} needs {key}=(lo, hi). Received: {box!r}"
+            ) from None
         if not (0 < lo < hi and math.isfinite(hi)):
-            raise KbnError(f"plot_search: box {index} needs 0 < lo < hi in {key}. "
-                           f"Received: {key}={box[key]!r}")
+            raise KbnError(
+                f"plot_search: box {index} needs 0 < lo < hi in {key}. Received: {key}={box[key]!r}"
+            )
         ranges.append((lo, hi))
     return ranges

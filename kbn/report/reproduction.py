@@ -26,9 +26,11 @@ report.md's header states how long its run took.
 
 import dataclasses
 import datetime
+import os
 import pathlib
 import shlex
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,8 +39,8 @@ from kbn.data import Dataset, Split, load_data
 from kbn.fileio import atomic_path
 from kbn.gradcheck.check import format_table, gradient_table
 from kbn.nn.builder import build_mlp
-from kbn.training.presets import get_preset
 from kbn.training import TrainConfig, train
+from kbn.training.presets import get_preset
 from tuning.search import SearchConfig, search
 
 # The report's figures, quoted beside ours.
@@ -48,7 +50,11 @@ REPORT_GRADIENTS = {
     30: {"b1": 2.6862e-07, "b2": 3.0972e-10, "W1": 1.3399e-06, "W2": 2.1623e-09},
 }
 REPORT_BEST = {"eta": 0.0864, "lam": 1.8245e-4, "train_acc": 0.6268, "test_acc": 0.4502}
-REPORT_INTERVALS = [((0.01, 0.7), (1e-6, 0.1)), ((0.08, 0.2), (4e-5, 3e-3)), ((0.07, 0.09), (5e-5, 3e-4))]
+REPORT_INTERVALS = [
+    ((0.01, 0.7), (1e-6, 0.1)),
+    ((0.08, 0.2), (4e-5, 3e-3)),
+    ((0.07, 0.09), (5e-5, 3e-4)),
+]
 # The report's batch norm only normalises (its gradients are b and W alone): the studies'
 # nets have no gamma and beta, as the `report` preset.
 REPORT_BATCH_NORM = {key: get_preset("report").model[key] for key in ("center", "scale")}
@@ -69,12 +75,29 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(train=2000, val=1000, test=1000, epochs=5, final_epochs=8, trials=12,
-              trial_epochs=3, gradcheck_entries=100)
+QUICK = Sizes(
+    train=2000,
+    val=1000,
+    test=1000,
+    epochs=5,
+    final_epochs=8,
+    trials=12,
+    trial_epochs=3,
+    gradcheck_entries=100,
+)
 
 
-def reproduce(spec, out, *, quick=False, sizes=None, data_dir=None, seed=0, command=None,
-              progress=print):
+def reproduce(
+    spec: str,
+    out: str | os.PathLike,
+    *,
+    quick: bool = False,
+    sizes: Sizes | None = None,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    command: str | None = None,
+    progress: Callable[[str], None] = print,
+) -> pathlib.Path:
     """Run the report's four studies on `spec` and write `out/report.md`.
 
     Args:
@@ -94,7 +117,10 @@ def reproduce(spec, out, *, quick=False, sizes=None, data_dir=None, seed=0, comm
     sizes = sizes or (QUICK if quick else FULL)
     start = time.perf_counter()
     dataset = _load_with_test(spec, sizes, data_dir, seed)
-    progress(f"data: {spec}: {len(dataset.train)} train, {len(dataset.val)} val, {len(dataset.test)} test")
+    progress(
+        f"data: {spec}: {len(dataset.train)} train, {len(dataset.val)} val, "
+        f"{len(dataset.test)} test"
+    )
     sections = [
         _gradient_check(dataset, sizes, seed, progress),
         _batch_norm_study(dataset, sizes, seed, out, progress),
@@ -121,7 +147,7 @@ def reproduce(spec, out, *, quick=False, sizes=None, data_dir=None, seed=0, comm
     return path
 
 
-def default_out(spec):
+def default_out(spec: str) -> str:
     """reports/<name>: fashion_mnist -> reports/fashion_mnist,
     folder:../x/cifar10-jpeg/train -> reports/cifar10-jpeg-train."""
     name = spec.split(":", 1)[-1].replace("\\", "/")
@@ -130,33 +156,66 @@ def default_out(spec):
 
 
 def _default_command(spec, out, quick):
-    return shlex.join(["kbn", "reproduce", "--data", spec, "--out", str(out), *(["--quick"] if quick else [])])
+    return shlex.join(
+        ["kbn", "reproduce", "--data", spec, "--out", str(out), *(["--quick"] if quick else [])]
+    )
 
 
 def _load_with_test(spec, sizes, data_dir, seed):
     """train/val/test of the wanted sizes; a source without a test split gives one from its pool."""
-    dataset = load_data(spec, train_size=sizes.train, val_size=sizes.val + sizes.test,
-                        seed=seed, data_dir=data_dir)
+    dataset = load_data(
+        spec, train_size=sizes.train, val_size=sizes.val + sizes.test, seed=seed, data_dir=data_dir
+    )
     val = Split(dataset.val.x[: sizes.val], dataset.val.y[: sizes.val])
-    carved = Split(dataset.val.x[sizes.val:], dataset.val.y[sizes.val:])
+    carved = Split(dataset.val.x[sizes.val :], dataset.val.y[sizes.val :])
     test = dataset.test if dataset.test is not None else carved
     if len(test) > sizes.test:
         test = Split(test.x[: sizes.test], test.y[: sizes.test])
     return dataclasses.replace(dataset, val=val, test=test)
 
 
-def _run(dataset, out, name, hidden, *, batch_norm, init="he", eta, lam, epochs, seed,
-         schedule="constant", progress):
+def _run(
+    dataset,
+    out,
+    name,
+    hidden,
+    *,
+    batch_norm,
+    init="he",
+    eta,
+    lam,
+    epochs,
+    seed,
+    schedule="constant",
+    progress,
+):
     """Train one net of a study; returns the TrainResult."""
-    model = build_mlp(hidden, dataset.num_classes, batch_norm=batch_norm, init=init, lam=lam,
-                      **REPORT_BATCH_NORM, adapt=dataset.train.x, seed=seed)
-    config = TrainConfig(eta=eta, schedule=schedule, epochs=epochs, seed=seed,
-                         logdir=str(out / "logs"), run_name=name, verbose=0)
+    model = build_mlp(
+        hidden,
+        dataset.num_classes,
+        batch_norm=batch_norm,
+        init=init,
+        lam=lam,
+        **REPORT_BATCH_NORM,
+        adapt=dataset.train.x,
+        seed=seed,
+    )
+    config = TrainConfig(
+        eta=eta,
+        schedule=schedule,
+        epochs=epochs,
+        seed=seed,
+        logdir=str(out / "logs"),
+        run_name=name,
+        verbose=0,
+    )
     result = train(model, dataset, config)
     final = result.summary["final"]
     status = f", stopped: {result.diverged}" if result.diverged else ""
-    progress(f"  {name}: train {final['train_acc']:.4f}, val {final['val_acc']:.4f}, "
-             f"test {final['test_acc']:.4f}{status}")
+    progress(
+        f"  {name}: train {final['train_acc']:.4f}, val {final['val_acc']:.4f}, "
+        f"test {final['test_acc']:.4f}{status}"
+    )
     return result
 
 
@@ -175,9 +234,16 @@ def _gradient_check(dataset, sizes, seed, progress):
     y = dataset.train.y
     tables = {}
     for batch_norm in (False, True):
-        rows = gradient_table(x, y, hidden=[50], batch_sizes=[10, 20, 30], batch_norm=batch_norm,
-                              num_classes=dataset.num_classes, seed=seed,
-                              max_entries=sizes.gradcheck_entries)
+        rows = gradient_table(
+            x,
+            y,
+            hidden=[50],
+            batch_sizes=[10, 20, 30],
+            batch_norm=batch_norm,
+            num_classes=dataset.num_classes,
+            seed=seed,
+            max_entries=sizes.gradcheck_entries,
+        )
         tables[batch_norm] = rows
     worst = max(r["rel_error"] for rows in tables.values() for r in rows)
     autodiff = max(r["rel_error_autodiff"] for rows in tables.values() for r in rows)
@@ -192,11 +258,15 @@ def _gradient_check(dataset, sizes, seed, progress):
         "",
         "Without batch norm, beside the report's table:",
         "",
-        "| Batch size | " + " | ".join(f"{p} (kbn) | {p} (*report*)" for p in ("b1", "b2", "W1", "W2")) + " |",
+        "| Batch size | "
+        + " | ".join(f"{p} (kbn) | {p} (*report*)" for p in ("b1", "b2", "W1", "W2"))
+        + " |",
         "|---" * 9 + "|",
     ]
     for n in (10, 20, 30):
-        cells = [f"{ours[n, p]:.4e} | {REPORT_GRADIENTS[n][p]:.4e}" for p in ("b1", "b2", "W1", "W2")]
+        cells = [
+            f"{ours[n, p]:.4e} | {REPORT_GRADIENTS[n][p]:.4e}" for p in ("b1", "b2", "W1", "W2")
+        ]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -223,9 +293,19 @@ def _batch_norm_study(dataset, sizes, seed, out, progress):
     for batch_norm in (False, True):
         for init in ("small", "he"):
             name = f"study2-{'bn' if batch_norm else 'no-bn'}-{init}"
-            runs[batch_norm, init] = _run(dataset, out, name, [50, 30], batch_norm=batch_norm,
-                                          init=init, eta=0.1, lam=1e-4, epochs=sizes.epochs,
-                                          seed=seed, progress=progress)
+            runs[batch_norm, init] = _run(
+                dataset,
+                out,
+                name,
+                [50, 30],
+                batch_norm=batch_norm,
+                init=init,
+                eta=0.1,
+                lam=1e-4,
+                epochs=sizes.epochs,
+                seed=seed,
+                progress=progress,
+            )
     labels = {"small": "small init (N(0, 1e-4^2))", "he": "He init"}
     figures = []
     for number, batch_norm in ((1, False), (2, True)):
@@ -234,7 +314,10 @@ def _batch_norm_study(dataset, sizes, seed, out, progress):
         plots.plot_comparison(
             {labels[init]: runs[batch_norm, init].history for init in ("small", "he")},
             out / name,
-            title=f"Figure {number}: 3-layer network {with_bn} batch normalization, eta=0.1, lambda=1e-4",
+            title=(
+                f"Figure {number}: 3-layer network {with_bn} batch normalization, "
+                "eta=0.1, lambda=1e-4"
+            ),
         )
         figures.append(f"![Figure {number}]({name})")
     lines = [
@@ -243,7 +326,8 @@ def _batch_norm_study(dataset, sizes, seed, out, progress):
         f"Hidden layers [50, 30], batch norm without gamma and beta (as the report's), eta 0.1 "
         f"(constant), lambda 1e-4, momentum 0.9, batch 100, "
         f"{sizes.epochs} epochs. The report's Figure 1 (without batch norm) fails to learn and its "
-        "Figure 2 (with) learns; kbn runs both with the report's small initialisation and with He's.",
+        "Figure 2 (with) learns; kbn runs both with the report's small initialisation "
+        "and with He's.",
         "",
         figures[0],
         "",
@@ -276,32 +360,74 @@ def _batch_norm_study(dataset, sizes, seed, out, progress):
 
 
 def _search_study(dataset, sizes, seed, out, progress):
-    progress(f"3/4 coarse-to-fine search: {sizes.trials} pairs, 3 rounds, {sizes.trial_epochs} epochs each")
+    progress(
+        f"3/4 coarse-to-fine search: {sizes.trials} pairs, 3 rounds, "
+        f"{sizes.trial_epochs} epochs each"
+    )
     (eta_range, lam_range) = REPORT_INTERVALS[0]
-    config = SearchConfig(rounds=3, trials=sizes.trials, epochs=sizes.trial_epochs,
-                          eta_range=eta_range, lam_range=lam_range, directory=str(out / "logs"),
-                          project="study3-search", seed=seed, verbose=0, pruning="none",
-                          # Every trial validated after every epoch: its curves, and a log that
-                          # replays through other stopping rules (benchmarks/search_replay.py).
-                          validation_freq=1)
+    config = SearchConfig(
+        rounds=3,
+        trials=sizes.trials,
+        epochs=sizes.trial_epochs,
+        eta_range=eta_range,
+        lam_range=lam_range,
+        directory=str(out / "logs"),
+        project="study3-search",
+        seed=seed,
+        verbose=0,
+        pruning="none",
+        # Every trial validated after every epoch: its curves, and a log that
+        # replays through other stopping rules (benchmarks/search_replay.py).
+        validation_freq=1,
+    )
     searched = Dataset(dataset.name, dataset.train, dataset.val, None, dataset.class_names)
     found = search(searched, config, TrainConfig(seed=seed))
     # The report's protocol runs every trial to the end; one line compares ASHA's pruning.
-    pruned = search(searched, dataclasses.replace(config, pruning="asha", project="study3-search-asha",
-                                                  validation_freq=None),
-                    TrainConfig(seed=seed))
+    pruned = search(
+        searched,
+        dataclasses.replace(
+            config, pruning="asha", project="study3-search-asha", validation_freq=None
+        ),
+        TrainConfig(seed=seed),
+    )
     (out / "search.png").write_bytes((found.project_dir / "search.png").read_bytes())
-    progress(f"  best: eta {found.best['eta']:.4g}, lambda {found.best['lam']:.4g}, "
-             f"val {found.best['val_acc']:.4f} ({found.seconds:.0f} s)")
-    final = _run(dataset, out, "study3-best", [50, 30], batch_norm=True, eta=found.best["eta"],
-                 lam=found.best["lam"], epochs=sizes.final_epochs, seed=seed, schedule="exp",
-                 progress=progress)
-    report_pair = _run(dataset, out, "study3-report-pair", [50, 30], batch_norm=True,
-                       eta=REPORT_BEST["eta"], lam=REPORT_BEST["lam"], epochs=sizes.final_epochs,
-                       seed=seed, schedule="exp", progress=progress)
-    plots.plot_curves(final.history, out / "figure3.png",
-                      title=f"Figure 3: loss for the best hyper-parameters, eta={found.best['eta']:.4g}, "
-                            f"lambda={found.best['lam']:.4g}", metrics=("loss",))
+    progress(
+        f"  best: eta {found.best['eta']:.4g}, lambda {found.best['lam']:.4g}, "
+        f"val {found.best['val_acc']:.4f} ({found.seconds:.0f} s)"
+    )
+    final = _run(
+        dataset,
+        out,
+        "study3-best",
+        [50, 30],
+        batch_norm=True,
+        eta=found.best["eta"],
+        lam=found.best["lam"],
+        epochs=sizes.final_epochs,
+        seed=seed,
+        schedule="exp",
+        progress=progress,
+    )
+    report_pair = _run(
+        dataset,
+        out,
+        "study3-report-pair",
+        [50, 30],
+        batch_norm=True,
+        eta=REPORT_BEST["eta"],
+        lam=REPORT_BEST["lam"],
+        epochs=sizes.final_epochs,
+        seed=seed,
+        schedule="exp",
+        progress=progress,
+    )
+    plots.plot_curves(
+        final.history,
+        out / "figure3.png",
+        title=f"Figure 3: loss for the best hyper-parameters, eta={found.best['eta']:.4g}, "
+        f"lambda={found.best['lam']:.4g}",
+        metrics=("loss",),
+    )
     lines = [
         "## 3. Coarse-to-fine search of eta and lambda",
         "",
@@ -323,7 +449,8 @@ def _search_study(dataset, sizes, seed, out, progress):
         lines.append(
             f"| {i + 1} | {r['eta_range'][0]:.4g} - {r['eta_range'][1]:.4g} | "
             f"{r['lam_range'][0]:.3g} - {r['lam_range'][1]:.3g} | {r['trials']} | {best} | "
-            f"eta {report_eta[0]:g} - {report_eta[1]:g}, lambda {report_lam[0]:g} - {report_lam[1]:g} |"
+            f"eta {report_eta[0]:g} - {report_eta[1]:g}, "
+            f"lambda {report_lam[0]:g} - {report_lam[1]:g} |"
         )
     ours, theirs = final.summary["final"], report_pair.summary["final"]
     lines += [
@@ -364,14 +491,28 @@ def _eta_study(dataset, sizes, seed, out, progress):
     for eta in ETAS:
         for batch_norm in (True, False):
             name = f"study4-eta{eta:g}-{'bn' if batch_norm else 'no-bn'}"
-            result = _run(dataset, out, name, [50], batch_norm=batch_norm, eta=eta, lam=1e-4,
-                          epochs=sizes.epochs, seed=seed, progress=progress)
+            result = _run(
+                dataset,
+                out,
+                name,
+                [50],
+                batch_norm=batch_norm,
+                eta=eta,
+                lam=1e-4,
+                epochs=sizes.epochs,
+                seed=seed,
+                progress=progress,
+            )
             runs[eta, batch_norm] = result
             with_bn = "with" if batch_norm else "with no"
             figure = f"figure{number}.png"
-            plots.plot_curves(result.history, out / figure, metrics=("loss",),
-                              title=f"Figure {number}: 2-layer network {with_bn} batch normalization "
-                                    f"and eta={eta:g}")
+            plots.plot_curves(
+                result.history,
+                out / figure,
+                metrics=("loss",),
+                title=f"Figure {number}: 2-layer network {with_bn} batch normalization "
+                f"and eta={eta:g}",
+            )
             figures.append(f"![Figure {number}]({figure})")
             number += 1
     lines = [
@@ -388,7 +529,8 @@ def _eta_study(dataset, sizes, seed, out, progress):
         facts[eta, batch_norm] = fact = _curve_facts(result)
         final = result.summary["final"]
         lines.append(
-            f"| {eta:g} | {'yes' if batch_norm else 'no'} | {fact['first']:.4f} / {fact['last']:.4f} | "
+            f"| {eta:g} | {'yes' if batch_norm else 'no'} | "
+            f"{fact['first']:.4f} / {fact['last']:.4f} | "
             f"{fact['best_val']:.4f} ({fact['best_epoch']}) | {fact['overshoot']:.4f} | "
             f"{_pct(final['train_acc'])} | {_pct(final['val_acc'])} |"
         )
@@ -435,7 +577,8 @@ def _conclusion(runs, facts):
             )
         lines.append(f"- eta = {eta:g}: " + "; ".join(parts) + ".")
     gains = {
-        eta: runs[eta, True].summary["final"]["val_acc"] - runs[eta, False].summary["final"]["val_acc"]
+        eta: runs[eta, True].summary["final"]["val_acc"]
+        - runs[eta, False].summary["final"]["val_acc"]
         for eta in ETAS
     }
     best_gain = max(gains, key=gains.get)

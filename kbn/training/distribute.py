@@ -15,6 +15,7 @@ stays `TrainConfig.batch_size`, split evenly among the replicas:
     kbn.train(model, dataset, config)
 """
 
+import contextlib
 import json
 import os
 
@@ -25,7 +26,7 @@ from kbn.errors import KbnError
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
-def make_strategy(name="default", replicas=None):
+def make_strategy(name: str = "default", replicas: int | None = None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name`.
 
     Call it before TensorFlow has run anything in the process: logical CPU
@@ -63,14 +64,12 @@ def make_strategy(name="default", replicas=None):
     raise KbnError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
-def _logical_cpus(count):
+def _logical_cpus(count: int) -> list[str]:
     """Names of `count` logical devices carved out of the CPU."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     wanted = [tf.config.LogicalDeviceConfiguration()] * count
-    try:
+    with contextlib.suppress(RuntimeError):  # TensorFlow has started: keep its devices if they fit
         tf.config.set_logical_device_configuration(cpu, wanted)
-    except RuntimeError:  # TensorFlow has started: keep its devices if they fit
-        pass
     logical = tf.config.list_logical_devices("CPU")
     if len(logical) != count:
         raise KbnError(
@@ -80,7 +79,7 @@ def _logical_cpus(count):
     return [device.name for device in logical]
 
 
-def worker_id(strategy):
+def worker_id(strategy: tf.distribute.Strategy) -> str | None:
     """None for the process that writes the run folder (the chief), else its task id.
 
     Keras's multi-worker convention: the chief (task `chief`, or worker 0
@@ -104,12 +103,12 @@ def worker_id(strategy):
     return f"{resolver.task_type}-{resolver.task_id}"
 
 
-def is_multi_worker(strategy):
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """Whether `strategy` spans processes (`MultiWorkerMirroredStrategy`)."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def smallest_across_workers(strategy, value):
+def smallest_across_workers(strategy: tf.distribute.Strategy, value: int) -> int:
     """The smallest of every worker's `value` (an int); `value` itself in one process."""
     if not is_multi_worker(strategy):
         return value

@@ -23,8 +23,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from kbn.nn.batch_norm import BatchNorm
-from kbn.nn.dense import Dense
 from kbn.nn.builder import SMALL_INIT_STDDEV
+from kbn.nn.dense import Dense
 from kbn.nn.preprocessing import Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
@@ -73,7 +73,9 @@ def run_hparams(model, config):
         "flip": any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers),
         # RandomTranslation keeps a factor as given: a float or (low, high).
         "translate": float(abs(_high(translate[0]))) if translate else 0.0,
-        "whiten": max((layer.epsilon for layer in model.layers if isinstance(layer, Whitening)), default=0.0),
+        "whiten": max(
+            (layer.epsilon for layer in model.layers if isinstance(layer, Whitening)), default=0.0
+        ),
         "seed": config.seed,
     }
     return {name: value for name, value in values.items() if value is not None}
@@ -98,7 +100,9 @@ def write_hparams(run_dir, hparams, status):
         ValueError: for an unknown status or a value of another type.
     """
     if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}. Received: status={status!r}")
+        raise ValueError(
+            f"status must be one of {', '.join(STATUSES)}. Received: status={status!r}"
+        )
     values = {name: _plain(name, value) for name, value in hparams.items() if value is not None}
     values["status"] = status
     run_dir = pathlib.Path(run_dir)

@@ -38,7 +38,6 @@ mini-batches come from the permutation, not from an iterator.
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -169,12 +168,14 @@ class TrainingLoop:
         self.stages = split[0] if split else None
         self._kept_inputs = {}  # id(x) -> (x, stage weights, output): see `inputs`
         if split:
-            self._through_stages = tf.function(lambda x: split[0](x, training=False), reduce_retracing=True)
-            step = lambda x, y: train_step(model, split[1], x, y)  # noqa: E731
-            check = lambda x, y: evaluation_step(model, split[1], x, y)  # noqa: E731
+            self._through_stages = tf.function(
+                lambda x: split[0](x, training=False), reduce_retracing=True
+            )
+            step = lambda x, y: train_step(model, split[1], x, y)
+            check = lambda x, y: evaluation_step(model, split[1], x, y)
         else:
             step = None
-            check = lambda x, y: model.test_step((x, y))  # noqa: E731
+            check = lambda x, y: model.test_step((x, y))
         self._run_chunk = self._chunk_loop(model, step)
         self._run_split = self._split_loop(model, check)
 
@@ -187,7 +188,10 @@ class TrainingLoop:
             dtype = model.outputs[0].dtype
             losses = tf.TensorArray(dtype, size=count)
             predictions = tf.TensorArray(
-                dtype, size=count, infer_shape=False, element_shape=[None, model.outputs[0].shape[-1]]
+                dtype,
+                size=count,
+                infer_shape=False,
+                element_shape=[None, model.outputs[0].shape[-1]],
             )
             for i in tf.range(count):
                 index = batch_indices(order, first + tf.cast(i, tf.int64), batch_size)
@@ -332,9 +336,15 @@ class TrainingLoop:
                     batch_size,
                 )
             epochs_run = first_epoch + epoch + 1
-            if validation is None or call != calls_per_epoch - 1 or epochs_run not in validation.epochs:
+            if (
+                validation is None
+                or call != calls_per_epoch - 1
+                or epochs_run not in validation.epochs
+            ):
                 return logs
-            logs = {name: float(value) for name, value in logs.items()}  # before `evaluate` resets them
+            logs = {
+                name: float(value) for name, value in logs.items()
+            }  # before `evaluate` resets them
             metrics = self.evaluate(validation.x, validation.y, validation.batch_size)
             return {**logs, **{f"val_{name}": value for name, value in metrics.items()}}
 

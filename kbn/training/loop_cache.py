@@ -17,6 +17,7 @@ from kbn.errors import KbnError
 from kbn.nn.builder import compile_model
 from kbn.nn.precision import model_precision, resolve
 from kbn.optim.sgd import SGD
+from kbn.training.config import TrainConfig
 from kbn.training.loop import TrainingLoop
 
 # The TrainConfig fields traced into the compiled loop: the schedule's kind
@@ -36,8 +37,8 @@ class _Entry:
     """
 
     key: tuple
-    optimizer: object
-    schedule: object
+    optimizer: keras.optimizers.Optimizer
+    schedule: float | keras.optimizers.schedules.LearningRateSchedule | None
     loop: TrainingLoop
 
 
@@ -49,15 +50,21 @@ class LoopCache:
     ...     kbn.train(model, dataset, TrainConfig(eta=eta), loops=loops)  # traced once
     """
 
-    def __init__(self):
-        self._entries = weakref.WeakKeyDictionary()  # model -> _Entry
+    def __init__(self) -> None:
+        # model -> _Entry
+        self._entries: weakref.WeakKeyDictionary[keras.Model, _Entry] = weakref.WeakKeyDictionary()
 
-    def get(self, model):
+    def get(self, model: keras.Model) -> TrainingLoop | None:
         """The `TrainingLoop` kept for `model`, or None before its first run."""
         entry = self._entries.get(model)
         return entry.loop if entry else None
 
-    def compile(self, model, rate, config):
+    def compile(
+        self,
+        model: keras.Model,
+        rate: float | keras.optimizers.schedules.LearningRateSchedule,
+        config: TrainConfig,
+    ) -> TrainingLoop:
         """Compile `model` for a run with `config`, or reuse the loop it already has.
 
         Args:
@@ -73,8 +80,9 @@ class LoopCache:
         computes, wanted = model_precision(model), resolve(config.precision)[0]
         if computes != wanted and (computes.startswith("mixed") or wanted.startswith("mixed")):
             raise KbnError(
-                f"the model computes in {computes} and the config asks for {wanted}: build the model "
-                f"with build_mlp(precision={wanted!r}) or set TrainConfig(precision={computes!r})"
+                f"the model computes in {computes} and the config asks for {wanted}: "
+                f"build the model with build_mlp(precision={wanted!r}) "
+                f"or set TrainConfig(precision={computes!r})"
             )
         key = tuple(getattr(config, name) for name in TRACED)
         entry = self._entries.get(model)
@@ -87,7 +95,11 @@ class LoopCache:
                 _reset(_unscaled(entry.optimizer))  # the loss scale carries on
             return entry.loop
         optimizer, schedule = config.optimizer, None
-        if optimizer is None and model.optimizer is not None and not isinstance(_unscaled(model.optimizer), SGD):
+        if (
+            optimizer is None
+            and model.optimizer is not None
+            and not isinstance(_unscaled(model.optimizer), SGD)
+        ):
             optimizer = model.optimizer  # the caller's own, as compiled
         if optimizer is None:
             with model.distribute_strategy.scope():
@@ -97,7 +109,9 @@ class LoopCache:
         # the loss is scaled up before the gradient and the gradients down
         # after it, and a step with a non-finite gradient is skipped (with a
         # smaller scale next time). bfloat16 has float32's range and needs none.
-        if computes == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        if computes == "mixed_float16" and not isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer
+        ):
             with model.distribute_strategy.scope():
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         with model.distribute_strategy.scope():
@@ -113,7 +127,11 @@ class LoopCache:
 
 
 def _unscaled(optimizer):
-    return optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
+    return (
+        optimizer.inner_optimizer
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        else optimizer
+    )
 
 
 def _reset(optimizer):

@@ -59,7 +59,9 @@ def batch_indices(order, step, batch_size, replica=0, replicas=1):
     n = tf.shape(order, out_type=tf.int64)[0]
     step, batch_size = tf.cast(step, tf.int64), tf.cast(batch_size, tf.int64)
     lo = step * batch_size
-    if isinstance(replicas, int) and replicas == 1:  # one device: the whole batch, fewer ops per step
+    if (
+        isinstance(replicas, int) and replicas == 1
+    ):  # one device: the whole batch, fewer ops per step
         return order[lo : tf.minimum(lo + batch_size, n)]
     replica, replicas = tf.cast(replica, tf.int64), tf.cast(replicas, tf.int64)
     size = tf.minimum(lo + batch_size, n) - lo

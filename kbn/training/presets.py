@@ -36,7 +36,14 @@ class Preset:
     train: types.MappingProxyType
 
 
-def _preset(name, description, *, data, model, train):
+def _preset(
+    name: str,
+    description: str,
+    *,
+    data: dict[str, object],
+    model: dict[str, object],
+    train: dict[str, object],
+) -> Preset:
     frozen = types.MappingProxyType
     return Preset(name, description, frozen(data), frozen(model), frozen(train))
 
@@ -51,8 +58,14 @@ PRESETS = {
             data={"train_size": 10000, "val_size": 10000},
             # The report's batch norm only normalises: its gradients are b and W
             # alone, no gamma or beta.
-            model={"hidden": [50, 30], "batch_norm": True, "center": False, "scale": False,
-                   "init": "he", "lam": 1.8245e-4},
+            model={
+                "hidden": [50, 30],
+                "batch_norm": True,
+                "center": False,
+                "scale": False,
+                "init": "he",
+                "lam": 1.8245e-4,
+            },
             train={"eta": 0.0864, "schedule": "exp", "decay": 0.8, "epochs": 20, "batch_size": 100},
         ),
         _preset(
@@ -85,7 +98,7 @@ PRESETS = {
 }
 
 
-def get_preset(name):
+def get_preset(name: str) -> Preset:
     """The `Preset` called `name`; KbnError naming the known ones otherwise."""
     try:
         return PRESETS[name]

@@ -26,7 +26,8 @@ LOCK_NAME = ".lock"
 
 
 class RunLock:
-    """Context manager: hold `folder` for one writer (fcntl.flock on folder/.lock, pid and host written in it).
+    """Context manager: hold `folder` for one writer (fcntl.flock on folder/.lock, pid and host
+    written in it).
 
     Entering creates `folder` if needed and takes an exclusive, non-blocking
     flock on `folder/.lock`; leaving releases it. A second holder, in another
@@ -57,8 +58,10 @@ class RunLock:
 
     def __enter__(self):
         if self._fd is not None:
-            raise KbnError(f"{self.what} {self.folder}: this RunLock is already held; "
-                           "enter a RunLock once at a time")
+            raise KbnError(
+                f"{self.what} {self.folder}: this RunLock is already held; "
+                "enter a RunLock once at a time"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         # No O_TRUNC: the holder's pid and host must survive for the message.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -13,7 +13,13 @@ from kbn.nn.preprocessing import Centering, Whitening
 
 # Layers that learn nothing and map an input the same way in training and at
 # inference: their output is computed once per split (`split_fixed_stages`).
-FIXED_STAGES = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Rescaling, Centering, Whitening)
+FIXED_STAGES = (
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Rescaling,
+    Centering,
+    Whitening,
+)
 
 
 def split_fixed_stages(model):

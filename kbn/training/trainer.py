@@ -87,7 +87,11 @@ class TrainResult:
         """
         final = self.summary.get("final") or {}
         return {
-            **{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss") if k in final},
+            **{
+                k: final[k]
+                for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss")
+                if k in final
+            },
             "epochs_run": self.summary["epochs_run"],
             "seconds_per_epoch": self.summary["seconds_per_epoch"],
             "diverged": self.diverged,
@@ -159,7 +163,9 @@ def train(
     if worker is not None:
         run_dir = run_dir / "workers" / str(worker)
     with RunLock(run_dir):
-        return _train(model, dataset, config, run_dir, list(callbacks or []), hparams, worker is None, loops)
+        return _train(
+            model, dataset, config, run_dir, list(callbacks or []), hparams, worker is None, loops
+        )
 
 
 def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loops):
@@ -201,7 +207,11 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
     x_in = loop.inputs(x)
     x_val = loop.inputs(dataset.val.x) if len(dataset.val) else None
     batch = max(config.batch_size, EVALUATION_BATCH)
-    validation = None if x_val is None else Validation(x_val, dataset.val.y, config.validation_epochs(), batch)
+    validation = (
+        None
+        if x_val is None
+        else Validation(x_val, dataset.val.y, config.validation_epochs(), batch)
+    )
     test = dataset.test
 
     # One callback per job, in the order their epoch ends must run.
@@ -237,7 +247,9 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
     callbacks += [EpochTensorBoard(run_dir, history=history)] if chief else []
 
     # fit runs kbn's loop as the model's train function, from epoch `done`.
-    model.train_function = loop.train_function(x_in, y, order, done, steps_per_execution, validation)
+    model.train_function = loop.train_function(
+        x_in, y, order, done, steps_per_execution, validation
+    )
     try:
         model.fit(
             fit_data(model.distribute_strategy),
@@ -253,7 +265,13 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
 
     summary = run_log.summary
     if chief:
-        status = "diverged" if summary["diverged"] else "stopped" if summary["stopped_early"] else "finished"
+        status = (
+            "diverged"
+            if summary["diverged"]
+            else "stopped"
+            if summary["stopped_early"]
+            else "finished"
+        )
         write_hparams(run_dir, {**run_hparams(model, config), **(hparams or {})}, status)
         if run_log.history.get("loss") and config.plot_curves:
             plots.plot_curves(run_log.history, run_dir / "curves.png", title=_title(model, config))

@@ -9,7 +9,8 @@ divergence guard):
     divergence_guard.py  DivergenceGuard     the report's stopping rule for a blown-up cost
     save_model.py        SaveModel           the trained model, when training ends
     run_log.py           RunLog              history and summary.json, final metrics at the end
-    backup.py            BackupAndResume     restore before fit, save at recorded epochs, remove at the end
+    backup.py            BackupAndResume     restore before fit, save at recorded epochs,
+                                             remove at the end
     tensorboard.py       EpochTensorBoard    the curves, flushed every epoch, replayed on resume
     cadence.py           Cadence             when the run log and the backup record (shared by both)
 

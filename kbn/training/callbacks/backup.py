@@ -70,10 +70,9 @@ class Backup:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch % 2}.state"
         arrays = [variable.numpy() for variable in _variables(model)]
-        with atomic_path(self.folder / name) as tmp:
-            with open(tmp, "wb") as f:
-                for array in arrays:
-                    f.write(array.tobytes())  # C order, as `restore` reads it
+        with atomic_path(self.folder / name) as tmp, open(tmp, "wb") as f:
+            for array in arrays:
+                f.write(array.tobytes())  # C order, as `restore` reads it
         record = read_json(self._record_path) or {}
         kept = [s for s in record.get("states", []) if s["state"] != name][:1]
         write_json(
@@ -183,4 +182,3 @@ class BackupAndResume(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.backup.remove()
-

@@ -54,8 +54,19 @@ class RunLog(keras.callbacks.Callback):
         model_path: where the model is saved when training ends, or None.
     """
 
-    def __init__(self, run_dir, config, cadence, timer, guard, loop, splits, batch_size, history=None,
-                 model_path=None):
+    def __init__(
+        self,
+        run_dir,
+        config,
+        cadence,
+        timer,
+        guard,
+        loop,
+        splits,
+        batch_size,
+        history=None,
+        model_path=None,
+    ):
         super().__init__()
         self.run_dir = run_dir
         self.config = config
@@ -72,7 +83,8 @@ class RunLog(keras.callbacks.Callback):
 
     @staticmethod
     def previous(run_dir, epochs):
-        """The history of a run's summary.json cut to its first `epochs` epochs, and whether it finished.
+        """The history of a run's summary.json cut to its first `epochs` epochs, and whether it
+        finished.
 
         Returns:
             (history by key, the summary or None, finished).
@@ -93,7 +105,11 @@ class RunLog(keras.callbacks.Callback):
         if self.cadence.due(epoch + 1):
             self._write()
         if "val_loss" in logs and (epoch + 1 == self.config.epochs or self.model.stop_training):
-            metrics = {name.removeprefix("val_"): value for name, value in logs.items() if name.startswith("val_")}
+            metrics = {
+                name.removeprefix("val_"): value
+                for name, value in logs.items()
+                if name.startswith("val_")
+            }
             self._last_validation = (metrics, [v.numpy() for v in self.model.variables])
 
     def on_train_end(self, logs=None):
@@ -136,7 +152,9 @@ class RunLog(keras.callbacks.Callback):
             "seconds_per_epoch": statistics.median(seconds[1:] or seconds) if seconds else None,
             "finished": final is not None,
             "diverged": diverged,
-            "stopped_early": final is not None and diverged is None and epochs_run < self.config.epochs,
+            "stopped_early": final is not None
+            and diverged is None
+            and epochs_run < self.config.epochs,
             "final": final,
             "model_path": str(self.model_path) if self.model_path and final is not None else None,
             "history": self.history,
