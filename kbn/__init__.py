@@ -1,6 +1,7 @@
 """kbn: k-layer networks with hand-written batch-norm backward passes, in Keras 3.
 
-The Python API: `load_data` -> `build_mlp` -> `train`, and `check_gradients`;
+The Python API: `load_data` -> `build_mlp` -> `train`, `check_gradients` and
+`lr_find` (the learning-rate range test);
 the layers `Dense` and `BatchNorm`. docs/architecture.md shows the modules
 behind it, level by level, and where to add to them.
 """
@@ -16,8 +17,12 @@ _moved.install()  # the 0.1 module names, for one release
 from kbn.data import Dataset, Split, load_data  # noqa: E402
 from kbn.errors import KbnError  # noqa: E402
 from kbn.gradcheck.check import check_gradients  # noqa: E402
+from kbn.lr_range.config import LrFindConfig  # noqa: E402
+from kbn.lr_range.range_test import lr_find  # noqa: E402
+from kbn.lr_range.result import LrFindResult  # noqa: E402
 from kbn.nn import BatchNorm, Dense  # noqa: E402
 from kbn.nn.builder import build_mlp  # noqa: E402
+from kbn.run_table import Run, RunTable, runs  # noqa: E402
 from kbn.training.config import TrainConfig  # noqa: E402
 from kbn.training.distribute import make_strategy  # noqa: E402
 from kbn.training.trainer import TrainResult, train  # noqa: E402
@@ -30,12 +35,18 @@ __all__ = [
     "Dataset",
     "Dense",
     "KbnError",
+    "LrFindConfig",
+    "LrFindResult",
+    "Run",
+    "RunTable",
     "Split",
     "TrainConfig",
     "TrainResult",
     "build_mlp",
     "check_gradients",
     "load_data",
+    "lr_find",
     "make_strategy",
+    "runs",
     "train",
 ]

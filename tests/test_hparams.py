@@ -96,6 +96,37 @@ def test_write_hparams_writes_a_session_with_status_and_the_validation_metrics(t
     assert set(_events(run)) == {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG}
 
 
+def test_the_experiment_lists_eta_lambda_status_and_the_compared_hparams_first(tmp_path):
+    # TensorBoard sorts the hparams marked as differing first, then by name,
+    # and shows the first five: by name alone, lam came after batch_norm,
+    # batch_size, dropout, eta and flip, and was hidden.
+    hparams = {
+        "batch_norm": True,
+        "batch_size": 100,
+        "dropout": 0.0,
+        "eta": 0.1,
+        "flip": False,
+        "lam": 1e-4,
+        "round": 2,
+        "seed": 0,
+        "trial_id": "3",
+    }
+    write_hparams(tmp_path, hparams, "finished", compared=["round", "trial_id"])
+    _, experiment = _session(tmp_path)
+    assert [(info.name, info.differs) for info in experiment.hparam_infos] == [
+        ("eta", True),
+        ("lam", True),
+        ("round", True),
+        ("status", True),
+        ("trial_id", True),
+        ("batch_norm", False),
+        ("batch_size", False),
+        ("dropout", False),
+        ("flip", False),
+        ("seed", False),
+    ]
+
+
 def test_a_second_write_replaces_the_first_session(tmp_path):
     write_hparams(tmp_path, {"eta": 0.1}, "stopped")
     write_hparams(tmp_path, {"eta": 0.1}, "finished")
@@ -125,8 +156,11 @@ def test_a_train_run_folder_holds_its_session_beside_its_curves(tmp_path):
         epochs=2, batch_size=20, logdir=str(tmp_path), run_name="r", verbose=0, plot_curves=False
     )
     result = train(model, data, config, hparams={"note": "extra"})
-    values, _ = _session(result.run_dir)
+    values, experiment = _session(result.run_dir)
     assert values == {**run_hparams(model, config), "note": "extra", "status": "finished"}
+    # The caller's extra hparams are what tells its runs apart: shown first.
+    first = [info.name for info in experiment.hparam_infos if info.differs]
+    assert first == ["eta", "lam", "note", "status"]
     losses = [step for step, _ in _events(result.run_dir / "validation")["epoch_loss"]]
     assert losses == [0, 1]
 

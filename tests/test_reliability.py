@@ -287,7 +287,12 @@ def test_interrupted_save_leaves_the_previous_model_whole(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_small(tmp_path / "logs", "second", epochs=1, save=str(path))
     assert path.read_bytes() == good
-    assert sorted(p.name for p in models.iterdir()) == ["m.keras"]  # no temporary file left
+    # The first run's model and card; no temporary file left.
+    assert sorted(p.name for p in models.iterdir()) == [
+        "m.card.confusion.png",
+        "m.card.md",
+        "m.keras",
+    ]
     monkeypatch.undo()
     loaded = keras.saving.load_model(path)
     assert loaded.get_layer("batch_norm1").moving_mean.shape == (8,)

@@ -2,15 +2,17 @@
 this one, gets an error naming the first; a SIGKILLed holder leaves the folder free."""
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
 
 from kbn.errors import KbnError
-from kbn.training.runlock import RunLock
+from kbn.training.runlock import RunLock, is_held
 
 
 @contextlib.contextmanager
@@ -108,3 +110,25 @@ def test_one_runlock_cannot_be_entered_twice(tmp_path):
         lock.__enter__()
     with lock:  # reusable once released
         pass
+
+
+def test_is_held_is_true_only_while_a_runlock_holds_the_folder(tmp_path):
+    assert not is_held(tmp_path / "never")  # no folder, no lock file
+    with RunLock(tmp_path / "r"):
+        assert is_held(tmp_path / "r")
+    assert not is_held(tmp_path / "r")
+
+
+def test_a_writer_starting_while_is_held_looks_still_gets_the_folder(tmp_path):
+    folder = tmp_path / "r"
+    with RunLock(folder):
+        pass
+    fd = os.open(folder / ".lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # is_held's probe, caught mid-way
+    timer = threading.Timer(0.02, os.close, [fd])
+    timer.start()
+    try:
+        with RunLock(folder):
+            assert is_held(folder)
+    finally:
+        timer.join()

@@ -123,6 +123,12 @@ def test_a_trials_run_folder_holds_its_hparams_session_beside_its_curves(finishe
         "finished",
     )
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    # The searched values lead TensorBoard's table, where it shows them.
+    names = [info.name for info in experiment.hparam_infos]
+    assert names[:5] == ["eta", "lam", "round", "status", "trial_id"]
+    assert [info.differs for info in experiment.hparam_infos] == [True] * 5 + [False] * (
+        len(names) - 5
+    )
     assert ("validation", "epoch_accuracy") in {
         (m.name.group, m.name.tag) for m in experiment.metric_infos
     }

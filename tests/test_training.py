@@ -3,6 +3,7 @@ TensorBoard events), repeats itself under a seed, follows its schedule, stops
 cleanly when it diverges, and resumes after a kill with every epoch exactly once."""
 
 import dataclasses
+import datetime
 import math
 import pathlib
 import shutil
@@ -18,7 +19,7 @@ import kbn
 import kbn.training.loop
 import kbn.training.trainer
 from kbn import Dataset, KbnError, Split, build_mlp
-from kbn.fileio import read_json
+from kbn.fileio import read_json, write_json
 from kbn.training import LoopCache, TrainConfig, TrainResult, train
 from kbn.training.callbacks import Backup, EpochTensorBoard, cadence
 from kbn.training.callbacks import backup as backup_module
@@ -186,13 +187,33 @@ def test_final_metrics_are_the_trained_models_in_inference_mode(reference):
 
 
 def test_run_dir_holds_summary_curves_and_tensorboard_events(reference):
-    result, _ = reference
+    result, model = reference
     run_dir = result.run_dir
     assert run_dir.name == "ref"
     summary = read_json(run_dir / "summary.json")
     assert summary == result.summary
     assert summary["config"] == dataclasses.asdict(config(run_dir.parent, run_name="ref"))
     assert summary["run_dir"] == str(run_dir)
+    assert summary["data"] == {
+        "spec": DATA.name,
+        "test_spec": None,
+        "seed": None,  # a Dataset made by hand; load_data's records its seed
+        "train": NUM_TRAIN,
+        "val": NUM_VAL,
+        "test": NUM_TEST,
+        "input_shape": [4, 4, 1],
+        "class_names": list(DATA.class_names),
+    }
+    assert summary["network"] == {
+        "name": "mlp",
+        "hidden": [16],
+        "num_classes": NUM_CLASSES,
+        "batch_norm": True,
+        "lam": 0.0,
+        "parameters": model.count_params(),
+    }
+    started = datetime.datetime.fromisoformat(summary["started"])
+    assert abs((datetime.datetime.now() - started).total_seconds()) < 3600
     for key in HISTORY_KEYS:
         assert len(summary["history"][key]) == EPOCHS, key
     assert all(s > 0 for s in summary["history"]["seconds"])
@@ -280,7 +301,13 @@ def test_save_writes_a_model_that_evaluates_identically(tmp_path):
     result = train(model, DATA, config(tmp_path / "logs", run_name="s", save=str(path), epochs=2))
     assert result.model_path == path
     assert result.summary["model_path"] == str(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "m.keras"]  # no temporary left
+    # The model, its card and the card's figure; no temporary left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "logs",
+        "m.card.confusion.png",
+        "m.card.md",
+        "m.keras",
+    ]
     loaded = keras.saving.load_model(path)
     x = DATA.test.x
     np.testing.assert_allclose(
@@ -297,7 +324,10 @@ def test_save_writes_a_model_that_evaluates_identically(tmp_path):
 def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, reference):
     uninterrupted, reference_model = reference
     run_dir = copy_run(killed, tmp_path)
-    before = read_json(run_dir / "summary.json")["history"]
+    killed_summary = read_json(run_dir / "summary.json")
+    killed_summary["started"] = "2001-02-03T04:05:06"  # not a time this resume could take
+    write_json(run_dir / "summary.json", killed_summary)
+    before = killed_summary["history"]
     assert len(before["loss"]) == 2
     assert (run_dir / "backup" / "epoch-0.state").exists()  # after epoch 2
 
@@ -310,6 +340,7 @@ def test_resume_continues_from_the_last_finished_epoch(tmp_path, killed, referen
     assert read_json(run_dir / "summary.json")["history"] == result.history
     assert result.summary["epochs_run"] == EPOCHS
     assert result.summary["finished"] is True
+    assert result.summary["started"] == "2001-02-03T04:05:06"  # the run's, not the resume's
     assert_tensorboard_matches(run_dir, result.history, EPOCHS)
     assert not (run_dir / "backup").exists()
     # Killed and resumed, or not: the same epochs, the same numbers, the same weights.

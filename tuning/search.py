@@ -20,7 +20,7 @@ machines with KerasTuner's variables (see docs/guide/tune.md).
 
 The modules, by job: `hypermodel` (the space), `oracle` (rounds and
 stopping), `pruning` (the stopping rules), `tuner` (a trial is a kbn run),
-`workers` (the chief's server and its worker processes), `results` (what a
+`chief` (the chief's server and its worker processes), `results` (what a
 search returns and writes), this one (the settings and the entry point).
 """
 

@@ -164,6 +164,8 @@ class KbnTuner(keras_tuner.Tuner):
             verbose=0,
             # TensorBoard and search.png show the trials; a PNG each would slow every trial.
             plot_curves=False,
+            # The trial's record still goes into its model.keras: `kbn evaluate --card` reads it.
+            model_card=False,
         )
         reported = []
         if trial.metrics.exists(OBJECTIVE.name):

@@ -28,7 +28,18 @@ flag), its model options from `kbn.build_mlp`'s arguments
 
 import sys
 
-from kbn.cli import bench, evaluate, export, gradcheck, predict, reproduce, train, tune
+from kbn.cli import (
+    bench,
+    evaluate,
+    export,
+    gradcheck,
+    lr_find,
+    predict,
+    reproduce,
+    runs,
+    train,
+    tune,
+)
 from kbn.cli.parser import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Failure, Parser, UsageError
 
 # The subcommands in the order `kbn --help` lists them.
@@ -39,7 +50,9 @@ COMMANDS = {
     "export": export,
     "gradcheck": gradcheck,
     "tune": tune,
+    "lr-find": lr_find,
     "reproduce": reproduce,
+    "runs": runs,
     "bench": bench,
 }
 

@@ -6,6 +6,7 @@ from kbn.cli.parser import examples_epilog
 EXAMPLES = [
     "kbn evaluate cifar.keras --data cifar10",
     "kbn evaluate cifar.keras --data folder:cifar10-jpeg/train --split all --json",
+    "kbn evaluate fm.keras --data fashion_mnist --split all --card fm.card.md",
 ]
 
 
@@ -26,6 +27,12 @@ def add_parser(subparsers):
         help="draw the confusion matrix (of all the splits evaluated) there",
     )
     p.add_argument(
+        "--card",
+        metavar="PATH.md",
+        help="write the model's card there (Markdown: its data, training, figures by split "
+        "and class, limits), its confusion matrix beside it as PATH.confusion.png",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="last stdout line: the metrics, per-class accuracy and confusion matrix as JSON",
@@ -42,7 +49,14 @@ def run(args):
     if args.split == "test":
         args.train_size, args.val_size = None, 0  # the test split needs no cut of the pool
     dataset = load_dataset(args)
-    result = evaluate(model, dataset, args.split)
+    card = None
+    if args.card:
+        from kbn.inference.card import write_card
+
+        card = write_card(args.model, dataset, args.card, split=args.split, model=model)
+        result = card.evaluation
+    else:
+        result = evaluate(model, dataset, args.split)
     # One line per split, its name first; the per-class accuracies on the same line.
     lines = [
         f"{name}: accuracy {r['accuracy']:.4f}, loss {r['loss']:.4f}, n {r['n']}; per class: "
@@ -64,4 +78,7 @@ def run(args):
             )
         )
         lines.append(f"confusion matrix: {result['confusion_png']}")
+    if card is not None:
+        result["card"], result["card_confusion_png"] = str(card.path), str(card.confusion_png)
+        lines.append(f"model card: {card.path} (confusion matrix: {card.confusion_png})")
     emit(args, result, "\n".join(lines))

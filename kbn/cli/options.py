@@ -2,8 +2,9 @@
 
 The data options (`--data`, `--data-dir`, the sizes, `--seed`) and the data
 set they name; `--json`'s one line; the options generated from a config
-dataclass's fields (`TrainConfig`, `SearchConfig`); and `kbn train`'s model
-options, generated from `kbn.build_mlp`'s arguments (`MODEL_OPTIONS`).
+dataclass's fields (`TrainConfig`, `SearchConfig`, `LrFindConfig`); `kbn train`'s
+model options, generated from `kbn.build_mlp`'s arguments (`MODEL_OPTIONS`),
+which `kbn lr-find` shares; and `--preset`'s defaults (`preset_applier`).
 """
 
 import argparse
@@ -249,6 +250,34 @@ def add_model_options(parser):
             kwargs["choices"] = INITS
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def preset_applier(parser):
+    """The function that makes a preset's settings `parser`'s defaults.
+
+    `kbn.cli.main` calls it with `--preset`'s name, then parses again: flags
+    on the command line still win. The preset's `data` and `train` settings
+    become defaults under their own names, its `model` settings under the
+    model options' (`model_options_from`).
+
+    Args:
+        parser: the subcommand's parser, holding the model options.
+
+    Returns:
+        a function of a preset's name.
+    """
+
+    def apply(name):
+        from kbn.training.presets import get_preset
+
+        preset = get_preset(name)
+        targets = {t for option, meta in MODEL_OPTIONS.items() for t in meta.get("to", (option,))}
+        model = {k: v for k, v in preset.model.items() if k not in targets}
+        if model:  # a preset the command line cannot express would train another net
+            raise ValueError(f"preset {name!r} sets {sorted(model)}: not options of {parser.prog}")
+        parser.set_defaults(**preset.data, **model_options_from(preset.model), **preset.train)
+
+    return apply
 
 
 def model_settings(args):

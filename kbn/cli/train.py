@@ -9,15 +9,14 @@ import dataclasses
 import sys
 
 from kbn.cli.options import (
-    MODEL_OPTIONS,
     add_config_options,
     add_data_options,
     add_model_options,
     config_settings,
     emit,
     load_dataset,
-    model_options_from,
     model_settings,
+    preset_applier,
 )
 from kbn.cli.parser import examples_epilog, running
 
@@ -60,25 +59,8 @@ def add_parser(subparsers):
     p.add_argument(
         "--json", action="store_true", help="last stdout line: the run's metrics as JSON"
     )
-    p.set_defaults(func=run, apply_preset=_apply_preset(p))
+    p.set_defaults(func=run, apply_preset=preset_applier(p))
     return p
-
-
-def _apply_preset(parser):
-    """Make a preset's settings the train command's defaults, then reparse:
-    flags on the command line still win."""
-
-    def apply(name):
-        from kbn.training.presets import get_preset
-
-        preset = get_preset(name)
-        targets = {t for option, meta in MODEL_OPTIONS.items() for t in meta.get("to", (option,))}
-        model = {k: v for k, v in preset.model.items() if k not in targets}
-        if model:  # a preset the command line cannot express would train another net
-            raise ValueError(f"preset {name!r} sets {sorted(model)}: not options of kbn train")
-        parser.set_defaults(**preset.data, **model_options_from(preset.model), **preset.train)
-
-    return apply
 
 
 def run(args):
@@ -129,6 +111,10 @@ def run(args):
     ]
     if result.diverged:
         lines.insert(0, f"stopped early: {result.diverged}")
+    if result.model_path:
+        from kbn.inference.card import card_path
+
+        lines.append(f"model card: {card_path(result.model_path)}")
     lines.append(f"curves: tensorboard --logdir {args.logdir}")
     emit(args, outcome, "\n".join(lines))
 
@@ -144,6 +130,7 @@ def _shown_settings(config):
         "steps_per_execution",
         "verbose",
         "plot_curves",
+        "model_card",
         "gradcheck_every",
         "divergence_factor",
         "optimizer",

@@ -50,6 +50,10 @@ class Dataset:
         val: the validation split (0 examples when `val_size=0`).
         test: the test split, or None when the source has none.
         class_names: one name per class; label `i` is `class_names[i]`.
+        seed: the seed of the shuffle that cut train and val from the pool (`load_data`'s),
+            None when unknown (a Dataset made by hand).
+        test_spec: the SPEC the test split came from when it is not `name` (`load_data`'s
+            `test_spec`), else None.
     """
 
     name: str
@@ -57,6 +61,8 @@ class Dataset:
     val: Split
     test: Split | None
     class_names: tuple[str, ...]
+    seed: int | None = None
+    test_spec: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +72,21 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example, `x.shape[1:]`, e.g. (28, 28, 1)."""
         return tuple(self.train.x.shape[1:])
+
+    def describe(self) -> dict:
+        """What a run and a model card record of the data: {"spec", "test_spec", "seed" (the
+        split's; None when unknown), "train", "val", "test" (example counts, None for no test
+        split), "input_shape", "class_names"}."""
+        return {
+            "spec": self.name,
+            "test_spec": self.test_spec,
+            "seed": self.seed,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": None if self.test is None else len(self.test),
+            "input_shape": list(self.input_shape),
+            "class_names": list(self.class_names),
+        }
 
 
 def load_data(
@@ -118,7 +139,15 @@ def load_data(
     order = np.random.default_rng(seed).permutation(n)
     train = _take(pool, order[:train_size])
     val = _take(pool, order[train_size : train_size + val_size])
-    return Dataset(name=spec, train=train, val=val, test=test, class_names=class_names)
+    return Dataset(
+        name=spec,
+        train=train,
+        val=val,
+        test=test,
+        class_names=class_names,
+        seed=seed,
+        test_spec=test_spec,
+    )
 
 
 def load_pool(

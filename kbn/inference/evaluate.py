@@ -8,6 +8,7 @@ the row sums), with the class names.
 
 import os
 import pathlib
+import warnings
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,11 @@ def load_model(path: str | os.PathLike) -> keras.Model:
             f"{path} is not a .keras model file (a zip archive saved by kbn train --save)"
         )
     try:
-        return keras.saving.load_model(path)
+        with warnings.catch_warnings():
+            # A model saved before its first step (`--epochs 0`) has no optimizer slots;
+            # Keras warns that it skips them, and evaluating needs none.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            return keras.saving.load_model(path)
     except Exception as exc:  # Keras raises many types for damaged archives
         raise KbnError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from exc
 

@@ -342,6 +342,30 @@ def class_names(model: keras.Model) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
+def describe(model: keras.Model) -> dict:
+    """What a run records of its network: the widths and settings `build_mlp` took.
+
+    Read from the layers, so it holds for a loaded model too.
+
+    Args:
+        model: a Keras model; kbn's `Dense` and `BatchNorm` layers are the ones counted.
+
+    Returns:
+        {"name", "hidden": [width of each hidden Dense], "num_classes", "batch_norm":
+        whether it has kbn's BatchNorm, "lam": the largest L2 factor of its Dense
+        layers, "parameters": number of weights}.
+    """
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    return {
+        "name": model.name,
+        "hidden": [layer.units for layer in dense[:-1]],
+        "num_classes": int(model.output_shape[-1]),
+        "batch_norm": any(isinstance(layer, BatchNorm) for layer in model.layers),
+        "lam": max((layer.lam for layer in dense), default=0.0),
+        "parameters": int(model.count_params()),
+    }
+
+
 def compile_model(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,

@@ -10,6 +10,9 @@ optimizer, `BackupAndRestore` and `.keras` files carry them.
     cosine    eta -> eta_min along half a cosine over the whole run
     constant  eta
 
+and `ExponentialRange`, the learning-rate range test's rise from eta_min to
+eta_max (`kbn lr-find`), which no training run uses.
+
 Each schedule keeps its numbers in variables that the compiled training step
 reads, not in constants traced into it: `assign` gives an already compiled
 model a new schedule of the same kind without tracing its training step
@@ -146,6 +149,40 @@ class Cosine(_Schedule):
         done = ops.minimum(ops.cast(step, "float32") / self._read("decay_steps"), 1.0)
         eta_min = self._read("eta_min")
         return eta_min + (self._read("eta") - eta_min) * 0.5 * (1.0 + ops.cos(math.pi * done))
+
+
+@keras.saving.register_keras_serializable(package="kbn")
+class ExponentialRange(_Schedule):
+    """The range test's rise: `eta_t = eta_min * (eta_max / eta_min) ** (t / (steps - 1))`.
+
+    Geometric from eta_min at step 0 to eta_max at step `steps - 1`, then
+    eta_max: equal steps on a log axis, so that each decade of eta gets as
+    many mini-batches (Smith, 2017, section 3.3; `kbn.lr_find`).
+
+    Args:
+        eta_min: float > 0, the rate of the first step.
+        eta_max: float > eta_min, the rate of the last.
+        steps: int >= 2, the steps from the first to the last.
+
+    Reference:
+        Smith, Cyclical Learning Rates for Training Neural Networks, 2017,
+        https://arxiv.org/abs/1506.01186
+    """
+
+    _fields = ("eta_min", "eta_max", "steps")
+
+    def __init__(self, eta_min: float, eta_max: float, steps: int) -> None:
+        if not 0 < eta_min < eta_max or steps < 2:
+            raise ValueError(
+                f"ExponentialRange needs 0 < eta_min < eta_max and steps >= 2. "
+                f"Received: eta_min={eta_min}, eta_max={eta_max}, steps={steps}"
+            )
+        super().__init__(eta_min=float(eta_min), eta_max=float(eta_max), steps=int(steps))
+
+    def __call__(self, step: int | tf.Tensor) -> tf.Tensor:
+        done = ops.minimum(ops.cast(step, "float32") / (self._read("steps") - 1.0), 1.0)
+        log_min = ops.log(self._read("eta_min"))
+        return ops.exp(log_min + done * (ops.log(self._read("eta_max")) - log_min))
 
 
 def learning_rate(

@@ -62,6 +62,24 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def setting_like(config_class, name, **changes):
+    """A new field with the default, help and checks of `config_class`'s field `name`.
+
+    Another config that shares a setting with `TrainConfig` (the batch size, SGD's
+    momentum) declares it this way, so the two check and document it alike.
+
+    Args:
+        config_class: a dataclass whose fields were declared with `setting`.
+        name: the field to copy.
+        **changes: metadata to replace, e.g. `help=`.
+
+    Returns:
+        A `dataclasses.field`.
+    """
+    field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+    return dataclasses.field(default=field.default, metadata={**field.metadata, **changes})
+
+
 def setting_error(field, value):
     """The message saying why `value` is not valid for `field`, or None.
 
@@ -263,6 +281,12 @@ class TrainConfig:
     )
     plot_curves: bool = setting(
         True, "draw curves.png in the run folder (TensorBoard has the curves either way)"
+    )
+    # A search saves every trial's model: a card each would measure every trial again.
+    model_card: bool = setting(
+        True,
+        "with --save M.keras, write the model's card M.card.md and its confusion matrix "
+        "beside it (the training record goes into M.keras either way)",
     )
     resume: bool = setting(False, "continue the run --run-name where it stopped")
     # A backup writes every weight and momentum: little next to a long epoch,

@@ -11,8 +11,15 @@ trial or a `kbn reproduce` study, compares with every other. A run that
 ended early says so in its `status` hparam; no metric value is ever written
 here, so a stopped or diverged run shows only the epochs it really ran.
 
+TensorBoard's HParams table shows five hparams at first, those whose
+values differ between sessions before the others, each group in
+alphabetical order; it takes "differ" from the experiment kbn writes. Eta,
+lambda, the status and whatever a search varies are marked so: they come
+first and are shown, where alphabetical order alone would show batch_norm,
+batch_size, dropout, eta and flip.
+
 >>> hparams = run_hparams(model, config)   # {"hidden": "50,30", "batch_norm": True, ...}
->>> write_hparams(run_dir, {**hparams, "round": 2}, "finished")
+>>> write_hparams(run_dir, {**hparams, "round": 2}, "finished", compared=["round"])
 """
 
 import numbers
@@ -21,6 +28,7 @@ import pathlib
 import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import SMALL_INIT_STDDEV
@@ -28,6 +36,10 @@ from kbn.nn.dense import Dense
 from kbn.nn.preprocessing import Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
+
+# First in every run's HParams table: the two values the report searches,
+# and whether the run went to its end (a diverged run's metrics mislead).
+FIRST = ("eta", "lam", "status")
 
 # (group, tag): the group is the sub-run of the run folder that holds the tag.
 METRICS = (
@@ -81,13 +93,16 @@ def run_hparams(model, config):
     return {name: value for name, value in values.items() if value is not None}
 
 
-def write_hparams(run_dir, hparams, status):
+def write_hparams(run_dir, hparams, status, compared=()):
     """Write the run's HParams session in `run_dir`, replacing an earlier one.
 
     The session holds `hparams` and `status` as hparams, and the experiment
     names the metrics the dashboard reads from the run's own curves
     (`METRICS`). Lists and tuples become comma-separated strings, None values
-    are left out.
+    are left out. The experiment lists `FIRST` (eta, lam, status) and
+    `compared` first, marked as differing between sessions, which is what
+    brings them first into TensorBoard's table and shows them; then the
+    others; each group in alphabetical order, as TensorBoard sorts them.
 
     Args:
         run_dir: the run's folder, which holds (or will hold) `train/` and
@@ -95,6 +110,9 @@ def write_hparams(run_dir, hparams, status):
         hparams: dict name -> bool, int, float, str, list or None.
         status: one of `STATUSES`: "finished", "diverged", "stopped" (ended
             early on purpose, e.g. by a search's pruning) or "failed".
+        compared: names of the hparams that tell this run from the others
+            it is compared with, besides `FIRST` (a search's searched
+            values, round and trial id).
 
     Raises:
         ValueError: for an unknown status or a value of another type.
@@ -111,17 +129,39 @@ def write_hparams(run_dir, hparams, status):
     # run's new session replaces the old one instead of standing beside it.
     for old in run_dir.glob(_EVENTS):
         old.unlink()
+    first = {*FIRST, *compared} & set(values)
     writer = tf.summary.create_file_writer(str(run_dir))
     with writer.as_default():
-        hparams_api.hparams_config(
-            hparams=[hparams_api.HParam(name) for name in sorted(values)],
-            metrics=[
-                hparams_api.Metric(tag, group=group, display_name=label)
-                for group, tag, label in METRICS
-            ],
+        tf.summary.experimental.write_raw_pb(
+            _experiment(sorted(values, key=lambda name: (name not in first, name)), first),
+            step=0,
         )
         hparams_api.hparams(values, trial_id=run_dir.name)
     writer.close()
+
+
+def _experiment(names, first):
+    """`hparams_api.hparams_config`'s summary, with the hparams in `first` marked as differing.
+
+    The public `HParam` has no say in `differs`, which TensorBoard computes
+    only for an experiment it infers; kbn writes its own experiment (for the
+    metrics' names), so it sets the flag itself.
+    """
+    summary = hparams_api.hparams_config_pb(
+        hparams=[hparams_api.HParam(name) for name in names],
+        metrics=[
+            hparams_api.Metric(tag, group=group, display_name=label)
+            for group, tag, label in METRICS
+        ],
+    )
+    (value,) = summary.value
+    experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
+    for info in experiment.hparam_infos:
+        info.differs = info.name in first
+    value.metadata.CopyFrom(
+        metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    )
+    return summary.SerializeToString()
 
 
 def _plain(name, value):

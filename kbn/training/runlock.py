@@ -19,6 +19,7 @@ import fcntl
 import os
 import pathlib
 import socket
+import time
 
 from kbn.errors import KbnError
 
@@ -66,7 +67,7 @@ class RunLock:
         # No O_TRUNC: the holder's pid and host must survive for the message.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -93,6 +94,22 @@ class RunLock:
             os.close(fd)  # releases the flock
 
 
+def _lock(fd, tries=4, pause=0.05):
+    """An exclusive flock on `fd`, without waiting for a writer; BlockingIOError if one holds it.
+
+    `is_held` (`kbn runs`) takes a shared flock for an instant: a writer that
+    starts in that instant tries again a few times rather than failing.
+    """
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+
+
 def _read_holder(fd):
     """'process PID on HOST' from the lock file, as its holder wrote it."""
     fields = os.pread(fd, 512, 0).decode(errors="replace").split()
@@ -100,3 +117,28 @@ def _read_holder(fd):
         return f"process {fields[0]} on {fields[1]}"
     # The holder took the lock and has not yet written its pid.
     return "another process (pid not yet written)"
+
+
+def is_held(folder):
+    """Whether a live process holds `folder` (its `.lock`) now; False when it has no lock.
+
+    Takes and drops a shared flock at once, so it never keeps a writer out for
+    longer than the call.
+
+    Args:
+        folder: a run folder or search project.
+
+    Returns:
+        True while a `RunLock` on `folder` is held, in this process or another.
+    """
+    try:
+        fd = os.open(pathlib.Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever held the folder
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared flock, if taken
+    return False

@@ -7,7 +7,8 @@
         curves.png            loss and accuracy per epoch, as the report's figures
         backup/               the last recorded epochs' state while the run is unfinished
         .lock                 held while a process writes the folder
-        model.keras           with `save`, wherever `save` points
+        model.keras           with `save`, wherever `save` points, with the run's record
+        model.card.md         beside it, its model card and confusion matrix (`model_card`)
 
 `train` is the one function that puts a run together, top to bottom: it
 compiles the model (`LoopCache`), restores a backup when resuming, installs
@@ -33,6 +34,9 @@ import tensorflow as tf
 from kbn import plots
 from kbn.data import Dataset
 from kbn.errors import KbnError
+from kbn.inference.card import write_card
+from kbn.inference.record import environment, store_record
+from kbn.nn.builder import describe
 from kbn.optim.schedules import learning_rate
 from kbn.training.callbacks import (
     BackupAndResume,
@@ -138,7 +142,8 @@ def train(
             that sets `model.stop_training` ends the run cleanly after that
             epoch (`stopped_early` in the summary).
         hparams: extra hparams for the run's HParams session (a search's
-            round, trial id, ...), beside those read from the model and config.
+            round, trial id, ...), beside those read from the model and config;
+            TensorBoard's HParams table shows them first, with eta and lambda.
         strategy: the model's strategy, when the caller wants it checked.
         loops: a `kbn.training.LoopCache` that keeps the model's compiled
             loop for the next `train` of the same model (a search's trials);
@@ -201,7 +206,13 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
     cadence = Cadence(0.0 if is_multi_worker(model.distribute_strategy) else config.backup_interval)
     backup = BackupAndResume(run_dir / "backup", cadence, resume=config.resume)
     done = backup.restore(model)
-    history = RunLog.previous(run_dir, done)[0] if done else {}
+    history, previous, _ = RunLog.previous(run_dir, done) if done else ({}, None, False)
+    about = {
+        "started": (previous or {}).get("started")
+        or datetime.datetime.now().isoformat(timespec="seconds"),
+        "data": dataset.describe(),
+        "network": describe(model),
+    }
 
     # The data as the loop takes it: through the model's fixed input stages, once.
     x_in = loop.inputs(x)
@@ -237,6 +248,7 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
         batch_size=batch,
         history=history,
         model_path=save,
+        about=about,
     )
     callbacks = [LearningRateLogger(), timer]
     if config.gradcheck_every:
@@ -272,10 +284,37 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
             if summary["stopped_early"]
             else "finished"
         )
-        write_hparams(run_dir, {**run_hparams(model, config), **(hparams or {})}, status)
+        extra = dict(hparams or {})
+        write_hparams(run_dir, {**run_hparams(model, config), **extra}, status, compared=extra)
         if run_log.history.get("loss") and config.plot_curves:
             plots.plot_curves(run_log.history, run_dir / "curves.png", title=_title(model, config))
+        if save:
+            _record_and_card(save, dataset, summary, run_dir, config.model_card)
     return _result(summary, run_dir)
+
+
+def _record_and_card(save, dataset, summary, run_dir, card):
+    """The run's record into the saved model file, then, if `card`, the model's card beside it.
+
+    The card measures the file as saved, loaded outside the run's strategy: under
+    several workers the chief alone evaluates, and a collective would wait for the rest.
+    """
+    seconds = [s for s in summary["history"].get("seconds", []) if s is not None]
+    record = {
+        "settings": summary["config"],
+        "data": dataset.describe(),
+        "run_dir": str(run_dir),
+        "started": summary.get("started"),
+        "epochs_run": summary["epochs_run"],
+        "seconds": sum(seconds) if seconds else None,
+        "seconds_per_epoch": summary["seconds_per_epoch"],
+        "diverged": summary["diverged"],
+        "stopped_early": summary["stopped_early"],
+        **environment(),
+    }
+    store_record(save, record)
+    if card:
+        write_card(save, dataset, training=record)
 
 
 def _result(summary, run_dir):

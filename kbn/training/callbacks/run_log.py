@@ -2,6 +2,9 @@
 
     run_dir/summary.json
         config            the run's TrainConfig
+        started           when the run's first epoch began (ISO 8601, local time)
+        data, network     what it trained on and what it trained (`Dataset.describe()`,
+                          `kbn.nn.builder.describe(model)`)
         history           one list per key (loss, accuracy, val_loss, val_accuracy,
                           learning_rate, seconds, ...), one entry per epoch
         epochs_run, seconds_per_epoch, diverged, stopped_early, model_path
@@ -52,6 +55,8 @@ class RunLog(keras.callbacks.Callback):
         batch_size: examples per evaluation batch.
         history: the epochs run before this process (a resumed run), by key.
         model_path: where the model is saved when training ends, or None.
+        about: {"started", "data", "network"}: what the run records beside its
+            config, written as given.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class RunLog(keras.callbacks.Callback):
         batch_size,
         history=None,
         model_path=None,
+        about=None,
     ):
         super().__init__()
         self.run_dir = run_dir
@@ -78,6 +84,7 @@ class RunLog(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.history = {key: list(values) for key, values in (history or {}).items()}
         self.model_path = model_path
+        self.about = dict(about or {})
         self.summary = self._summary()
         self._last_validation = None  # (metrics, the weights they were measured with)
 
@@ -148,6 +155,7 @@ class RunLog(keras.callbacks.Callback):
         return {
             "config": config_record(self.config),
             "run_dir": str(self.run_dir),
+            **self.about,
             "epochs_run": epochs_run,
             "seconds_per_epoch": statistics.median(seconds[1:] or seconds) if seconds else None,
             "finished": final is not None,

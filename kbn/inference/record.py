@@ -1,0 +1,114 @@
+"""The training record a `.keras` file carries: what `kbn train` knew when it saved the model.
+
+A saved model holds its network and weights but not how it was trained. `kbn train
+--save` adds the run's record to the archive's `metadata.json` (Keras's own file of
+facts about the save: its version and date) under the key `kbn_training`, so that the
+record travels with the model when it is copied or renamed, and a later model card
+(`kbn evaluate --card`) reads the training settings from the model itself:
+
+    M.keras (a zip archive)
+        config.json, model.weights.h5    Keras's: the network and its weights
+        metadata.json                    Keras's keys, and kbn_training:
+            settings       the run's TrainConfig, as summary.json records it
+            data           {spec, test_spec, seed, train, val, test, class_names}
+            started, epochs_run, seconds, seconds_per_epoch, diverged, stopped_early
+            machine, versions (`environment()`)
+
+Keras loads the file as before: it reads only its own keys of metadata.json.
+"""
+
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shutil
+import zipfile
+from typing import Any
+
+from kbn.errors import KbnError
+from kbn.fileio import atomic_path
+
+METADATA = "metadata.json"
+KEY = "kbn_training"
+LIBRARIES = ("kbn-keras", "keras", "tensorflow", "numpy")
+
+
+def environment() -> dict[str, Any]:
+    """The machine this process runs on and the versions of the libraries it runs.
+
+    Returns:
+        {"machine": {"platform", "processor", "cpus", "gpus": [device names]},
+        "versions": {"python", "kbn-keras", "keras", "tensorflow", "numpy"}}; a
+        library that is not installed has the version None.
+    """
+    import tensorflow as tf
+
+    gpus = [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "gpus": gpus,
+        },
+        "versions": versions,
+    }
+
+
+def store_record(model_path: str | os.PathLike, record: dict[str, Any]) -> pathlib.Path:
+    """Put `record` into the `.keras` archive at `model_path`, replacing any earlier one.
+
+    The archive is rewritten beside the file and renamed over it: a reader sees the
+    model without the record or with it, never a torn file.
+
+    Args:
+        model_path: a `.keras` file written by `model.save`.
+        record: a JSON-serializable dict (see the module's docstring).
+
+    Returns:
+        The path, as a `pathlib.Path`.
+    """
+    path = pathlib.Path(model_path)
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(path) as source,
+        zipfile.ZipFile(tmp, "w") as target,
+    ):
+        for info in source.infolist():
+            if info.filename == METADATA:
+                metadata = json.loads(source.read(info))
+                metadata[KEY] = record
+                target.writestr(info, json.dumps(metadata, indent=2))
+            else:
+                with source.open(info) as src, target.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst)
+    return path
+
+
+def read_record(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training record stored in the `.keras` file at `model_path`, or None.
+
+    None for a model saved without one (by `model.save`, or by kbn before 0.2).
+
+    Raises:
+        KbnError: the file is not a zip archive.
+    """
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            metadata = json.loads(archive.read(METADATA))
+    except KeyError:
+        return None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise KbnError(f"cannot read the metadata of {model_path}: {exc}") from exc
+    record = metadata.get(KEY) if isinstance(metadata, dict) else None
+    return record if isinstance(record, dict) else None
