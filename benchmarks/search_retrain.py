@@ -1,7 +1,7 @@
 """Retrain searches' best pairs with other seeds and score them on images no search saw.
 
     python benchmarks/search_retrain.py --data folder:PATH --train-size 10000 --val-size 10000 \\
-        PROJECT [PROJECT ...] [--seeds 1,2,3] [--held-out 20000]
+        PROJECT [PROJECT ...] [--seeds 1,2,3] [--held-out 20000] [--pair best|winner]
 
 A search reports the best validation accuracy among its trials: the maximum
 of many noisy scores (one run on 10k images: a standard error of about 0.5
@@ -16,7 +16,10 @@ search's (`kbn tune --seed`, default 0), so the training and validation
 images are the same.
 
 Prints one row per project: the search's best score, the mean of the
-retrained runs on the validation images and on the held-out images.
+retrained runs on the validation images and on the held-out images. With
+`--pair winner` (a search run with `--finalists`), the pair is the
+finalists' winner and its score the mean of its finalist runs: the
+estimate the finalists give instead of the maximum.
 """
 
 import argparse
@@ -33,17 +36,32 @@ from kbn.data import Dataset, Split
 from kbn.training import LoopCache
 
 
-def best_pair(project):
-    """The best completed trial of a search: (eta, lam, val_acc, epochs, search settings)."""
+def best_pair(project, which="best"):
+    """A search's pair and its score: (eta, lam, score, the trial's config).
+
+    `best`: the rounds' best completed trial and its score; `winner`: the finalists' pair
+    with the best mean of its runs (results.csv rows with a seed), and that mean.
+    """
     import csv
 
     with open(pathlib.Path(project) / "results.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "COMPLETED"]
-    best = max(rows, key=lambda r: float(r["val_acc"]))
+    if which == "best":
+        best = max((r for r in rows if not r.get("seed")), key=lambda r: float(r["val_acc"]))
+        score = float(best["val_acc"])
+    else:
+        runs = {}
+        for r in rows:
+            if r.get("seed"):
+                runs.setdefault((r["eta"], r["lam"]), []).append(r)
+        if not runs:
+            raise SystemExit(f"{project}: no finalist runs (search it with --finalists K)")
+        pair = max(runs.values(), key=lambda rs: statistics.mean(float(r["val_acc"]) for r in rs))
+        best, score = pair[0], statistics.mean(float(r["val_acc"]) for r in pair)
     summary = json.loads(
         (pathlib.Path(project) / "runs" / f"trial_{best['trial_id']}" / "summary.json").read_text()
     )
-    return float(best["eta"]), float(best["lam"]), float(best["val_acc"]), summary["config"]
+    return float(best["eta"]), float(best["lam"]), score, summary["config"]
 
 
 def main(argv=None):
@@ -55,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--held-out", type=int, default=20000)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--pair", choices=("best", "winner"), default="best")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -73,7 +92,7 @@ def main(argv=None):
     )
     print("|---|---|---|---|---|---|")
     for project in args.projects:
-        eta, lam, score, config = best_pair(project)
+        eta, lam, score, config = best_pair(project, args.pair)
         on_val, on_held = [], []
         for seed in seeds:
             model = kbn.build_mlp(

@@ -675,6 +675,16 @@ BAD_INPUTS = [
         id="tune-unknown-pruning",
     ),
     pytest.param(
+        ["tune", "--data", "npz:{data}", "--finalists", "0"],
+        "finalists must be 1 to the number of trials",
+        id="tune-zero-finalists",
+    ),
+    pytest.param(
+        ["tune", "--data", "npz:{data}", "--finalists", "3", "--finalist-seeds", "11"],
+        "finalist seeds must be 1 to 10",
+        id="tune-too-many-finalist-seeds",
+    ),
+    pytest.param(
         ["train", "--data", "folder:{empty_classes}"],
         "holds no images",
         id="folder-class-folders-without-images",

@@ -12,7 +12,8 @@ import keras_tuner
 import pytest
 from keras_tuner.engine.trial import TrialStatus
 
-from tuning.oracle import CoarseToFineOracle, narrow, split_trials
+from tuning.boxes import narrow, split_trials
+from tuning.oracle import CoarseToFineOracle
 
 ETA_OPT = 0.08
 LAM_OPT = 2e-4
@@ -443,3 +444,99 @@ def test_after_pruning_the_next_box_is_drawn_around_the_trials_that_got_furthest
     assert 0 < len(completed) < len(round_one)
     # Completed trials alone (2 of their 5 here) would draw another box.
     assert oracle.boxes[1] != narrow(oracle.boxes[0], completed, 0.2, oracle.margin, "max")
+
+
+FINALISTS = {"max_trials": 12 + 2 * 3, "rounds": 2, "finalists": 2, "finalist_seeds": [1, 2, 3]}
+
+
+def test_finalists_rerun_the_best_round_pairs_with_each_new_seed(tmp_path):
+    oracle = make_oracle(tmp_path, **FINALISTS)
+    assert oracle.round_sizes == [6, 6]  # the finalists' trials come on top of the rounds'
+    trials = run_search(oracle)
+    rounds, finals = trials[:12], trials[12:]
+    assert len(finals) == 6
+    best_two = sorted(rounds, key=lambda t: fake_score(t.hyperparameters.values))[-2:][::-1]
+    expected = [
+        (t.trial_id, t.hyperparameters.values["eta"], t.hyperparameters.values["lam"], seed)
+        for t in best_two
+        for seed in (1, 2, 3)
+    ]
+    got = [
+        (v["finalist_of"], v["eta"], v["lam"], v["seed"])
+        for v in (t.hyperparameters.values for t in finals)
+    ]
+    assert got == expected
+    assert {oracle.round_of(t.trial_id) for t in finals} == {3}
+    assert len(oracle.rounds_summary()) == 2  # the finalists narrow no box
+
+
+def test_the_winner_is_the_pair_with_the_best_mean_not_the_best_round_score(tmp_path):
+    oracle = make_oracle(tmp_path, **FINALISTS)
+    trials = []
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == TrialStatus.STOPPED:
+            break
+        values = trial.hyperparameters.values
+        # The round's best pair is lucky: its new seeds score 0.1 below the runner-up's.
+        score = None
+        if "seed" in values:
+            first = values["finalist_of"] == trials_best(trials)
+            score = (0.5 if first else 0.6) + 0.01 * values["seed"]
+        finish(oracle, trial, score=score)
+        trials.append(trial)
+    [winner, second] = oracle.finalist_standings()
+    assert winner.mean == pytest.approx(0.62) and second.mean == pytest.approx(0.52)
+    assert winner.trial_id != trials_best(trials[:12])
+    assert winner.scores == pytest.approx([0.61, 0.62, 0.63])
+    assert winner.stderr == pytest.approx(0.01 / math.sqrt(3))
+    assert winner.search_score == pytest.approx(
+        fake_score(oracle.trials[winner.trial_id].hyperparameters.values)
+    )
+
+
+def trials_best(trials):
+    rounds = [t for t in trials if "seed" not in t.hyperparameters.values]
+    return max(rounds, key=lambda t: fake_score(t.hyperparameters.values)).trial_id
+
+
+def test_a_reloaded_oracle_runs_the_remaining_finalists_of_the_same_plan(tmp_path):
+    oracle = make_oracle(tmp_path, **FINALISTS)
+    first = run_search(oracle, limit=14)  # the rounds and two finalists
+    reloaded = make_oracle(tmp_path, **FINALISTS)
+    reloaded.reload()
+    rest = run_search(reloaded)  # a trial the save calls running comes back first, as is
+    uninterrupted = run_search(make_oracle(tmp_path / "again", **FINALISTS))
+    resumed = {t.trial_id: t.hyperparameters.values for t in first + rest}
+    assert resumed == {t.trial_id: t.hyperparameters.values for t in uninterrupted}
+    assert len(resumed) == 18
+    seeds = [(v["finalist_of"], v["seed"]) for v in resumed.values() if "seed" in v]
+    assert len(set(seeds)) == 6  # each pair once per seed
+
+
+def test_a_pruning_rule_never_stops_a_finalist(tmp_path):
+    from tuning.pruning import Asha
+
+    rule = Asha(EPOCHS)
+    oracle = make_oracle(tmp_path, pruning=rule, **FINALISTS)
+    run_search(oracle, limit=12)
+    answers, worst = [], -10.0
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == TrialStatus.STOPPED:
+            break
+        # Each finalist reports a worse score at every rung than every one before it.
+        for step in rule.rungs:
+            worst -= 1.0
+            answer = oracle.update_trial(trial.trial_id, {"score": worst}, step=step)
+            answers.append(answer.status)
+        finish(oracle, trial)
+    assert len(answers) == 6 * len(rule.rungs)
+    assert TrialStatus.STOPPED not in answers
+
+
+def test_resume_with_other_finalists_is_refused(tmp_path):
+    run_search(make_oracle(tmp_path, **FINALISTS), limit=3)
+    other = make_oracle(tmp_path, **{**FINALISTS, "finalist_seeds": [4, 5, 6]})
+    with pytest.raises(ValueError, match="finalist_seeds"):
+        other.reload()

@@ -253,6 +253,9 @@ def test_hypermodel_can_search_the_architecture():
         ({"trials": 1, "rounds": 2}, "trials must be at least"),
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"pruning": "hyperband"}, "pruning must be one of asha, median, none"),
+        ({"finalists": 0}, "finalists must be 1 to the number of trials"),
+        ({"finalists": TRIALS + 1}, "finalists must be 1 to the number of trials"),
+        ({"finalists": 2, "finalist_seeds": 11}, "finalist seeds must be 1 to 10"),
     ],
 )
 def test_bad_search_settings_are_user_errors(tmp_path, overrides, message):
@@ -394,3 +397,72 @@ def test_a_second_search_on_a_live_project_is_refused(tmp_path):
         pytest.raises(KbnError, match="search project .* is in use by process"),
     ):
         search(DATA, _config(tmp_path), TRAIN)
+
+
+@pytest.fixture(scope="module")
+def with_finalists(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("finalists")
+    return search(DATA, _config(tmp_path, finalists=2, finalist_seeds=2), TRAIN)
+
+
+def test_finalists_are_trials_of_their_own_with_new_seeds(with_finalists):
+    result = with_finalists
+    rounds = [t for t in result.trials if t["round"] <= ROUNDS]
+    finals = [t for t in result.trials if t["round"] == ROUNDS + 1]
+    assert len(rounds) == TRIALS and len(finals) == 2 * 2
+    assert all(t["status"] == "COMPLETED" and t["epochs"] == 2 for t in finals)
+    assert sorted(t["seed"] for t in finals) == [1, 1, 2, 2]  # the search's seed is 0
+    for t in finals:
+        summary = read_json(result.project_dir / "runs" / f"trial_{t['trial_id']}" / "summary.json")
+        assert summary["config"]["seed"] == t["seed"]
+    # The raw best is the rounds' maximum, never a finalist's run.
+    best = max((t for t in rounds if t["status"] == "COMPLETED"), key=lambda t: t["val_acc"])
+    assert result.best == {k: best[k] for k in ("eta", "lam", "val_acc")}
+
+
+def test_the_winner_is_the_finalist_pair_with_the_best_mean_of_its_runs(with_finalists):
+    result = with_finalists
+    finals = [t for t in result.trials if t["round"] == ROUNDS + 1]
+    means = {}
+    for f in result.finalists:
+        runs = [t["val_acc"] for t in finals if (t["eta"], t["lam"]) == (f["eta"], f["lam"])]
+        assert sorted(f["val_accs"]) == sorted(runs)
+        assert f["mean"] == pytest.approx(np.mean(runs))
+        assert f["stderr"] == pytest.approx(np.std(runs, ddof=1) / math.sqrt(len(runs)))
+        means[(f["eta"], f["lam"])] = f["mean"]
+    winner = result.winner
+    assert means[(winner["eta"], winner["lam"])] == max(means.values()) == winner["val_acc"]
+    assert result.as_json()["winner"] == winner
+    summary = result.finalists_summary()
+    assert f"eta {winner['eta']:.4g}, lambda {winner['lam']:.4g}, " in summary
+    assert f"{100 * winner['val_acc']:.2f}%" in summary
+    same = (winner["eta"], winner["lam"]) == (result.best["eta"], result.best["lam"])
+    assert ("is also the winner" if same else "is not the winner") in summary
+    # The two finalist pairs are the rounds' two best.
+    rounds = sorted(
+        (t for t in result.trials if t["round"] <= ROUNDS and t["status"] == "COMPLETED"),
+        key=lambda t: -t["val_acc"],
+    )
+    assert {(f["eta"], f["lam"]) for f in result.finalists} == {
+        (t["eta"], t["lam"]) for t in rounds[:2]
+    }
+
+
+def test_results_files_list_the_finalists_and_their_seeds(with_finalists):
+    folder = with_finalists.project_dir
+    with open(folder / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows if r["round"] == str(ROUNDS + 1)] == ["1", "2", "1", "2"]
+    assert all(r["seed"] == "" for r in rows if r["round"] != str(ROUNDS + 1))
+    text = (folder / "results.md").read_text()
+    assert "Finalists" in text
+    winner = with_finalists.winner
+    assert f"| {winner['eta']:.4g} | {winner['lam']:.4g} |" in text.split("Finalists")[1]
+
+
+def test_resuming_a_search_with_finalists_runs_nothing_again(with_finalists):
+    project = with_finalists.project_dir
+    config = _config(project.parent, finalists=2, finalist_seeds=2, resume=True)
+    again = search(DATA, config, TRAIN)
+    assert again.trials == with_finalists.trials
+    assert again.finalists == with_finalists.finalists

@@ -69,7 +69,9 @@ class KbnHyperModel(keras_tuner.HyperModel):
         self.gamma_beta = gamma_beta
         self.seed = seed
 
-    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+    def build(self, hp: keras_tuner.HyperParameters, seed: int | None = None) -> keras.Model:
+        """The trial's network; `seed` replaces the search's for its initial weights (a
+        finalist's run)."""
         # eta is not the model's: kbn's training reads it from the trial's hp.
         hp.Float("eta", *self.eta_range, sampling="log")
         lam = hp.Float("lam", *self.lam_range, sampling="log")
@@ -88,5 +90,5 @@ class KbnHyperModel(keras_tuner.HyperModel):
             center=self.gamma_beta,
             scale=self.gamma_beta,
             adapt=self.adapt,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
         )

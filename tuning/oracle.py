@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras_tuner
@@ -40,6 +40,8 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 from kbn import _compat
 from kbn.errors import KbnError
 from kbn.fileio import write_json
+from tuning.boxes import narrow, split_trials
+from tuning.finalists import Standing, plan, standings
 from tuning.pruning import Asha, Median
 
 # The report's first, coarse box: 0.01 < eta < 0.7 and 1e-6 < lambda < 0.1.
@@ -47,94 +49,6 @@ DEFAULT_RANGES = {"eta": (0.01, 0.7), "lam": (1e-6, 0.1)}
 
 # Key of this oracle's entries in `Oracle.get_state()`; KerasTuner owns the others.
 _STATE_KEY = "coarse_to_fine"
-
-
-def split_trials(max_trials: int, rounds: int) -> list[int]:
-    """Splits `max_trials` into `rounds` sizes as evenly as possible.
-
-    Earlier rounds take the remainder: `split_trials(50, 3) == [17, 17, 16]`,
-    `split_trials(10, 3) == [4, 3, 3]`.
-
-    Args:
-        max_trials: int >= 1, the trials of the whole search.
-        rounds: int, 1 <= rounds <= max_trials.
-
-    Returns:
-        A list of `rounds` positive ints summing to `max_trials`.
-    """
-    base, extra = divmod(max_trials, rounds)
-    return [base + (1 if r < extra else 0) for r in range(rounds)]
-
-
-def narrow(
-    box: Mapping[str, tuple[float, float]],
-    results: Iterable[tuple[Mapping[str, float], float | None]],
-    top_fraction: float,
-    margin: float,
-    direction: str,
-) -> dict[str, tuple[float, float]]:
-    """The next round's box: the previous one shrunk around its best trials.
-
-    Works per hyper-parameter in log10 space. With the previous range
-    `[lo, hi]`, its log-span `S = log10(hi) - log10(lo)` and the kept trials'
-    values `x_1..x_k` (`k = min(n, max(2, ceil(top_fraction * n)))` best of the
-    `n` results with a finite score):
-
-        a = min_i log10(x_i),  b = max_i log10(x_i)
-        new range = [10 ** max(log10(lo), a - margin * S),
-                     10 ** min(log10(hi), b + margin * S)]
-
-    So the new range contains every kept trial, lies inside the previous range
-    (clipped), and is never empty: its width is at least `margin * S` (`2 *
-    margin * S` centred on the point when all kept trials coincide, away from
-    the edges). A kept value outside the previous range counts as its nearest
-    edge. With no finite score at all the box is returned unchanged.
-
-    The margin is a fraction of the previous span, not of the kept spread: the
-    new box reaches `margin * S` beyond the best trials on each side (where
-    the previous box allows) however close together they are, which keeps the
-    optimum inside when only a few trials point at it.
-
-    Args:
-        box: dict name -> (low, high) with 0 < low < high, the round's box.
-        results: iterable of `(values, score)`: `values` a dict holding a
-            value for every name of `box`, `score` a float or None. Results
-            with a None, NaN or infinite score, or a missing name, are ignored
-            (the oracle passes completed trials only; failed ones never
-            arrive here).
-        top_fraction: float in (0, 1], the fraction of results kept.
-        margin: float > 0, the widening on each side, as a fraction of the
-            previous log-span.
-        direction: `"max"` or `"min"`, the objective's direction.
-
-    Returns:
-        A dict name -> (low, high), floats, with the same names as `box`.
-    """
-    scored = [
-        (values, float(score))
-        for values, score in results
-        if score is not None and math.isfinite(score) and all(name in values for name in box)
-    ]
-    if not scored:
-        return {name: (float(low), float(high)) for name, (low, high) in box.items()}
-    scored.sort(key=lambda pair: pair[1], reverse=direction == "max")
-    keep = scored[: max(2, math.ceil(top_fraction * len(scored)))]
-
-    new_box = {}
-    for name, (low, high) in box.items():
-        low, high = float(low), float(high)
-        log_low, log_high = math.log10(low), math.log10(high)
-        pad = margin * (log_high - log_low)
-        # Kept values outside the box (a tuner may rewrite values) count as its edge.
-        kept = [min(max(float(values[name]), low), high) for values, _ in keep]
-        new_low = 10 ** (math.log10(min(kept)) - pad)
-        new_high = 10 ** (math.log10(max(kept)) + pad)
-        # 10 ** log10(x) may miss x by an ulp: clip and include the kept values
-        # in linear space, so both guarantees hold exactly.
-        new_low = max(low, min(new_low, min(kept)))
-        new_high = min(high, max(new_high, max(kept)))
-        new_box[name] = (new_low, new_high)
-    return new_box
 
 
 class CoarseToFineOracle(keras_tuner.Oracle):
@@ -213,6 +127,8 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         margin: float = 0.1,
         seed: int | None = None,
         pruning: Asha | Median | None = None,
+        finalists: int = 0,
+        finalist_seeds: Sequence[int] = (),
         **kwargs,
     ) -> None:
         ranges = _checked_ranges(DEFAULT_RANGES if ranges is None else ranges)
@@ -221,10 +137,16 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 "CoarseToFineOracle needs an int max_trials >= 1. "
                 f"Received: max_trials={max_trials!r}"
             )
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= max_trials:
+        finalist_trials = finalists * len(finalist_seeds)
+        if (
+            isinstance(rounds, bool)
+            or not isinstance(rounds, int)
+            or not 1 <= rounds <= max_trials - finalist_trials
+        ):
             raise KbnError(
-                "CoarseToFineOracle needs an int 1 <= rounds <= max_trials. "
-                f"Received: rounds={rounds!r}, max_trials={max_trials}"
+                "CoarseToFineOracle needs an int 1 <= rounds <= max_trials (less the "
+                f"finalists' trials). Received: rounds={rounds!r}, max_trials={max_trials}, "
+                f"finalists={finalists}, finalist_seeds={list(finalist_seeds)}"
             )
         if not 0 < top_fraction <= 1:
             raise KbnError(
@@ -240,7 +162,11 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         self.ranges = ranges
         self.top_fraction = float(top_fraction)
         self.margin = float(margin)
-        self.round_sizes = split_trials(max_trials, rounds)
+        # The rounds' trials; the finalists' come after them (`tuning.finalists`).
+        self.round_sizes = split_trials(max_trials - finalist_trials, rounds)
+        self.finalists = finalists
+        self.finalist_seeds = list(finalist_seeds)
+        self._finalist_plan: list[dict[str, Any]] | None = None
         # One box per started round: dict name -> (low, high).
         self._boxes = [dict(ranges)]
         # The ids of the trials each started round has created, in order.
@@ -318,7 +244,7 @@ class CoarseToFineOracle(keras_tuner.Oracle):
                 # (workers poll the chief in distributed mode).
                 return {"status": TrialStatus.IDLE, "values": None}
             if r + 1 == self.rounds:
-                return {"status": TrialStatus.STOPPED, "values": None}
+                return self._next_finalist(trial_id)
             box = narrow(
                 self._boxes[r],
                 self._narrowing_results(trial_ids),
@@ -331,6 +257,60 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             if self.verbose and self.verbose >= 1:
                 ranges = ", ".join(f"{n} in [{lo:.3g}, {hi:.3g}]" for n, (lo, hi) in box.items())
                 print(f"Round {r + 2} of {self.rounds}: {ranges}")
+
+    def _next_finalist(self, trial_id):
+        """populate_space's answer once the rounds have ended: the next finalist, or the end."""
+        if not self.finalists:
+            return {"status": TrialStatus.STOPPED, "values": None}
+        if self._finalist_plan is None:
+            rounds_ids = [tid for ids in self._round_trial_ids for tid in ids]
+            results = [
+                (tid, values, score)
+                for tid, (values, score) in zip(rounds_ids, self._results_by_id(rounds_ids))
+                if score is not None
+            ]
+            self._finalist_plan = plan(
+                results,
+                self.finalists,
+                self.finalist_seeds,
+                self.rounds + 1,
+                self.objective.direction == "max",
+            )
+            self._round_trial_ids.append([])  # the finalists' round: no box, not narrowed
+        ids = self._round_trial_ids[self.rounds]
+        if len(ids) < len(self._finalist_plan):
+            ids.append(trial_id)
+            values = dict(self._finalist_plan[len(ids) - 1])
+            return {"status": TrialStatus.RUNNING, "values": values}
+        if not self._round_ended(ids):
+            return {"status": TrialStatus.IDLE, "values": None}
+        return {"status": TrialStatus.STOPPED, "values": None}
+
+    def finalist_standings(self) -> list[Standing]:
+        """The finalist pairs' means and standard errors, the winner first; [] without finalists."""
+        if len(self._round_trial_ids) <= self.rounds:
+            return []
+        ids = self._round_trial_ids[self.rounds]
+        runs = [
+            (self.trials[tid].hyperparameters.values, score)
+            for tid, (_, score) in zip(ids, self._results_by_id(ids))
+        ]
+        sources = {str(values["finalist_of"]) for values, _ in runs}
+        search_scores = {
+            tid: score for tid, (_, score) in zip(sources, self._results_by_id(sources))
+        }
+        return standings(runs, search_scores, self.objective.direction == "max")
+
+    def _results_by_id(self, trial_ids):
+        """(values, score) of each trial in `trial_ids`; score None unless it completed."""
+        out = []
+        for tid in trial_ids:
+            trial = self.trials.get(tid)
+            done = trial is not None and trial.status == TrialStatus.COMPLETED
+            out.append(
+                (trial.hyperparameters.values if trial else {}, trial.score if done else None)
+            )
+        return out
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id: str, metrics: Mapping[str, float], step: int = 0) -> Trial:
@@ -409,9 +389,12 @@ class CoarseToFineOracle(keras_tuner.Oracle):
         if value is None:
             return False
         try:
-            round_ids = self._round_trial_ids[self.round_of(trial_id) - 1]
+            round_number = self.round_of(trial_id)
         except KeyError:
             return False
+        if round_number > self.rounds:  # a finalist runs to its end: its mean is the estimate
+            return False
+        round_ids = self._round_trial_ids[round_number - 1]
         others = [self._value_at(tid, step) for tid in round_ids if tid != trial_id]
         others = [v for v in others if v is not None]
         sign = 1.0 if self.objective.direction == "max" else -1.0
@@ -457,6 +440,9 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             "pruning": self.pruning.name if self.pruning else "none",
             "stopped": dict(self._stopped),
             "passed": {tid: list(rungs) for tid, rungs in self._passed.items()},
+            "finalists": self.finalists,
+            "finalist_seeds": list(self.finalist_seeds),
+            "finalist_plan": self._finalist_plan,
         }
         return state
 
@@ -471,18 +457,30 @@ class CoarseToFineOracle(keras_tuner.Oracle):
             ours["rounds"],
             _as_tuples(ours["ranges"]),
             ours.get("pruning", "none"),
+            ours.get("finalists", 0),
+            ours.get("finalist_seeds", []),
         )
-        if saved != (self.max_trials, self.rounds, self.ranges, pruning):
+        given = (
+            self.max_trials,
+            self.rounds,
+            self.ranges,
+            pruning,
+            self.finalists,
+            self.finalist_seeds,
+        )
+        if saved != given:
+            names = ("max_trials", "rounds", "ranges", "pruning", "finalists", "finalist_seeds")
             raise KbnError(
-                "A coarse-to-fine search resumes with the settings it started with. "
-                f"Received: max_trials={self.max_trials}, rounds={self.rounds}, "
-                f"ranges={self.ranges}, pruning={pruning}; saved: max_trials={saved[0]}, "
-                f"rounds={saved[1]}, ranges={saved[2]}, pruning={saved[3]}"
+                "A coarse-to-fine search resumes with the settings it started with. Received: "
+                + ", ".join(f"{n}={v}" for n, v in zip(names, given))
+                + "; saved: "
+                + ", ".join(f"{n}={v}" for n, v in zip(names, saved))
             )
         self._boxes = [_as_tuples(box) for box in ours["boxes"]]
         self._round_trial_ids = [list(ids) for ids in ours["round_trial_ids"]]
         self._stopped = dict(ours.get("stopped", {}))
         self._passed = {tid: list(rungs) for tid, rungs in ours.get("passed", {}).items()}
+        self._finalist_plan = ours.get("finalist_plan")
 
     def _draw_values(self, box):
         """Values for the next trial: KerasTuner's random draw, `box`'s names overridden."""

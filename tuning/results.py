@@ -2,8 +2,8 @@
 
     PROJECT_DIR/
         results.csv   one row per trial: id, round, eta, lambda, validation
-                      accuracy, status, epochs, worker, peak memory
-        results.md    the same, best first
+                      accuracy, status, epochs, worker, peak memory, seed (a finalist's)
+        results.md    the same, best first; then the finalists' means and the winner
         search.png    log eta vs log lambda coloured by accuracy, rounds' boxes
 
 A trial's status is KerasTuner's: COMPLETED (every epoch), STOPPED (the
@@ -28,6 +28,7 @@ COLUMNS = (
     "epochs",
     "worker",
     "peak_rss_mb",
+    "seed",
 )
 
 
@@ -46,6 +47,12 @@ class SearchResult:
             memory when the trial ended).
         project_dir: the search's folder.
         seconds: wall time of this call.
+        finalists: with `SearchConfig.finalists`, one dict per finalist pair, the winner
+            first: eta, lam, trial_id (the round trial it repeats), search_val_acc (that
+            trial's score), val_accs (its runs'), mean, stderr. [] without finalists.
+        winner: the first of `finalists` as the search's estimate: {"eta", "lam",
+            "val_acc" (the mean of its runs), "stderr", "runs"}; None without finalists.
+            `best` is the rounds' raw maximum beside it.
     """
 
     best: dict | None
@@ -53,6 +60,21 @@ class SearchResult:
     trials: list
     project_dir: pathlib.Path
     seconds: float
+    finalists: list = dataclasses.field(default_factory=list)
+
+    @property
+    def winner(self) -> dict | None:
+        scored = [f for f in self.finalists if f["mean"] is not None]
+        if not scored:
+            return None
+        first = scored[0]
+        return {
+            "eta": first["eta"],
+            "lam": first["lam"],
+            "val_acc": first["mean"],
+            "stderr": first["stderr"],
+            "runs": len(first["val_accs"]),
+        }
 
     def _count(self, status: str) -> int:
         return sum(1 for t in self.trials if t["status"] == status)
@@ -75,6 +97,11 @@ class SearchResult:
         return sum(t["epochs"] or 0 for t in self.trials)
 
     @property
+    def finalist_epochs(self) -> int:
+        """The finalists' runs' epochs, part of `epochs_trained`."""
+        return sum(t["epochs"] or 0 for t in self.trials if t.get("seed") is not None)
+
+    @property
     def trials_by_worker(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for t in self.trials:
@@ -82,15 +109,36 @@ class SearchResult:
                 counts[t["worker"]] = counts.get(t["worker"], 0) + 1
         return counts
 
+    def finalists_summary(self) -> str | None:
+        """What the finalists changed, in one paragraph; None without finalists."""
+        winner, best = self.winner, self.best
+        if winner is None or best is None:
+            return None
+        same = (winner["eta"], winner["lam"]) == (best["eta"], best["lam"])
+        first = self.finalists[0]
+        stderr = "" if winner["stderr"] is None else f" +- {100 * winner['stderr']:.2f}"
+        return (
+            f"Finalists: the {len(self.finalists)} best pairs trained again with "
+            f"{winner['runs']} new seeds each. The rounds' best, eta {best['eta']:.4g}, lambda "
+            f"{best['lam']:.4g} ({100 * best['val_acc']:.2f}%), "
+            + ("is also the winner" if same else "is not the winner")
+            + f": eta {winner['eta']:.4g}, lambda {winner['lam']:.4g}, "
+            f"{100 * winner['val_acc']:.2f}%{stderr} validation accuracy, the mean of its runs "
+            f"(against {100 * first['search_val_acc']:.2f}% in its round)."
+        )
+
     def as_json(self) -> dict[str, Any]:
         """The search's outcome as `kbn tune --json` prints it: a dict of plain values."""
         return {
             "best": self.best,
+            "winner": self.winner,
+            "finalists": self.finalists,
             "rounds": self.rounds,
             "trials_completed": self.trials_completed,
             "trials_stopped": self.trials_stopped,
             "trials_failed": self.trials_failed,
             "epochs_trained": self.epochs_trained,
+            "finalist_epochs": self.finalist_epochs,
             "trials_by_worker": self.trials_by_worker,
             "seconds": self.seconds,
             "project_dir": str(self.project_dir),
@@ -117,9 +165,15 @@ def collect(tuner, seconds):
                 "epochs": summary.get("epochs_run"),
                 "worker": process.get("worker"),
                 "peak_rss_mb": process.get("peak_rss_mb"),
+                "seed": trial.hyperparameters.values.get("seed"),
             }
         )
-    done = [t for t in trials if t["status"] == "COMPLETED" and t["val_acc"] is not None]
+    # The raw best: the rounds' trials only, not the finalists' runs.
+    done = [
+        t
+        for t in trials
+        if t["status"] == "COMPLETED" and t["val_acc"] is not None and t["round"] <= oracle.rounds
+    ]
     best = max(done, key=lambda t: t["val_acc"], default=None)
     rounds = [
         {
@@ -137,6 +191,7 @@ def collect(tuner, seconds):
         trials=trials,
         project_dir=pathlib.Path(tuner.project_dir),
         seconds=seconds,
+        finalists=[standing.as_json() for standing in oracle.finalist_standings()],
     )
 
 
@@ -171,6 +226,7 @@ def write_results(result, rounds):
             for t in ranked
         ),
     ]
+    lines += _finalist_lines(result)
     with atomic_path(folder / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     boxes = [
@@ -178,8 +234,28 @@ def write_results(result, rounds):
         for i, r in enumerate(result.rounds, start=1)
     ]
     plots.plot_search(
-        result.trials,
+        [t for t in result.trials if t["round"] <= rounds],  # a finalist sits on its pair
         folder / "search.png",
         title=f"coarse-to-fine search, {rounds} rounds, {len(result.trials)} trials",
         boxes=boxes,
     )
+
+
+def _finalist_lines(result):
+    """results.md's finalists table: each pair's round score against its runs' mean."""
+    if not result.finalists:
+        return []
+    lines = [
+        "",
+        "Finalists: the best pairs trained again with new seeds; the winner has the best mean.",
+        "",
+        "| eta | lambda | in its round | runs | mean | standard error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in result.finalists:
+        mean = "" if f["mean"] is None else format(f["mean"], ".4f")
+        stderr = "" if f["stderr"] is None else format(f["stderr"], ".4f")
+        search = "" if f["search_val_acc"] is None else format(f["search_val_acc"], ".4f")
+        runs = ", ".join(format(v, ".4f") for v in f["val_accs"])
+        lines.append(f"| {f['eta']:.4g} | {f['lam']:.4g} | {search} | {runs} | {mean} | {stderr} |")
+    return lines

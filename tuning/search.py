@@ -20,7 +20,8 @@ machines with KerasTuner's variables (see docs/guide/tune.md).
 
 The modules, by job: `hypermodel` (the space), `oracle` (rounds and
 stopping), `pruning` (the stopping rules), `tuner` (a trial is a kbn run),
-`chief` (the chief's server and its worker processes), `results` (what a
+`chief` (the chief's server and its worker processes), `finalists` (the
+best pairs run again with new seeds), `results` (what a
 search returns and writes), this one (the settings and the entry point).
 """
 
@@ -35,6 +36,7 @@ from kbn.errors import KbnError
 from kbn.training.config import TrainConfig, as_validation_freq
 from kbn.training.runlock import LOCK_NAME, RunLock
 from tuning import chief
+from tuning.finalists import MAX_SEEDS, seeds_after
 from tuning.hypermodel import ETA_RANGE, LAM_RANGE, KbnHyperModel
 from tuning.oracle import CoarseToFineOracle
 from tuning.pruning import PRUNING, pruning_rule
@@ -86,6 +88,11 @@ class SearchConfig:
     # (flat memory); each new architecture leaves a few MB in TensorFlow.
     recycle_after: int = 50
     seed: int = 0
+    # After the last round, the K best pairs run again with finalist_seeds new seeds
+    # each, and the pair with the best mean wins (tuning.finalists): the best of many
+    # noisy trials reads high. None: no finalists, the rounds' best is the result.
+    finalists: int | None = None
+    finalist_seeds: int = 3
     verbose: int = 1  # KerasTuner's trial-by-trial display: 0 silent
 
     def check(self) -> None:
@@ -122,6 +129,15 @@ class SearchConfig:
             (
                 self.recycle_after >= 1,
                 f"recycle_after must be at least 1, got {self.recycle_after}",
+            ),
+            (
+                self.finalists is None or 1 <= self.finalists <= self.trials,
+                f"finalists must be 1 to the number of trials ({self.trials}), "
+                f"got {self.finalists}; leave it out for no finalists",
+            ),
+            (
+                1 <= self.finalist_seeds <= MAX_SEEDS,
+                f"finalist seeds must be 1 to {MAX_SEEDS}, got {self.finalist_seeds}",
             ),
         ]
         for ok, message in checks:
@@ -232,15 +248,19 @@ def _tuner(dataset, config, train_config=None, role=None):
         validation_freq=config.validation_freq or (rule and rule.rungs) or config.epochs,
         backup_interval=config.backup_interval,
     )
+    finalists = config.finalists or 0
+    seeds = seeds_after(config.seed, config.finalist_seeds) if finalists else []
     oracle = CoarseToFineOracle(
         objective=OBJECTIVE,
-        max_trials=config.trials,
+        max_trials=config.trials + finalists * len(seeds),
         rounds=config.rounds,
         ranges={"eta": tuple(config.eta_range), "lam": tuple(config.lam_range)},
         seed=config.seed,
         pruning=rule,
+        finalists=finalists,
+        finalist_seeds=seeds,
         # A failed trial (diverged) is a result of the search, not a reason to stop it.
-        max_consecutive_failed_trials=config.trials + 1,
+        max_consecutive_failed_trials=config.trials + finalists * len(seeds) + 1,
     )
     hypermodel = KbnHyperModel(
         dataset.train.x,

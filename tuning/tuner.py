@@ -30,8 +30,13 @@ from kbn.fileio import read_json, write_json
 from kbn.inference.evaluate import load_model
 from kbn.nn import Dense
 from kbn.training import LoopCache, TrainConfig, train
+from tuning.finalists import FINALIST_KEYS
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+
+# The values of a trial that its model does not depend on: trials differing only in these
+# share one model (`KbnTuner._model_for`).
+NOT_ARCHITECTURE = ("eta", "lam", *FINALIST_KEYS)
 
 RECYCLE_EXIT = 75  # a worker that ends this way asks to be started afresh
 
@@ -157,6 +162,8 @@ class KbnTuner(keras_tuner.Tuner):
         config = dataclasses.replace(
             self.train_config,
             eta=hp.get("eta"),
+            # A finalist's new seed: new initial weights (`_model_for`) and a new order.
+            seed=hp.values.get("seed", self.train_config.seed),
             logdir=str(run_dir.parent),
             run_name=run_dir.name,
             save=str(run_dir / "model.keras"),
@@ -194,9 +201,11 @@ class KbnTuner(keras_tuner.Tuner):
         costs more than its ten epochs, and every model built stays in
         TensorFlow's memory.
         """
-        architecture = {k: v for k, v in hp.values.items() if k not in ("eta", "lam", "round")}
+        architecture = {k: v for k, v in hp.values.items() if k not in NOT_ARCHITECTURE}
         if self._warm and self._warm[0] == architecture:
             _, model, initial = self._warm
+            if "seed" in hp.values:  # a finalist: the weights its seed draws, on the same model
+                initial = self.hypermodel.build(hp, seed=hp.values["seed"]).get_weights()
             model.set_weights(initial)
             for layer in model.layers:
                 if isinstance(layer, Dense):
@@ -205,6 +214,8 @@ class KbnTuner(keras_tuner.Tuner):
         keras.backend.clear_session()  # Keras's global state; flat memory needs workers
         model = self.hypermodel.build(hp)
         self._warm = (architecture, model, model.get_weights())
+        if "seed" in hp.values:
+            model.set_weights(self.hypermodel.build(hp, seed=hp.values["seed"]).get_weights())
         return model
 
     def save(self) -> None:

@@ -70,6 +70,12 @@ SEARCH_OPTIONS = {
         "help": "with --workers: restart a worker after N trials, keeping memory flat",
         "metavar": "N",
     },
+    "finalists": {
+        "help": "after the last round, train the K best pairs again with new seeds; the pair "
+        "with the best mean wins, and its mean is the search's estimate (default: none)",
+        "metavar": "K",
+    },
+    "finalist_seeds": {"help": "with --finalists: new seeds per pair", "metavar": "S"},
     "seed": {"cli": False},  # --seed, with the data options
     "verbose": {"cli": False},  # --json
 }
@@ -124,6 +130,8 @@ def run(args):
         if best
         else "best: none (every trial failed)"
     )
+    if result.finalists:
+        lines.append(result.finalists_summary() or "finalists: none completed")
     lines.append(
         f"{result.trials_completed} trials completed, {result.trials_stopped} stopped early, "
         f"{result.trials_failed} failed; {result.epochs_trained} epochs in {result.seconds:.0f} s; "
