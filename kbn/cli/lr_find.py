@@ -10,11 +10,11 @@ from kbn.cli.options import (
     add_config_options,
     add_data_options,
     add_model_options,
+    add_preset_option,
+    build_model,
     config_settings,
     emit,
     load_dataset,
-    model_settings,
-    preset_applier,
 )
 from kbn.cli.parser import examples_epilog, float_range, running
 
@@ -36,7 +36,6 @@ def add_parser(subparsers):
     """Add `kbn lr-find` to the `kbn` parser's subparsers; returns its parser."""
     from kbn.lr_range.config import LrFindConfig
     from kbn.nn.precision import AUTO, PRECISIONS
-    from kbn.training.presets import PRESETS
 
     p = subparsers.add_parser(
         "lr-find",
@@ -48,13 +47,7 @@ def add_parser(subparsers):
         epilog=examples_epilog(EXAMPLES),
     )
     add_data_options(p.add_argument_group("data"))
-    p.add_argument(
-        "--preset",
-        choices=PRESETS,
-        metavar="NAME",
-        help=f"a recipe ({', '.join(PRESETS)}) whose network, split, batch size and precision "
-        "become the defaults; flags given override them",
-    )
+    add_preset_option(p, becomes="network, split, batch size and precision")
     add_model_options(p.add_argument_group("network (kbn.build_mlp)"))
     test = p.add_argument_group("range test (kbn.LrFindConfig)")
     add_config_options(test, LrFindConfig, LR_FIND_OPTIONS)
@@ -67,7 +60,7 @@ def add_parser(subparsers):
     p.add_argument(
         "--json", action="store_true", help="last stdout line: the curve and the suggestion"
     )
-    p.set_defaults(func=run, apply_preset=preset_applier(p), plot="lr_find.png")
+    p.set_defaults(func=run, plot="lr_find.png")
     return p
 
 
@@ -75,7 +68,6 @@ def run(args):
     """Run the range test the parsed `args` describe and print the suggested eta."""
     from kbn.lr_range.config import LrFindConfig
     from kbn.lr_range.range_test import lr_find
-    from kbn.nn.builder import build_mlp
     from kbn.nn.precision import resolve
 
     config = LrFindConfig(**config_settings(args, LrFindConfig))
@@ -84,15 +76,7 @@ def run(args):
     if notice:
         print(notice, file=sys.stderr if args.json else sys.stdout)
     dataset = load_dataset(args)
-    settings = model_settings(args)
-    model = build_mlp(
-        num_classes=dataset.num_classes,
-        adapt=dataset.train.x,
-        seed=args.seed,
-        class_names=dataset.class_names,
-        precision=precision,
-        **settings,
-    )
+    model, settings = build_model(args, dataset, precision)
     if not args.json:
         print(f"data: {dataset.name}: {len(dataset.train)} train, {dataset.num_classes} classes")
         print("model: " + ", ".join(f"{k}={v}" for k, v in settings.items()))

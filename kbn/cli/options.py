@@ -252,6 +252,43 @@ def add_model_options(parser):
         parser.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
+def add_preset_option(parser, becomes="settings"):
+    """`--preset NAME`: a recipe of `kbn.training.presets` whose `becomes` are the defaults.
+
+    `kbn.cli.main` applies it through the parser's `apply_preset` (`preset_applier`).
+    """
+    from kbn.training.presets import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        metavar="NAME",
+        help=f"a recipe ({', '.join(PRESETS)}) whose {becomes} become the defaults; "
+        "flags given override them",
+    )
+    parser.set_defaults(apply_preset=preset_applier(parser))
+
+
+def build_model(args, dataset, precision):
+    """The network the parsed model options describe, for `dataset`'s inputs and classes.
+
+    Returns:
+        (the compiled `build_mlp` model, the model settings taken from `args`).
+    """
+    from kbn.nn.builder import build_mlp
+
+    settings = model_settings(args)
+    model = build_mlp(
+        num_classes=dataset.num_classes,
+        adapt=dataset.train.x,
+        seed=args.seed,
+        class_names=dataset.class_names,
+        precision=precision,
+        **settings,
+    )
+    return model, settings
+
+
 def preset_applier(parser):
     """The function that makes a preset's settings `parser`'s defaults.
 

@@ -12,11 +12,11 @@ from kbn.cli.options import (
     add_config_options,
     add_data_options,
     add_model_options,
+    add_preset_option,
+    build_model,
     config_settings,
     emit,
     load_dataset,
-    model_settings,
-    preset_applier,
 )
 from kbn.cli.parser import examples_epilog, running
 
@@ -32,7 +32,6 @@ EXAMPLES = [
 def add_parser(subparsers):
     """Add `kbn train` to the `kbn` parser's subparsers; returns its parser."""
     from kbn.training.config import TrainConfig
-    from kbn.training.presets import PRESETS
 
     p = subparsers.add_parser(
         "train",
@@ -47,25 +46,18 @@ def add_parser(subparsers):
     data.add_argument(
         "--test-data", metavar="SPEC", help="a second SPEC whose images form the test split"
     )
-    p.add_argument(
-        "--preset",
-        choices=PRESETS,
-        metavar="NAME",
-        help=f"a recipe ({', '.join(PRESETS)}) whose settings become the defaults; "
-        "flags given override them",
-    )
+    add_preset_option(p)
     add_model_options(p.add_argument_group("network (kbn.build_mlp)"))
     add_config_options(p.add_argument_group("training (kbn.TrainConfig)"), TrainConfig)
     p.add_argument(
         "--json", action="store_true", help="last stdout line: the run's metrics as JSON"
     )
-    p.set_defaults(func=run, apply_preset=preset_applier(p))
+    p.set_defaults(func=run)
     return p
 
 
 def run(args):
     """Train the network the parsed `args` describe and print its metrics."""
-    from kbn.nn.builder import build_mlp
     from kbn.nn.precision import resolve
     from kbn.training.config import TrainConfig
     from kbn.training.distribute import make_strategy
@@ -82,16 +74,8 @@ def run(args):
     # Before anything else runs TensorFlow: devices are set up at its start.
     strategy = make_strategy(config.strategy, config.replicas)
     dataset = load_dataset(args)
-    settings = model_settings(args)
     with strategy.scope():
-        model = build_mlp(
-            num_classes=dataset.num_classes,
-            adapt=dataset.train.x,
-            seed=args.seed,
-            class_names=dataset.class_names,
-            precision=config.precision,
-            **settings,
-        )
+        model, settings = build_model(args, dataset, config.precision)
     if not args.json:
         print(
             f"data: {dataset.name}: {len(dataset.train)} train, {len(dataset.val)} val, "
