@@ -24,7 +24,7 @@ import synthetic
 
 import kbn
 from kbn.cli import COMMANDS, build_parser, main
-from kbn.cli.options import MODEL_OPTIONS
+from kbn.cli.network import MODEL_OPTIONS
 from kbn.training.config import TrainConfig, setting
 
 NUM_TRAIN = 300  # the npz pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val

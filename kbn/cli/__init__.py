@@ -18,11 +18,12 @@ it was:
 
 One module per subcommand (`kbn.cli.train`, ...), each with `add_parser`
 and `run`; `kbn.cli.parser` holds the argparse framework they share and
-`kbn.cli.options` the option groups several of them take. `kbn train`'s
-training options are generated from `kbn.training.config.TrainConfig`'s
-fields (a new field declared with `kbn.training.config.setting` is a new
-flag), its model options from `kbn.build_mlp`'s arguments
-(`kbn.cli.options.MODEL_OPTIONS`), and `kbn tune`'s from
+`kbn.cli.options` the option groups several of them take, `kbn.cli.network`
+the network options and `--preset`. `kbn train`'s training options are
+generated from `kbn.training.config.TrainConfig`'s fields (a new field
+declared with `kbn.training.config.setting` is a new flag), its model options
+from `kbn.build_mlp`'s arguments (`kbn.cli.network.MODEL_OPTIONS`), and
+`kbn tune`'s from
 `tuning.search.SearchConfig`'s fields (`kbn.cli.tune.SEARCH_OPTIONS`).
 """
 

@@ -6,12 +6,14 @@ options are `kbn.lr_range.config.LrFindConfig`'s fields.
 
 import sys
 
-from kbn.cli.options import (
-    add_config_options,
-    add_data_options,
+from kbn.cli.network import (
     add_model_options,
     add_preset_option,
     build_model,
+)
+from kbn.cli.options import (
+    add_config_options,
+    add_data_options,
     config_settings,
     emit,
     load_dataset,

@@ -8,12 +8,14 @@ Its data options are the shared ones plus `--test-data`, its network options
 import dataclasses
 import sys
 
-from kbn.cli.options import (
-    add_config_options,
-    add_data_options,
+from kbn.cli.network import (
     add_model_options,
     add_preset_option,
     build_model,
+)
+from kbn.cli.options import (
+    add_config_options,
+    add_data_options,
     config_settings,
     emit,
     load_dataset,
