@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from kbn.nn.autodiff import use_autodiff
 from kbn.nn.precision import island_dtype
-from kbn.optim.fused_update import FusedKernel, fold_penalty, kernel_copy
 
 # --------------------------------------------------------------------------
 # Dense: s = x W + b
@@ -134,16 +133,8 @@ class L2Penalty(keras.regularizers.Regularizer):
         # l2_loss(W) = sum(W ** 2) / 2 is one op and its gradient (W times the
         # upstream scalar) one more: two ops where a square, a sum and their
         # gradients' broadcast and two products are five (the time it saves
-        # is measured by `kbn bench`, see docs/performance.md). In kbn's
-        # training step the gradient goes into SGD's update instead, in one
-        # pass with it (`kbn.optim.fused_update`): the value stays.
-        if fold_penalty(kernel):
-            kernel = tf.stop_gradient(kernel)
-        return self.coefficient(kernel.dtype) * tf.nn.l2_loss(kernel)
-
-    def coefficient(self, dtype: tf.DType) -> tf.Tensor:
-        """`2 lambda` in `dtype`, a scalar: the penalty's gradient is `2 lambda W`."""
-        return tf.cast(2 * self._variable, dtype)
+        # is measured by `kbn bench`, see docs/performance.md).
+        return tf.cast(2 * self._variable, kernel.dtype) * tf.nn.l2_loss(kernel)
 
     def assign(self, lam: float) -> None:
         self.lam = float(lam)
@@ -289,10 +280,7 @@ class Dense(keras.layers.Layer):
         # the compute dtype and leave the casts as float32 gradients of the
         # float32 variables.
         x = tf.cast(inputs, self.compute_dtype)
-        # In kbn's training step the optimizer keeps a 16-bit copy of the
-        # kernel, written in the same pass as its update (`kbn.optim.fused_update`).
-        kernel = kernel_copy(self.kernel, self.compute_dtype)
-        weights = [tf.cast(self.kernel, self.compute_dtype) if kernel is None else kernel]
+        weights = [tf.cast(self.kernel, self.compute_dtype)]
         if self.use_bias:
             weights.append(tf.cast(self.bias, self.compute_dtype))
         folded = x.shape.rank != 2
@@ -320,30 +308,3 @@ class Dense(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
         }
-
-
-def fused_kernels(model: keras.Model) -> list[FusedKernel]:
-    """What kbn's SGD may fold into the update of each `Dense` kernel of `model`.
-
-    A kernel with an L2 penalty gets the penalty's coefficient; a kernel of a
-    layer that computes in 16 bits gets a 16-bit copy (a new variable,
-    outside the model's weights) that the update keeps equal to it.
-
-    Returns:
-        `kbn.optim.fused_update.FusedKernel`s, for `fused_update`.
-    """
-    kernels = []
-    for layer in model.layers:
-        if not isinstance(layer, Dense):
-            continue
-        coefficient = layer.penalty.coefficient if layer.penalty is not None else None
-        sixteen_bits = layer.compute_dtype != layer.variable_dtype
-        if coefficient is None and not sixteen_bits:
-            continue
-        copy = (
-            tf.Variable(tf.cast(layer.kernel, layer.compute_dtype), trainable=False)
-            if sixteen_bits
-            else None
-        )
-        kernels.append(FusedKernel(layer.kernel, coefficient, copy))
-    return kernels

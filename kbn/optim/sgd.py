@@ -13,11 +13,6 @@ kernel computes the same two lines, in the same order, in one op: one pass
 and one scheduling per variable instead of five (the saving is measured by
 `kbn bench`, see docs/performance.md).
 
-Inside `kbn.optim.fused_update.fused_update` (kbn's training step), a
-kernel's update also adds its L2 penalty's gradient, which the tape left out,
-and writes its 16-bit copy under a mixed precision: one XLA-compiled pass
-over the kernel (`momentum_update`).
-
 `update_step` finds a variable's velocity as every Keras optimizer's own
 `update_step` does, through a private lookup (`kbn._compat.variable_index`).
 """
@@ -26,7 +21,6 @@ import keras
 import tensorflow as tf
 
 from kbn import _compat
-from kbn.optim.fused_update import folded, momentum_update, penalty_gradient
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -49,30 +43,6 @@ class SGD(keras.optimizers.SGD):
         variable: keras.Variable,
         learning_rate: tf.Tensor,
     ) -> None:
-        folds = folded(variable)
-        dtype = variable.dtype
-        fusable = self._fusable(gradient, variable)
-        if folds is not None and fusable:
-            momentum_update(
-                _backend(variable),
-                self.momentums[_compat.variable_index(self, variable)].value,
-                gradient,
-                tf.cast(learning_rate, variable.dtype),
-                keras.ops.cast(self.momentum, variable.dtype),
-                folds.coefficient if folds.coefficient is not None else tf.zeros((), dtype),
-                folds.copy,
-            )
-            return None
-        if folds is not None:  # Keras's update, on the gradient autodiff would have given
-            gradient = penalty_gradient(gradient, _backend(variable), folds)
-            self._update(gradient, variable, learning_rate)
-            if folds.copy is not None:
-                folds.copy.assign(tf.cast(variable, folds.copy.dtype))
-            return None
-        self._update(gradient, variable, learning_rate)
-        return None
-
-    def _update(self, gradient, variable, learning_rate):
         if not self._fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         velocity = self.momentums[_compat.variable_index(self, variable)].value
@@ -84,7 +54,6 @@ class SGD(keras.optimizers.SGD):
             momentum=keras.ops.cast(self.momentum, variable.dtype),  # as Keras rounds it
             use_nesterov=False,
         )
-        return None
 
     def _fusable(self, gradient: tf.Tensor | tf.IndexedSlices, variable: keras.Variable) -> bool:
         return (
@@ -96,8 +65,3 @@ class SGD(keras.optimizers.SGD):
             and isinstance(variable, tf.Variable)
             and hasattr(variable, "handle")
         )
-
-
-def _backend(variable: keras.Variable | tf.Variable) -> tf.Variable:
-    """The TensorFlow variable itself: `update_step` may be handed either."""
-    return variable.value if isinstance(variable, keras.Variable) else variable

@@ -42,9 +42,6 @@ import numpy as np
 import tensorflow as tf
 
 from kbn._quiet import tensorflow_warnings_off
-from kbn.nn.dense import fused_kernels
-from kbn.optim.fused_update import fused_update, refresh_copies
-from kbn.optim.sgd import SGD
 from kbn.training.order import batch_indices, epoch_order
 from kbn.training.stages import split_fixed_stages
 
@@ -66,38 +63,31 @@ class Validation:
     batch_size: int
 
 
-def train_step(model, trunk, x, y, fused=()):
+def train_step(model, trunk, x, y):
     """One SGD step: Keras's TensorFlow `train_step`, its forward pass `trunk(x)`.
 
     The model's compiled loss (with its penalties, scaled by 1/R under a
     strategy of R replicas, as Keras scales it) and optimizer (which sums the
     replicas' gradients), on x already through the fixed stages
     (`split_fixed_stages`). The metrics are left to `update_metrics`, once
-    per call. With `fused` kernels, on one device, kbn's SGD adds their L2
-    penalties' gradients in its update instead of the tape, and keeps their
-    16-bit copies (`kbn.optim.fused_update`).
+    per call.
 
     Args:
         model: the compiled model.
         trunk: the model after its fixed stages.
         x: this replica's mini-batch (B/R, D) from the stages.
         y: its labels (B/R,).
-        fused: `kbn.nn.dense.fused_kernels(model)` when the optimizer is
-            kbn's SGD, their copies refreshed before the call's first step.
 
     Returns:
         (loss (), y_pred (B/R, K)): the replica's loss, unscaled, and its
         predictions, before the step's update.
     """
-    # Under a strategy the update runs in another thread than the loss (Keras's
-    # merge_call), where the trace-time record of what was folded is not seen.
-    with fused_update([] if tf.distribute.has_strategy() else fused):
-        with tf.GradientTape() as tape:
-            y_pred = trunk(x, training=True)
-            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-            scaled = model.optimizer.scale_loss(loss)
-        variables = model.trainable_variables
-        model.optimizer.apply(tape.gradient(scaled, variables), variables)
+    with tf.GradientTape() as tape:
+        y_pred = trunk(x, training=True)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        scaled = model.optimizer.scale_loss(loss)
+    variables = model.trainable_variables
+    model.optimizer.apply(tape.gradient(scaled, variables), variables)
     return _unscaled(loss), y_pred
 
 
@@ -177,14 +167,11 @@ class TrainingLoop:
         split = split_fixed_stages(model)
         self.stages = split[0] if split else None
         self._kept_inputs = {}  # id(x) -> (x, stage weights, output): see `inputs`
-        self.fused = []  # kbn.optim.fused_update.FusedKernel: see `train_step`
         if split:
             self._through_stages = tf.function(
                 lambda x: split[0](x, training=False), reduce_retracing=True
             )
-            # Only kbn's SGD knows to add what the step leaves to it.
-            self.fused = fused_kernels(model) if isinstance(model.optimizer, SGD) else []
-            step = lambda x, y: train_step(model, split[1], x, y, self.fused)
+            step = lambda x, y: train_step(model, split[1], x, y)
             check = lambda x, y: evaluation_step(model, split[1], x, y)
         else:
             step = None
@@ -198,8 +185,6 @@ class TrainingLoop:
         def one_replica_chunk(x, y, order, first, count, batch_size):
             # One replica: the whole call in one loop, the metrics once at
             # its end (see `update_metrics`).
-            if not tf.distribute.has_strategy():  # see `train_step`
-                refresh_copies(self.fused)
             dtype = model.outputs[0].dtype
             losses = tf.TensorArray(dtype, size=count)
             predictions = tf.TensorArray(
