@@ -13,15 +13,22 @@ stays `TrainConfig.batch_size`, split evenly among the replicas:
     with strategy.scope():
         model = kbn.build_mlp(...)
     kbn.train(model, dataset, config)
+
+Every step of a multi-worker run needs every worker: when one is lost, the
+collective's error becomes `kbn.errors.WorkerLost`, naming it and saying to
+restart every worker with `--resume` (`lost_workers_named`, used by `train`).
 """
 
 import contextlib
 import json
 import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
 
 import tensorflow as tf
 
-from kbn.errors import KbnError
+from kbn.errors import KbnError, WorkerLost
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -114,3 +121,94 @@ def smallest_across_workers(strategy: tf.distribute.Strategy, value: int) -> int
         return value
     reported = strategy.run(lambda: tf.constant([value], tf.int64))
     return int(tf.reduce_min(strategy.gather(reported, axis=0)))
+
+
+# What a collective raises when a peer is gone: a reset or refused connection,
+# or the coordination service's missed heartbeats, give UnavailableError; a
+# coordination leader that stops answering gives DeadlineExceededError.
+_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+_TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+PROBE_TIMEOUT = 2.0  # seconds to wait for a peer's port to answer
+
+
+@contextlib.contextmanager
+def lost_workers_named(strategy: tf.distribute.Strategy) -> Iterator[None]:
+    """Within the block, a collective failing for a lost peer raises `WorkerLost`.
+
+    Only under `MultiWorkerMirroredStrategy`, and only TensorFlow's errors of
+    a collective that lost its peer; every other error propagates unchanged.
+
+    Args:
+        strategy: the model's `tf.distribute.Strategy`.
+
+    Raises:
+        WorkerLost: naming the lost workers (`lost_workers`), from
+            TensorFlow's error.
+    """
+    try:
+        yield
+    except _PEER_FAILURES as exc:
+        if not is_multi_worker(strategy) or "collective" not in str(exc).lower():
+            raise
+        peers = _peers(strategy)
+        raise worker_lost(peers, lost_workers(peers, str(exc))) from exc
+
+
+def _peers(strategy: tf.distribute.Strategy) -> dict[str, str]:
+    """{task ("worker 1"): address} of every other task that takes part in the collectives."""
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    me = (resolver.task_type, resolver.task_id)
+    return {
+        _task_name(job, index): spec.task_address(job, index)
+        for job in ("chief", "worker")
+        if job in spec.jobs
+        for index in spec.task_indices(job)
+        if (job, index) != me
+    }
+
+
+def _task_name(job: str, index: int) -> str:
+    return "chief" if job == "chief" else f"{job} {index}"
+
+
+def lost_workers(peers: Mapping[str, str], message: str) -> list[str]:
+    """The peers gone: those whose port refuses a connection, else those `message` names.
+
+    A killed process's port refuses at once, whatever TensorFlow's error
+    says; a peer still up but failing or hung is named by the error alone.
+
+    Args:
+        peers: {task ("worker 1"): "host:port"} of the other tasks.
+        message: TensorFlow's error, which may name tasks as
+            "/job:worker/replica:0/task:1".
+
+    Returns:
+        the lost tasks among `peers`, in its order; empty when neither way tells.
+    """
+    gone = [task for task, address in peers.items() if not _answers(address)]
+    if gone:
+        return gone
+    named = {_task_name(job, int(index)) for job, index in _TASK.findall(message)}
+    return [task for task in peers if task in named]
+
+
+def _answers(address: str) -> bool:
+    """Whether something listens at "host:port"."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def worker_lost(peers: Mapping[str, str], lost: list[str]) -> WorkerLost:
+    """The `WorkerLost` error naming `lost` (tasks of `peers`), and how to go on."""
+    who = ", ".join(f"{task} ({peers[task]})" for task in lost) or "a worker"
+    return WorkerLost(
+        f"{who} stopped or cannot be reached, and training needs every worker at each step: "
+        "restart every worker with the same command and --resume (TrainConfig(resume=True) "
+        "in Python) to go on from the last epoch they all recorded",
+        {task: peers[task] for task in lost},
+    )

@@ -50,7 +50,7 @@ from kbn.training.callbacks import (
     SaveModel,
 )
 from kbn.training.config import TrainConfig
-from kbn.training.distribute import is_multi_worker, worker_id
+from kbn.training.distribute import is_multi_worker, lost_workers_named, worker_id
 from kbn.training.hparams import run_hparams, write_hparams
 from kbn.training.loop import Validation, fit_data
 from kbn.training.loop_cache import LoopCache
@@ -153,6 +153,12 @@ def train(
         a `TrainResult`. Under `MultiWorkerMirroredStrategy` only the chief
         writes the run folder; every other worker writes its backup and
         summary under `run_dir/workers/<task id>/`.
+
+    Raises:
+        KbnError: a setting the run cannot take, a run folder in use.
+        kbn.errors.WorkerLost: under `MultiWorkerMirroredStrategy`, when
+            another worker stops or cannot be reached: the run cannot go on,
+            and every worker must be started again with `resume=True`.
     """
     config = config or TrainConfig()
     config.check()
@@ -167,7 +173,7 @@ def train(
     worker = worker_id(model.distribute_strategy)
     if worker is not None:
         run_dir = run_dir / "workers" / str(worker)
-    with RunLock(run_dir):
+    with RunLock(run_dir), lost_workers_named(model.distribute_strategy):
         return _train(
             model, dataset, config, run_dir, list(callbacks or []), hparams, worker is None, loops
         )
