@@ -2,14 +2,16 @@
 
     python benchmarks/step_profile.py --data folder:../shared/data/cifar10-jpeg/train \
         --hidden 2048,1024,512 --batch-size 250 --precision float32,mixed_bfloat16
+    python benchmarks/step_profile.py --preset report --batch-size 100 --precision float32
 
-For each precision: builds the net (the cifar10-mlp preset's model settings with
-`--hidden`), trains one epoch (warm-up: tracing, caches), then traces one more epoch with
-TensorFlow's profiler and sums the time of every op the CPU ran, by op type
-(`MatMul`, `Cast`, `ResourceApplyKerasMomentum`, ...), from the trace's `.xplane.pb`.
+For each precision: builds the net (the model settings of `--preset`, by default the
+cifar10-mlp preset's, with `--hidden` if given), trains one epoch (warm-up: tracing,
+caches), then traces one more epoch with TensorFlow's profiler and sums the time of
+every op the CPU ran, by op type (`MatMul`, `Cast`, `ResourceApplyKerasMomentum`, ...),
+from the trace's `.xplane.pb`.
 Prints one markdown table: seconds per epoch of each op type in each precision, the
-largest first. Ops run on two threads at once, so the sum of a column can exceed
-the epoch's wall time.
+largest first, and how many ops each mini-batch's step ran. Ops run on two threads at
+once, so the sum of a column can exceed the epoch's wall time.
 """
 
 import argparse
@@ -21,10 +23,10 @@ import time
 
 
 def op_seconds(logdir):
-    """{op type: seconds} summed over the host plane of the trace under `logdir`."""
+    """({op type: seconds}, {op type: count}) over the host plane of the trace under `logdir`."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    totals = collections.Counter()
+    totals, counts = collections.Counter(), collections.Counter()
     for path in pathlib.Path(logdir).rglob("*.xplane.pb"):
         space = xplane_pb2.XSpace()
         space.ParseFromString(path.read_bytes())
@@ -42,17 +44,20 @@ def op_seconds(logdir):
                     # ("ExecutorState::Process", ...) hold ops: their time twice.
                     if ":" in name and "::" not in name:
                         totals[name.rsplit(":", 1)[-1]] += event.duration_ps * 1e-12
-    return totals
+                        counts[name.rsplit(":", 1)[-1]] += 1
+    return totals, counts
 
 
-def profile(data, hidden, batch_size, precision):
-    """(wall seconds of the traced epoch, {op type: seconds}) for one precision."""
+def profile(data, preset, hidden, batch_size, precision):
+    """(wall seconds of the traced epoch, {op type: seconds}, ops run) for one precision."""
     import tensorflow as tf
 
     import kbn
     from kbn.training.presets import get_preset
 
-    model_settings = {**get_preset("cifar10-mlp").model, "hidden": hidden, "precision": precision}
+    model_settings = {**get_preset(preset).model, "precision": precision}
+    if hidden:
+        model_settings["hidden"] = hidden
     model = kbn.build_mlp(
         num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings
     )
@@ -75,14 +80,16 @@ def profile(data, hidden, batch_size, precision):
         kbn.train(model, data, dataclasses.replace(config, run_name="traced"))
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
-        return wall, op_seconds(traced)
+        seconds, counts = op_seconds(traced)
+        return wall, seconds, sum(counts.values())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="folder:../shared/data/cifar10-jpeg/train")
     parser.add_argument("--train-size", type=int, default=10_000)
-    parser.add_argument("--hidden", default="2048,1024,512")
+    parser.add_argument("--preset", default="cifar10-mlp", help="whose model settings")
+    parser.add_argument("--hidden", default="", help="hidden widths (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--precision", default="float32,mixed_bfloat16")
     parser.add_argument("--rows", type=int, default=14, help="op types shown, the largest first")
@@ -91,17 +98,21 @@ def main():
     import kbn
 
     data = kbn.load_data(args.data, train_size=args.train_size, val_size=500, seed=0)
-    hidden = [int(w) for w in args.hidden.split(",")]
+    hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
     precisions = args.precision.split(",")
-    walls, ops = {}, {}
+    walls, ops, ran = {}, {}, {}
     for precision in precisions:
-        walls[precision], ops[precision] = profile(data, hidden, args.batch_size, precision)
+        walls[precision], ops[precision], ran[precision] = profile(
+            data, args.preset, hidden, args.batch_size, precision
+        )
+    steps = -(-len(data.train.y) // args.batch_size)
     first = precisions[0]
     kinds = sorted(
         set().union(*ops.values()), key=lambda k: -max(o.get(k, 0) for o in ops.values())
     )
+    net = "-".join(map(str, hidden)) if hidden else f"the {args.preset} preset's"
     print(
-        f"net {'-'.join(map(str, hidden))}, {len(data.train.x)} images, batch {args.batch_size}: "
+        f"net {net}, {len(data.train.x)} images, batch {args.batch_size}: "
         f"seconds per epoch by op type (both threads together)\n"
     )
     print("| op type | " + " | ".join(precisions) + " |")
@@ -114,6 +125,11 @@ def main():
     print(
         "| wall time of the epoch (with 500 validation images) | "
         + " | ".join(f"{walls[p]:.3f}" for p in precisions)
+        + " |"
+    )
+    print(
+        "| ops run per mini-batch (the epoch's, with its validation, / steps) | "
+        + " | ".join(f"{ran[p] / steps:.0f}" for p in precisions)
         + " |"
     )
     for p in precisions[1:]:

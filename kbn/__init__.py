@@ -2,7 +2,8 @@
 
 The Python API: `load_data` -> `build_mlp` -> `train`, `check_gradients` and
 `lr_find` (the learning-rate range test);
-the layers `Dense` and `BatchNorm`. docs/architecture.md shows the modules
+the layers `Dense` and `BatchNorm`; `flip_averaged`, test-time flip
+averaging of a built or saved model. docs/architecture.md shows the modules
 behind it, level by level, and where to add to them.
 """
 
@@ -20,7 +21,7 @@ from kbn.gradcheck.check import check_gradients  # noqa: E402
 from kbn.lr_range.config import LrFindConfig  # noqa: E402
 from kbn.lr_range.range_test import lr_find  # noqa: E402
 from kbn.lr_range.result import LrFindResult  # noqa: E402
-from kbn.nn import BatchNorm, Dense  # noqa: E402
+from kbn.nn import BatchNorm, Dense, flip_averaged  # noqa: E402
 from kbn.nn.builder import build_mlp  # noqa: E402
 from kbn.run_table import Run, RunTable, runs  # noqa: E402
 from kbn.training.config import TrainConfig  # noqa: E402
@@ -44,6 +45,7 @@ __all__ = [
     "TrainResult",
     "build_mlp",
     "check_gradients",
+    "flip_averaged",
     "load_data",
     "lr_find",
     "make_strategy",

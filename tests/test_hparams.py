@@ -66,6 +66,7 @@ def test_run_hparams_reads_the_model_and_the_config():
         "flip": True,
         "translate": 0.125,
         "whiten": 1e-2,
+        "test_time_flip": False,
         "seed": 3,
     }
     plain = run_hparams(build_mlp([5], NUM_CLASSES, init="small", adapt=x), TrainConfig())
@@ -78,6 +79,8 @@ def test_run_hparams_reads_the_model_and_the_config():
         plain["translate"],
         plain["whiten"],
     ) == ("5", True, "small", 0.0, False, 0.0, 0.0)
+    averaged = build_mlp([5], NUM_CLASSES, adapt=x, flip=True, test_time_flip=True)
+    assert run_hparams(averaged, TrainConfig())["test_time_flip"] is True
 
 
 def test_write_hparams_writes_a_session_with_status_and_the_validation_metrics(tmp_path):

@@ -3,6 +3,7 @@ TrainConfig settings, `report` is the report's network (batch norm without gamma
 beta) and protocol, and unknown names fail clearly."""
 
 import contextlib
+import inspect
 import io
 
 import keras
@@ -12,6 +13,7 @@ import synthetic
 
 from kbn import BatchNorm, KbnError, TrainConfig, build_mlp
 from kbn.cli import build_parser, main
+from kbn.cli.network import model_settings
 from kbn.training.presets import PRESETS, get_preset
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3)).astype("uint8")
@@ -97,6 +99,22 @@ def test_cifar10_mlp_preset_holds_out_5k_images_and_whitens_and_augments_the_res
     assert preset.data["val_size"] == 5000 and "train_size" not in preset.data  # the rest trains
     assert preset.model["batch_norm"] and preset.model["flip"] and preset.model["translate"] > 0
     assert preset.model["whiten"] > 0 and preset.train["precision"] == "auto"
+    assert preset.model["test_time_flip"]  # averages over the flips it trains with
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_kbn_train_preset_builds_the_network_build_mlp_builds_from_the_preset(name):
+    argv = ["train", "--data", "cifar10", "--preset", name]
+    parser = build_parser()
+    parser.parse_args(argv).apply_preset(name)  # as `kbn.cli.main` does
+    settings = model_settings(parser.parse_args(argv))
+    wanted = dict(get_preset(name).model)
+    assert {key: settings[key] for key in wanted} == wanted
+    # What a preset leaves out is build_mlp's default, whatever the command line's own is.
+    defaults = {key: p.default for key, p in inspect.signature(build_mlp).parameters.items()}
+    for key, value in settings.items():
+        if key not in wanted:
+            assert value == defaults[key], key
 
 
 def test_presets_cannot_be_changed_in_place():

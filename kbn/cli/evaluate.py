@@ -1,5 +1,7 @@
 """`kbn evaluate`: accuracy, loss, per-class accuracy and confusion matrix of a saved model."""
 
+import argparse
+
 from kbn.cli.options import add_data_options, emit, load_dataset
 from kbn.cli.parser import examples_epilog
 
@@ -7,6 +9,7 @@ EXAMPLES = [
     "kbn evaluate cifar.keras --data cifar10",
     "kbn evaluate cifar.keras --data folder:cifar10-jpeg/train --split all --json",
     "kbn evaluate fm.keras --data fashion_mnist --split all --card fm.card.md",
+    "kbn evaluate cifar.keras --data folder:cifar10-jpeg/train --split val --test-time-flip",
 ]
 
 
@@ -21,6 +24,12 @@ def add_parser(subparsers):
     p.add_argument("model", metavar="MODEL.keras")
     add_data_options(p)
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
+    p.add_argument(
+        "--test-time-flip",
+        action=argparse.BooleanOptionalAction,
+        help="average the probabilities of each image and its mirror (--no-test-time-flip: "
+        "do not), whatever the saved model does (default: as saved)",
+    )
     p.add_argument(
         "--confusion",
         metavar="PATH.png",
@@ -46,6 +55,10 @@ def run(args):
     from kbn.inference.evaluate import evaluate, load_model
 
     model = load_model(args.model)
+    if args.test_time_flip is not None:
+        from kbn.nn.flip_averaging import flip_averaged
+
+        model = flip_averaged(model, args.test_time_flip)
     if args.split == "test":
         args.train_size, args.val_size = None, 0  # the test split needs no cut of the pool
     dataset = load_dataset(args)

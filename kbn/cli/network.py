@@ -56,6 +56,10 @@ MODEL_OPTIONS = {
         "help": "ZCA whitening of the centred inputs with this epsilon (0.1 for CIFAR-10 "
         "pixels scaled to [0, 1]), learnt from the training images; 0 for none",
     },
+    "test_time_flip": {
+        "help": "test-time flip averaging: at inference (validation, the saved model's "
+        "evaluate, predict, export) average the probabilities of each image and its mirror",
+    },
 }
 
 

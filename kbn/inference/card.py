@@ -39,6 +39,7 @@ from kbn.inference.record import environment, read_record
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import describe
 from kbn.nn.dense import Dense
+from kbn.nn.flip_averaging import AverageMirrors, MirrorImages
 from kbn.nn.preprocessing import Centering, Whitening
 from kbn.plots.figures import plot_confusion
 
@@ -260,6 +261,10 @@ def _layer_text(layer):
         what = f"{config.get('mode')}, training only"
     elif isinstance(layer, keras.layers.RandomTranslation):
         what = f"up to {config.get('height_factor')} of the size, training only"
+    elif isinstance(layer, MirrorImages):
+        what = "each image and its left-right mirror, inference only"
+    elif isinstance(layer, AverageMirrors):
+        what = "log of the mean softmax of an image and its mirror, inference only"
     else:
         what = ""
     return f"{layer.name} ({what})" if what else layer.name

@@ -5,6 +5,7 @@ batch_norm.py     BatchNorm, its training and inference backward passes
 autodiff.py       `autodiff_backward()`: the same layers differentiated by TensorFlow
 preprocessing.py  Centering (pixels / 255 minus the training mean) and ZCA Whitening
 precision.py      the Keras dtype policy a model computes in
+flip_averaging.py test-time flip averaging: MirrorImages, AverageMirrors, `flip_averaged()`
 builder.py        `build_mlp`: the k-layer network, compiled with kbn's SGD
 """
 
@@ -17,13 +18,16 @@ from kbn.nn.batch_norm import (
 )
 from kbn.nn.builder import build_mlp, class_names, compile_model
 from kbn.nn.dense import Dense, L2Penalty, dense_backward, dense_forward
+from kbn.nn.flip_averaging import AverageMirrors, MirrorImages, flip_averaged
 from kbn.nn.preprocessing import Centering, Whitening
 
 __all__ = [
+    "AverageMirrors",
     "BatchNorm",
     "Centering",
     "Dense",
     "L2Penalty",
+    "MirrorImages",
     "Whitening",
     "autodiff_backward",
     "batch_norm_backward",
@@ -34,4 +38,5 @@ __all__ = [
     "compile_model",
     "dense_backward",
     "dense_forward",
+    "flip_averaged",
 ]

@@ -16,6 +16,12 @@ augmentation moves the whitened images:
     pixels -> flatten -> / 255 minus the mean -> whiten -> reshape (N, H, W, C)
       -> [random flip, random shift] -> flatten -> the layers above
 
+With test-time flip averaging (`test_time_flip`), `MirrorImages` stacks each
+image's mirror under the images just before the random flip (before
+everything without one) and `AverageMirrors` turns the logits of each pair
+into the log of their mean softmax; both do nothing in training
+(`kbn.nn.flip_averaging`).
+
 The model comes compiled with the loss that matches its logits (softmax
 cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
 `evaluate` and the gradient checker cannot pair it with the wrong loss.
@@ -31,6 +37,7 @@ from kbn.errors import KbnError
 from kbn.nn import precision as precision_lib
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.dense import Dense
+from kbn.nn.flip_averaging import AverageMirrors, MirrorImages
 from kbn.nn.preprocessing import Centering, Whitening
 from kbn.optim.sgd import SGD
 
@@ -120,6 +127,7 @@ def build_mlp(
     flip: bool = False,
     translate: float = 0.0,
     whiten: float = 0.0,
+    test_time_flip: bool = False,
     dtype: str | None = None,
     precision: str = "float32",
     seed: int | None = None,
@@ -168,6 +176,14 @@ def build_mlp(
             scaled to [0, 1]) 0.1 is the `cifar10-mlp` preset's, more
             accurate than 1e-2 (docs/results.md). The augmentation, if any,
             follows it.
+        test_time_flip: test-time flip averaging: at inference the model's
+            probabilities are the mean of its softmax on each image and on
+            its left-right mirror, and its logits their log
+            (`kbn.nn.flip_averaging`); training is unchanged. The mirror is
+            taken where the training flip is (the whitened image with
+            `whiten`), or of the raw pixels without `flip`. Needs inputs of
+            shape (H, W, C). `kbn.nn.flip_averaged` turns it on for a built
+            or saved model.
         dtype: "float32" (default floatx) or "float64".
         precision: the hidden layers' Keras dtype policy: "float32",
             "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit
@@ -188,8 +204,8 @@ def build_mlp(
         and kbn's SGD (`kbn.train` replaces it with the run's).
 
     Raises:
-        KbnError: an argument out of range, or `flip`/`translate` on inputs
-            that are not images of shape (H, W, C).
+        KbnError: an argument out of range, or `flip`/`translate`/`test_time_flip`
+            on inputs that are not images of shape (H, W, C).
 
     >>> model = build_mlp([50, 30], adapt=x_train, lam=1e-4)
     >>> model.fit(x_train, y_train, epochs=1)
@@ -243,6 +259,11 @@ def build_mlp(
             f"flip and translate augment images of shape (H, W, C). "
             f"Received: input_shape={input_shape}"
         )
+    if test_time_flip and len(input_shape) != 3:
+        raise KbnError(
+            f"test_time_flip averages over images of shape (H, W, C) and their mirrors. "
+            f"Received: input_shape={input_shape}"
+        )
     precision_lib.check(precision)
     if precision != "float32" and dtype not in (None, "float32"):
         raise KbnError(
@@ -260,6 +281,9 @@ def build_mlp(
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
     centering = Centering(rescale, class_names=class_names, dtype=dtype, name="center")
     x = inputs
+    # The mirror is the training flip's (`kbn.nn.flip_averaging`); without one, the pixels'.
+    if test_time_flip and not flip:
+        x = MirrorImages(dtype=dtype, name="mirror")(x)
     if whiten:
         x = centering(keras.layers.Flatten(dtype=dtype, name="flatten_pixels")(x))
         whitening = Whitening(whiten, dtype=dtype, name="whiten")
@@ -271,6 +295,8 @@ def build_mlp(
     # Augmentation layers are identity maps at inference: a saved model
     # classifies the images as given.
     if flip:
+        if test_time_flip:
+            x = MirrorImages(dtype=dtype, name="mirror")(x)
         x = keras.layers.RandomFlip("horizontal", seed=seed_for(1000), dtype=dtype, name="flip")(x)
     if translate:
         x = keras.layers.RandomTranslation(
@@ -315,6 +341,8 @@ def build_mlp(
         dtype=dtype,
         name=f"dense{k}",
     )(x)
+    if test_time_flip:
+        logits = AverageMirrors(dtype=dtype, name="average_mirrors")(logits)
     model = keras.Model(inputs, logits, name=name)
     # kbn's SGD: `kbn.train` replaces it with the run's (another optimizer stays).
     compile_model(model, SGD())

@@ -33,6 +33,7 @@ from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import SMALL_INIT_STDDEV
 from kbn.nn.dense import Dense
+from kbn.nn.flip_averaging import is_flip_averaged
 from kbn.nn.preprocessing import Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
@@ -64,7 +65,9 @@ def run_hparams(model, config):
         `batch_norm`, `init` ("he", "xavier", "small"; absent when the
         kernel initializer is none of kbn's), `eta`, `lam` (the first layer's
         lambda), `schedule`, `batch_size`, `dropout`, `flip`, `translate`,
-        `whiten` (the ZCA epsilon, 0 for none) and `seed`.
+        `whiten` (the ZCA epsilon, 0 for none), `test_time_flip` (whether
+        its inference-mode figures, validation included, average each image
+        with its mirror: `kbn.nn.flip_averaging`) and `seed`.
     """
     dense = [layer for layer in model.layers if isinstance(layer, Dense)]
     dropout = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
@@ -88,6 +91,7 @@ def run_hparams(model, config):
         "whiten": max(
             (layer.epsilon for layer in model.layers if isinstance(layer, Whitening)), default=0.0
         ),
+        "test_time_flip": is_flip_averaged(model),
         "seed": config.seed,
     }
     return {name: value for name, value in values.items() if value is not None}
