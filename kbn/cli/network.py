@@ -63,15 +63,18 @@ MODEL_OPTIONS = {
 }
 
 
+def _build_mlp_defaults():
+    """{build_mlp argument: its default}."""
+    from kbn.nn.builder import build_mlp
+
+    return {name: p.default for name, p in inspect.signature(build_mlp).parameters.items()}
+
+
 def _model_defaults():
     """{option: default}: build_mlp's, then the report preset's network."""
-    from kbn.nn.builder import build_mlp
     from kbn.training.presets import get_preset
 
-    parameters = inspect.signature(build_mlp).parameters
-    settings = {name: p.default for name, p in parameters.items()}
-    settings.update(get_preset("report").model)
-    return model_options_from(settings)
+    return model_options_from({**_build_mlp_defaults(), **get_preset("report").model})
 
 
 def model_options_from(settings):
@@ -171,7 +174,10 @@ def preset_applier(parser):
         model = {k: v for k, v in preset.model.items() if k not in targets}
         if model:  # a preset the command line cannot express would train another net
             raise ValueError(f"preset {name!r} sets {sorted(model)}: not options of {parser.prog}")
-        parser.set_defaults(**preset.data, **model_options_from(preset.model), **preset.train)
+        # What the preset leaves out is build_mlp's default, as `build_mlp(**preset.model)`
+        # has it, not the command line's own (the report preset's network).
+        network = model_options_from({**_build_mlp_defaults(), **preset.model})
+        parser.set_defaults(**preset.data, **network, **preset.train)
 
     return apply
 

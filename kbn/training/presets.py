@@ -79,10 +79,6 @@ PRESETS = {
             model={
                 "hidden": [2048, 1024, 512],
                 "batch_norm": True,
-                # Named, not left to the defaults: build_mlp's learn them, the
-                # command line's (the report preset's) do not.
-                "center": True,
-                "scale": True,
                 "init": "he",
                 "lam": 5e-4,
                 "whiten": 0.1,
