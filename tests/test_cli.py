@@ -314,6 +314,8 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
             "0.05",
             "--label-smoothing",
             "0.1",
+            "--mixup",
+            "0.2",
             "--schedule",
             "cosine",
             "--logdir",
@@ -328,6 +330,7 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
     assert status == 0, stderr
     summary = json.loads((tmp_path / "reg" / "summary.json").read_text())
     assert summary["config"]["label_smoothing"] == 0.1
+    assert summary["config"]["mixup"] == 0.2
     assert summary["config"]["schedule"] == "cosine"
     assert summary["history"]["learning_rate"][0] == pytest.approx(
         summary["config"]["eta"], rel=1e-6
@@ -624,6 +627,7 @@ BAD_INPUTS = [
     pytest.param(
         [*TRAIN, "--label-smoothing", "-0.1"], "--label-smoothing", id="label-smoothing-negative"
     ),
+    pytest.param([*TRAIN, "--mixup", "-1"], "--mixup", id="mixup-negative"),
     pytest.param([], "required", id="no-subcommand"),
     pytest.param([*TRAIN, "--save", "{root}/m.h5"], ".keras", id="save-not-keras"),
     pytest.param(

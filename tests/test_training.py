@@ -634,6 +634,7 @@ CHANGED_TRACED_SETTINGS = {
     "schedule": lambda: "constant",
     "momentum": lambda: 0.5,
     "label_smoothing": lambda: 0.2,
+    "mixup": lambda: 0.4,
     "optimizer": lambda: keras.optimizers.Adam(0.01),
     "steps_per_execution": lambda: 3,
 }
@@ -810,3 +811,26 @@ def test_the_progress_bar_counts_mini_batches(tmp_path, capfd):
     out = capfd.readouterr().out
     assert f"{STEPS_PER_EPOCH}/{STEPS_PER_EPOCH}" in out  # 10 mini-batches of 32, in calls of 4
     assert "ms/step" in out
+
+
+def test_train_compiles_a_keras_model_never_compiled(tmp_path):
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Rescaling(1 / 255)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x))
+    assert not hasattr(model, "optimizer")  # Keras sets it at compile
+    result = train(model, DATA, config(tmp_path, run_name="plain", epochs=2))
+    assert isinstance(model.optimizer, kbn.optim.SGD)
+    assert result.history["loss"][1] < result.history["loss"][0]
+
+
+def test_a_resumed_mixup_run_mixes_as_the_uninterrupted_one(tmp_path):
+    # MixUp's weights are drawn from (seed, epoch, mini-batch), not from a stream a kill would lose.
+    uninterrupted = train(fresh_model(), DATA, config(tmp_path, run_name="whole", mixup=0.4))
+    run_killed_after_epoch(tmp_path, index=1, run_name="killed", mixup=0.4)
+    resumed = train(
+        fresh_model(), DATA, config(tmp_path, run_name="killed", mixup=0.4, resume=True)
+    )
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            resumed.history[key], uninterrupted.history[key], rtol=1e-6, err_msg=key
+        )

@@ -215,6 +215,15 @@ class TrainConfig:
         error="label smoothing must be in [0, 1), got {value}",
         metavar="EPSILON",
     )
+    # Zhang et al. 2018; kbn.training.mixup.
+    mixup: float = setting(
+        0.0,
+        "MixUp's alpha: each mini-batch mixed with itself reversed, by a weight "
+        "drawn from Beta(alpha, alpha), and so are the labels (0: no mixing)",
+        check=lambda v: v >= 0,
+        error="mixup must be 0 (none) or an alpha > 0, got {value}",
+        metavar="ALPHA",
+    )
     seed: int = setting(0, "seeds the weights and the shuffling (kbn train: the data split too)")
     optimizer: object = setting(
         None, "another Keras optimizer instead of SGD with momentum (None: SGD)", cli=False

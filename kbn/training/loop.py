@@ -15,11 +15,13 @@ from the training tensors:
       order = permutation of (seed, e)                         EpochOrder
       each replica r of R: examples order[bB + rB/R : bB + (r+1)B/R]
       step(x'[those], y[those]) under `strategy.run`, metrics once per call
+        (with MixUp: those mixed by w(seed, e, b) first)         kbn.training.mixup
 
 The fixed stages (flatten, scale, subtract the mean) learn nothing, so their
 output is computed once, as NumPy code centres its data once; the step runs
 the rest of the model (`split_fixed_stages`). A model without such stages, or
-with its own `train_step`, gets Keras's `train_step` on raw inputs instead.
+with its own `train_step`, gets Keras's `train_step` on raw inputs instead
+(with MixUp, kbn's step on raw inputs, unless the model has its own).
 
 Every step runs per replica under the model's `tf.distribute` strategy, and
 everything is reduced as Keras reduces it: the loss is scaled by 1/R
@@ -38,10 +40,13 @@ mini-batches come from the permutation, not from an iterator.
 
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from kbn._quiet import tensorflow_warnings_off
+from kbn.errors import KbnError
+from kbn.training.mixup import mix, mixed_loss, mixup_weight
 from kbn.training.order import batch_indices, epoch_order
 from kbn.training.stages import split_fixed_stages
 
@@ -63,7 +68,7 @@ class Validation:
     batch_size: int
 
 
-def train_step(model, trunk, x, y):
+def train_step(model, trunk, x, y, w=None):
     """One SGD step: Keras's TensorFlow `train_step`, its forward pass `trunk(x)`.
 
     The model's compiled loss (with its penalties, scaled by 1/R under a
@@ -74,17 +79,25 @@ def train_step(model, trunk, x, y):
 
     Args:
         model: the compiled model.
-        trunk: the model after its fixed stages.
+        trunk: the model after its fixed stages (the whole model when it has none).
         x: this replica's mini-batch (B/R, D) from the stages.
         y: its labels (B/R,).
+        w: None, or MixUp's weight () for this mini-batch: the step trains
+            on the batch mixed with itself reversed, against both labels
+            (`kbn.training.mixup`).
 
     Returns:
         (loss (), y_pred (B/R, K)): the replica's loss, unscaled, and its
         predictions, before the step's update.
     """
+    if w is not None:
+        x = mix(x, w)
     with tf.GradientTape() as tape:
         y_pred = trunk(x, training=True)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        if w is None:
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        else:
+            loss = mixed_loss(model, x, y, y_pred, w)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_variables
     model.optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -155,15 +168,19 @@ class TrainingLoop:
 
     Args:
         model: a compiled Keras model (TensorFlow backend).
+        mixup: MixUp's alpha (`kbn.training.mixup`), 0 for none. A model
+            without fixed stages then trains through kbn's step on raw
+            inputs; one with its own `train_step` cannot mix.
 
     Attributes:
         strategy: the model's `tf.distribute.Strategy`.
         stages: the fixed stages, a functional model, or None.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, mixup=0.0):
         self.model = model
         self.strategy = model.distribute_strategy
+        self.mixup = float(mixup)
         split = split_fixed_stages(model)
         self.stages = split[0] if split else None
         self._kept_inputs = {}  # id(x) -> (x, stage weights, output): see `inputs`
@@ -171,18 +188,30 @@ class TrainingLoop:
             self._through_stages = tf.function(
                 lambda x: split[0](x, training=False), reduce_retracing=True
             )
-            step = lambda x, y: train_step(model, split[1], x, y)
             check = lambda x, y: evaluation_step(model, split[1], x, y)
         else:
-            step = None
             check = lambda x, y: model.test_step((x, y))
+        # MixUp changes the step's inputs and loss: a model without fixed
+        # stages trains through kbn's step too, on raw inputs, unless the
+        # model brings its own step.
+        trunk = split[1] if split else (model if self.mixup else None)
+        if trunk is model and type(model).train_step is not keras.Model.train_step:
+            raise KbnError(
+                f"mixup cannot change {type(model).__name__}'s own train_step: "
+                "train it with mixup=0, or mix the data in its train_step"
+            )
+        step = None if trunk is None else lambda x, y, w: train_step(model, trunk, x, y, w)
         self._run_chunk = self._chunk_loop(model, step)
         self._run_split = self._split_loop(model, check)
 
     def _chunk_loop(self, model, step):
         strategy = self.strategy
 
-        def one_replica_chunk(x, y, order, first, count, batch_size):
+        def weight(seed, epoch, b):
+            # MixUp's weight for mini-batch b of the epoch; None without MixUp.
+            return mixup_weight(self.mixup, seed, epoch, b) if self.mixup else None
+
+        def one_replica_chunk(x, y, seed, epoch, order, first, count, batch_size):
             # One replica: the whole call in one loop, the metrics once at
             # its end (see `update_metrics`).
             dtype = model.outputs[0].dtype
@@ -194,8 +223,11 @@ class TrainingLoop:
                 element_shape=[None, model.outputs[0].shape[-1]],
             )
             for i in tf.range(count):
-                index = batch_indices(order, first + tf.cast(i, tf.int64), batch_size)
-                loss, y_pred = step(tf.gather(x, index), tf.gather(y, index))
+                b = first + tf.cast(i, tf.int64)
+                index = batch_indices(order, b, batch_size)
+                loss, y_pred = step(
+                    tf.gather(x, index), tf.gather(y, index), weight(seed, epoch, b)
+                )
                 losses = losses.write(i, tf.cast(loss, dtype))
                 predictions = predictions.write(i, y_pred)
             # The call's batches are one run of the order: their labels and sizes at once.
@@ -205,24 +237,26 @@ class TrainingLoop:
             labels = tf.gather(y, order[starts[0] : starts[-1] + sizes[-1]])
             update_metrics(model, losses.stack(), sizes, labels, predictions.concat())
 
-        def replica_step(x, y, order, b, batch_size):
+        def replica_step(x, y, seed, epoch, order, b, batch_size):
             # Several replicas: one step per `strategy.run`, since replicas
             # synchronise (gradients, batch statistics) only outside loops.
             index = batch_indices(order, b, batch_size, _replica_id(), _replicas())
             if step is None:  # Keras's own train_step, metrics included
                 model.train_step((tf.gather(x, index), tf.gather(y, index)))
                 return
-            loss, y_pred = step(tf.gather(x, index), tf.gather(y, index))
+            loss, y_pred = step(tf.gather(x, index), tf.gather(y, index), weight(seed, epoch, b))
             update_metrics(model, loss[None], tf.shape(index)[:1], tf.gather(y, index), y_pred)
 
         def run_chunk(x, y, seed, epoch, first, count, batch_size):
             order = epoch_order(seed, epoch, tf.shape(x)[0])
             if strategy.num_replicas_in_sync == 1 and step is not None:
-                strategy.run(one_replica_chunk, args=(x, y, order, first, count, batch_size))
+                strategy.run(
+                    one_replica_chunk, args=(x, y, seed, epoch, order, first, count, batch_size)
+                )
             else:
                 for i in tf.range(count):
                     b = first + tf.cast(i, tf.int64)
-                    strategy.run(replica_step, args=(x, y, order, b, batch_size))
+                    strategy.run(replica_step, args=(x, y, seed, epoch, order, b, batch_size))
             return model.get_metrics_result()
 
         return tf.function(run_chunk, reduce_retracing=True)

@@ -21,10 +21,17 @@ from kbn.training.config import TrainConfig
 from kbn.training.loop import TrainingLoop
 
 # The TrainConfig fields traced into the compiled loop: the schedule's kind
-# (its numbers live in variables), SGD's momentum, the loss's smoothing, the
-# optimizer, the calls' length. A model trained again with all of them
-# unchanged keeps its loop; any change builds a new one.
-TRACED = ("schedule", "momentum", "label_smoothing", "optimizer", "steps_per_execution")
+# (its numbers live in variables), SGD's momentum, the loss's smoothing,
+# MixUp's alpha, the optimizer, the calls' length. A model trained again with
+# all of them unchanged keeps its loop; any change builds a new one.
+TRACED = (
+    "schedule",
+    "momentum",
+    "label_smoothing",
+    "mixup",
+    "optimizer",
+    "steps_per_execution",
+)
 
 
 @dataclasses.dataclass
@@ -97,7 +104,7 @@ class LoopCache:
         optimizer, schedule = config.optimizer, None
         if (
             optimizer is None
-            and model.optimizer is not None
+            and getattr(model, "optimizer", None) is not None  # None until compiled
             and not isinstance(_unscaled(model.optimizer), SGD)
         ):
             optimizer = model.optimizer  # the caller's own, as compiled
@@ -121,7 +128,7 @@ class LoopCache:
                 steps_per_execution=config.steps_per_execution,
                 label_smoothing=config.label_smoothing,
             )
-        loop = TrainingLoop(model)
+        loop = TrainingLoop(model, mixup=config.mixup)
         self._entries[model] = _Entry(key, model.optimizer, schedule, loop)
         return loop
 
