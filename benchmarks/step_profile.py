@@ -3,9 +3,11 @@
     python benchmarks/step_profile.py --data folder:../shared/data/cifar10-jpeg/train \
         --hidden 2048,1024,512 --batch-size 250 --precision float32,mixed_bfloat16
     python benchmarks/step_profile.py --preset report --batch-size 100 --precision float32
+    # the cifar10-mlp net before its principal components
+    python benchmarks/step_profile.py --hidden 2048,1024,512 --pca 0
 
 For each precision: builds the net (the model settings of `--preset`, by default the
-cifar10-mlp preset's, with `--hidden` if given), trains one epoch (warm-up: tracing,
+cifar10-mlp preset's, with `--hidden` and `--pca` if given), trains one epoch (warm-up: tracing,
 caches), then traces one more epoch with TensorFlow's profiler and sums the time of
 every op the CPU ran, by op type (`MatMul`, `Cast`, `ResourceApplyKerasMomentum`, ...),
 from the trace's `.xplane.pb`.
@@ -48,7 +50,7 @@ def op_seconds(logdir):
     return totals, counts
 
 
-def profile(data, preset, hidden, batch_size, precision):
+def profile(data, preset, hidden, pca, batch_size, precision):
     """(wall seconds of the traced epoch, {op type: seconds}, ops run) for one precision."""
     import tensorflow as tf
 
@@ -58,6 +60,8 @@ def profile(data, preset, hidden, batch_size, precision):
     model_settings = {**get_preset(preset).model, "precision": precision}
     if hidden:
         model_settings["hidden"] = hidden
+    if pca is not None:
+        model_settings["pca"] = pca
     model = kbn.build_mlp(
         num_classes=data.num_classes, adapt=data.train.x, seed=0, **model_settings
     )
@@ -90,6 +94,9 @@ def main():
     parser.add_argument("--train-size", type=int, default=10_000)
     parser.add_argument("--preset", default="cifar10-mlp", help="whose model settings")
     parser.add_argument("--hidden", default="", help="hidden widths (default: the preset's)")
+    parser.add_argument(
+        "--pca", type=int, default=None, help="principal components kept (default: the preset's)"
+    )
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--precision", default="float32,mixed_bfloat16")
     parser.add_argument("--rows", type=int, default=14, help="op types shown, the largest first")
@@ -103,7 +110,7 @@ def main():
     walls, ops, ran = {}, {}, {}
     for precision in precisions:
         walls[precision], ops[precision], ran[precision] = profile(
-            data, args.preset, hidden, args.batch_size, precision
+            data, args.preset, hidden, args.pca, args.batch_size, precision
         )
     steps = -(-len(data.train.y) // args.batch_size)
     first = precisions[0]
@@ -111,6 +118,8 @@ def main():
         set().union(*ops.values()), key=lambda k: -max(o.get(k, 0) for o in ops.values())
     )
     net = "-".join(map(str, hidden)) if hidden else f"the {args.preset} preset's"
+    if args.pca is not None:
+        net += f", {args.pca or 'all'} input components"
     print(
         f"net {net}, {len(data.train.x)} images, batch {args.batch_size}: "
         f"seconds per epoch by op type (both threads together)\n"

@@ -202,6 +202,24 @@ def test_card_caveats_name_the_input_size_the_preprocessing_and_the_classes(run)
     assert "not known to be held out" not in caveats
 
 
+def test_card_of_a_whitened_model_with_principal_components_lists_them_and_their_caveat(
+    run, tmp_path
+):
+    _, spec, _ = run
+    dataset = load_data(spec, val_size=VAL_SIZE, seed=SEED)
+    model = build_mlp(
+        [4], 3, adapt=dataset.train.x, whiten=0.1, pca=5, class_names=CLASS_NAMES, seed=0
+    )
+    path = tmp_path / "pca.keras"
+    model.save(path)
+    write_card(path, dataset)
+    text = card_path(path).read_text()
+    assert "pca (the 5 leading principal components of the training inputs)" in text
+    caveats = text.split("## Caveats and limits\n")[1]
+    assert "It whitens its inputs" in caveats
+    assert "only through its 5 leading principal components" in caveats
+
+
 def test_the_model_file_carries_its_training_record(run):
     model_path, spec, _ = run
     record = read_record(model_path)

@@ -312,6 +312,8 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
             "0.25",
             "--whiten",
             "0.05",
+            "--pca",
+            "6",
             "--label-smoothing",
             "0.1",
             "--mixup",
@@ -350,6 +352,8 @@ def test_train_with_every_regulariser_from_flags_records_them(files, tmp_path):
         "Flatten",
     ]
     assert model.get_layer("whiten").epsilon == 0.05
+    assert model.get_layer("pca").components == 6
+    assert model.get_layer("dense1").kernel.shape[0] == 6
     assert layers.count("Dropout") == 1
     batch_norm = next(layer for layer in model.layers if type(layer).__name__ == "BatchNorm")
     assert (batch_norm.center, batch_norm.scale, batch_norm.trainable_weights) == (False, False, [])
@@ -397,6 +401,8 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
             "--val-size",
             str(VAL_SIZE),
             "--no-flip",
+            "--pca",
+            "6",
             "--logdir",
             tmp_path,
             "--run-name",
@@ -416,6 +422,7 @@ def test_preset_sets_the_defaults_and_flags_given_override_them(files, tmp_path)
     model = keras.models.load_model(tmp_path / "preset.keras")
     names = [type(layer).__name__ for layer in model.layers]
     assert "RandomFlip" not in names  # --no-flip wins over the preset's flips
+    assert model.get_layer("pca").components == 6  # so does --pca, on these small images
     assert ("RandomTranslation" in names) is bool(preset.model["translate"])
     assert ("Whitening" in names) is bool(preset.model["whiten"])
     assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [

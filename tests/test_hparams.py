@@ -50,6 +50,7 @@ def test_run_hparams_reads_the_model_and_the_config():
         flip=True,
         translate=0.125,
         whiten=1e-2,
+        pca=5,
         adapt=x,
         seed=3,
     )
@@ -66,6 +67,7 @@ def test_run_hparams_reads_the_model_and_the_config():
         "flip": True,
         "translate": 0.125,
         "whiten": 1e-2,
+        "pca": 5,
         "test_time_flip": False,
         "seed": 3,
     }
@@ -78,7 +80,8 @@ def test_run_hparams_reads_the_model_and_the_config():
         plain["flip"],
         plain["translate"],
         plain["whiten"],
-    ) == ("5", True, "small", 0.0, False, 0.0, 0.0)
+        plain["pca"],
+    ) == ("5", True, "small", 0.0, False, 0.0, 0.0, 0)
     averaged = build_mlp([5], NUM_CLASSES, adapt=x, flip=True, test_time_flip=True)
     assert run_hparams(averaged, TrainConfig())["test_time_flip"] is True
 

@@ -517,6 +517,39 @@ def test_whitening_without_augmentation_feeds_the_dense_layers_directly():
     ]
 
 
+def test_pca_projects_the_augmented_images_onto_k_components_and_survives_saving(tmp_path):
+    x = raw_images(64)
+    model = build_mlp(
+        [8], NUM_CLASSES, adapt=x, whiten=1e-2, pca=5, flip=True, translate=0.1, seed=0
+    )
+    names = [layer.name for layer in model.layers]
+    assert names[5:10] == ["flip", "translate", "flatten", "pca", "dense1"]
+    assert model.get_layer("dense1").kernel.shape == (5, 8)
+    # The whitened, augmented images' 5 leading components are what the first layer sees.
+    stages, trunk = split_fixed_stages(model)
+    assert stages.layers[-1].name == "unflatten"
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    # Without augmentation the projection is a fixed stage too, computed once per split.
+    plain = build_mlp([8], NUM_CLASSES, adapt=x, pca=5, seed=0)
+    stages, _ = split_fixed_stages(plain)
+    assert [layer.name for layer in stages.layers][1:] == ["flatten", "center", "pca"]
+    assert stages(x).shape == (64, 5)
+
+
+def test_pca_needs_adapt_and_at_most_the_inputs_values():
+    with pytest.raises(KbnError, match="pca learns its components from the training inputs"):
+        build_mlp([8], NUM_CLASSES, input_shape=(4, 4, 3), pca=4)
+    with pytest.raises(KbnError, match=r"at most the 60 values of an input \(0 keeps them all\)"):
+        build_mlp([8], NUM_CLASSES, adapt=raw_images(8), pca=61)
+    with pytest.raises(KbnError, match="pca must be 0"):
+        build_mlp([8], NUM_CLASSES, adapt=raw_images(8), pca=-1)
+
+
 def test_whitening_needs_adapt_and_a_non_negative_epsilon():
     with pytest.raises(KbnError, match="pass adapt=x_train"):
         build_mlp([8], NUM_CLASSES, input_shape=(4, 4, 3), whiten=1e-2)

@@ -1,9 +1,9 @@
-"""Tests for kbn/nn/preprocessing.py: the Centering and Whitening layers."""
+"""Tests for kbn/nn/preprocessing.py: the Centering, Whitening and PrincipalComponents layers."""
 
 import numpy as np
 import pytest
 
-from kbn.nn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening, principal_axes
 
 
 def test_centering_learns_the_rescaled_per_feature_mean():
@@ -76,3 +76,42 @@ def test_whitening_refuses_a_bad_epsilon_and_a_single_example():
         Whitening(0.0)
     with pytest.raises(ValueError, match="at least two training examples. Received: 1"):
         Whitening().adapt(np.zeros((1, 4), "uint8"))
+
+
+def test_principal_components_keep_the_directions_of_largest_variance_in_order():
+    x = correlated_pixels()
+    layer = PrincipalComponents(2, dtype="float64")
+    layer.adapt(x, scale=1 / 255)
+    u = layer.kernel.numpy()
+    np.testing.assert_allclose(u.T @ u, np.eye(2), atol=1e-12)  # orthonormal axes
+    centred = x / 255 - (x / 255).mean(axis=0)
+    y = layer(centred).numpy()
+    variances = np.sort(np.linalg.eigvalsh(np.cov((x / 255).T, bias=True)))[::-1]
+    # The kept coordinates are uncorrelated, with the two largest variances, largest first.
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.diag(variances[:2]), rtol=1e-6, atol=1e-7)
+    # What is lost is the variance along the other axes.
+    lost = centred - y @ u.T
+    np.testing.assert_allclose((lost**2).sum(axis=1).mean(), variances[2:].sum(), rtol=1e-6)
+
+
+def test_principal_components_of_whitened_inputs_are_pca_whitening():
+    x = correlated_pixels()
+    axes = principal_axes(x, scale=1 / 255)
+    whitening = Whitening(1e-8, dtype="float64")
+    whitening.set_axes(*axes)
+    components = PrincipalComponents(3, dtype="float64")
+    components.set_axes(*axes)
+    y = components(whitening(x / 255 - (x / 255).mean(axis=0))).numpy()
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.eye(3), atol=1e-4)
+    # The same matrix as adapt's own decomposition.
+    alone = Whitening(1e-8, dtype="float64")
+    alone.adapt(x, scale=1 / 255)
+    np.testing.assert_allclose(alone.kernel.numpy(), whitening.kernel.numpy(), atol=1e-9)
+
+
+def test_principal_components_refuse_none_and_more_than_the_inputs():
+    with pytest.raises(ValueError, match="components must be an int >= 1"):
+        PrincipalComponents(0)
+    with pytest.raises(ValueError, match="at most the 6 input features. Received: components=7"):
+        PrincipalComponents(7).adapt(correlated_pixels(n=10))
+    assert PrincipalComponents.from_config(PrincipalComponents(3).get_config()).components == 3

@@ -24,7 +24,8 @@ def test_every_preset_builds_a_model_and_a_valid_config(name):
     preset = get_preset(name)
     assert preset.name == name and preset.description
     TrainConfig(**preset.train).check()
-    x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3)).astype("uint8")
+    # Images of 16 x 16 x 3 = 768 values: enough for cifar10-mlp's 400 principal components.
+    x = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3)).astype("uint8")
     model = build_mlp(num_classes=10, adapt=x, **preset.model)
     assert model(x[:2]).shape == (2, 10)
     assert set(preset.data) <= {"train_size", "val_size"}

@@ -10,6 +10,7 @@ from kbn.cli.parser import (
     fraction,
     int_list,
     non_negative_float,
+    non_negative_int,
 )
 
 # kbn train's model options: build_mlp's arguments, under build_mlp's names
@@ -55,6 +56,12 @@ MODEL_OPTIONS = {
         "metavar": "EPSILON",
         "help": "ZCA whitening of the centred inputs with this epsilon (0.1 for CIFAR-10 "
         "pixels scaled to [0, 1]), learnt from the training images; 0 for none",
+    },
+    "pca": {
+        "type": non_negative_int,
+        "metavar": "K",
+        "help": "keep the K leading principal components of the centred (with --whiten, "
+        "whitened) and augmented inputs before the first layer; 0 keeps them all",
     },
     "test_time_flip": {
         "help": "test-time flip averaging: at inference (validation, the saved model's "

@@ -40,7 +40,7 @@ from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import describe
 from kbn.nn.dense import Dense
 from kbn.nn.flip_averaging import AverageMirrors, MirrorImages
-from kbn.nn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening
 from kbn.plots.figures import plot_confusion
 
 NOT_RECORDED = "not recorded"
@@ -249,6 +249,8 @@ def _layer_text(layer):
         what = f"× {_factor(layer.scale)}, minus the training mean"
     elif isinstance(layer, Whitening):
         what = f"ZCA whitening, epsilon {layer.epsilon:g}"
+    elif isinstance(layer, PrincipalComponents):
+        what = f"the {layer.components} leading principal components of the training inputs"
     elif isinstance(layer, Dense):
         what = f"{layer.units}{'' if layer.use_bias else ', no bias'}"
     elif isinstance(layer, BatchNorm):
@@ -406,6 +408,13 @@ def _caveats(model, dataset, evaluation, held_out, training):
     )
     if any(isinstance(layer, Whitening) for layer in model.layers):
         yield "It whitens its inputs with a matrix learnt from its training images."
+    pca = [layer for layer in model.layers if isinstance(layer, PrincipalComponents)]
+    if pca:
+        yield (
+            f"It sees an input only through its {pca[0].components} leading principal "
+            "components, learnt from its training images: what lies along the others "
+            "(fine detail, noise) is lost to it."
+        )
     names = evaluation["class_names"]
     yield (
         f"It knows {len(names)} classes ({', '.join(names)}) and puts every input in one "

@@ -3,7 +3,8 @@
 dense.py          Dense, `s = x W + b`, and its hand-written backward pass
 batch_norm.py     BatchNorm, its training and inference backward passes
 autodiff.py       `autodiff_backward()`: the same layers differentiated by TensorFlow
-preprocessing.py  Centering (pixels / 255 minus the training mean) and ZCA Whitening
+preprocessing.py  Centering (pixels / 255 minus the training mean), ZCA Whitening,
+                  PrincipalComponents (the k leading principal components)
 precision.py      the Keras dtype policy a model computes in
 flip_averaging.py test-time flip averaging: MirrorImages, AverageMirrors, `flip_averaged()`
 builder.py        `build_mlp`: the k-layer network, compiled with kbn's SGD
@@ -19,7 +20,7 @@ from kbn.nn.batch_norm import (
 from kbn.nn.builder import build_mlp, class_names, compile_model
 from kbn.nn.dense import Dense, L2Penalty, dense_backward, dense_forward
 from kbn.nn.flip_averaging import AverageMirrors, MirrorImages, flip_averaged
-from kbn.nn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening, principal_axes
 
 __all__ = [
     "AverageMirrors",
@@ -28,6 +29,7 @@ __all__ = [
     "Dense",
     "L2Penalty",
     "MirrorImages",
+    "PrincipalComponents",
     "Whitening",
     "autodiff_backward",
     "batch_norm_backward",
@@ -39,4 +41,5 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "flip_averaged",
+    "principal_axes",
 ]

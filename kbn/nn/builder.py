@@ -16,6 +16,12 @@ augmentation moves the whitened images:
     pixels -> flatten -> / 255 minus the mean -> whiten -> reshape (N, H, W, C)
       -> [random flip, random shift] -> flatten -> the layers above
 
+With `pca`, a fixed projection onto the leading principal components comes
+last, after the augmentation, so that the first Dense takes k inputs instead
+of H * W * C:
+
+    ... -> flatten -> PrincipalComponents (N, k) -> the layers above
+
 With test-time flip averaging (`test_time_flip`), `MirrorImages` stacks each
 image's mirror under the images just before the random flip (before
 everything without one) and `AverageMirrors` turns the logits of each pair
@@ -38,7 +44,7 @@ from kbn.nn import precision as precision_lib
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.dense import Dense
 from kbn.nn.flip_averaging import AverageMirrors, MirrorImages
-from kbn.nn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening, principal_axes
 from kbn.optim.sgd import SGD
 
 INITS = ("he", "xavier", "small")
@@ -127,6 +133,7 @@ def build_mlp(
     flip: bool = False,
     translate: float = 0.0,
     whiten: float = 0.0,
+    pca: int = 0,
     test_time_flip: bool = False,
     dtype: str | None = None,
     precision: str = "float32",
@@ -176,6 +183,11 @@ def build_mlp(
             scaled to [0, 1]) 0.1 is the `cifar10-mlp` preset's, more
             accurate than 1e-2 (docs/results.md). The augmentation, if any,
             follows it.
+        pca: k > 0 keeps the k leading principal components of the
+            centred (with `whiten`, whitened: PCA whitening) and augmented
+            inputs, a fixed projection (`PrincipalComponents`) learnt from
+            `adapt` (needed then) in front of the first Dense, which then
+            costs k / D of its products; 0 keeps all D inputs.
         test_time_flip: test-time flip averaging: at inference the model's
             probabilities are the mean of its softmax on each image and on
             its left-right mirror, and its logits their log
@@ -235,6 +247,12 @@ def build_mlp(
         raise KbnError(f"whiten must be 0 (none) or an epsilon > 0. Received: whiten={whiten!r}")
     if whiten and adapt is None:
         raise KbnError("whiten learns its matrix from the training inputs: pass adapt=x_train.")
+    if not isinstance(pca, (int, np.integer)) or pca < 0:
+        raise KbnError(
+            f"pca must be 0 (none) or a number of components >= 1. Received: pca={pca!r}"
+        )
+    if pca and adapt is None:
+        raise KbnError("pca learns its components from the training inputs: pass adapt=x_train.")
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise KbnError(f"num_classes must be an integer >= 2. Received: {num_classes!r}")
     if class_names is not None and (
@@ -250,6 +268,11 @@ def build_mlp(
         if len(adapt) == 0:
             raise KbnError("adapt needs at least one training example. Received: 0")
         input_shape = tuple(np.shape(adapt)[1:])
+        if pca > np.prod(input_shape):
+            raise KbnError(
+                f"pca keeps at most the {np.prod(input_shape)} values of an input "
+                f"(0 keeps them all). Received: pca={pca}"
+            )
     elif input_shape is None:
         raise KbnError("build_mlp needs adapt (training inputs) or input_shape.")
     else:
@@ -284,12 +307,15 @@ def build_mlp(
     # The mirror is the training flip's (`kbn.nn.flip_averaging`); without one, the pixels'.
     if test_time_flip and not flip:
         x = MirrorImages(dtype=dtype, name="mirror")(x)
+    # Whitening and the principal components share the covariance's axes: the
+    # covariance of every training image is summed and decomposed once, not per layer.
+    axes = principal_axes(adapt, scale=rescale) if (whiten or pca) and adapt is not None else None
     if whiten:
         x = centering(keras.layers.Flatten(dtype=dtype, name="flatten_pixels")(x))
         whitening = Whitening(whiten, dtype=dtype, name="whiten")
         x = whitening(x)
-        assert adapt is not None  # for mypy: whiten without adapt was refused above
-        whitening.adapt(np.reshape(adapt, (len(adapt), -1)), scale=rescale)
+        assert axes is not None  # for mypy: whiten without adapt was refused above
+        whitening.set_axes(*axes)
         if flip or translate:
             x = keras.layers.Reshape(input_shape, dtype=dtype, name="unflatten")(x)
     # Augmentation layers are identity maps at inference: a saved model
@@ -308,6 +334,13 @@ def build_mlp(
         x = centering(x)
     if adapt is not None:
         centering.adapt(np.reshape(adapt, (len(adapt), -1)))
+    if pca:
+        # In the hidden layers' dtype: after the augmentation it runs every
+        # step, and its output is the first Dense's input, in that dtype anyway.
+        components = PrincipalComponents(pca, dtype=hidden_dtype, name="pca")
+        x = components(x)
+        assert axes is not None  # for mypy: pca without adapt was refused above
+        components.set_axes(*axes)
     for i, width in enumerate(hidden, start=1):
         x = Dense(
             width,

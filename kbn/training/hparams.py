@@ -34,7 +34,7 @@ from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import SMALL_INIT_STDDEV
 from kbn.nn.dense import Dense
 from kbn.nn.flip_averaging import is_flip_averaged
-from kbn.nn.preprocessing import Whitening
+from kbn.nn.preprocessing import PrincipalComponents, Whitening
 
 STATUSES = ("finished", "diverged", "stopped", "failed")
 
@@ -65,7 +65,8 @@ def run_hparams(model, config):
         `batch_norm`, `init` ("he", "xavier", "small"; absent when the
         kernel initializer is none of kbn's), `eta`, `lam` (the first layer's
         lambda), `schedule`, `batch_size`, `dropout`, `flip`, `translate`,
-        `whiten` (the ZCA epsilon, 0 for none), `test_time_flip` (whether
+        `whiten` (the ZCA epsilon, 0 for none), `pca` (the principal
+        components kept, 0 for all inputs), `test_time_flip` (whether
         its inference-mode figures, validation included, average each image
         with its mirror: `kbn.nn.flip_averaging`) and `seed`.
     """
@@ -90,6 +91,10 @@ def run_hparams(model, config):
         "translate": float(abs(_high(translate[0]))) if translate else 0.0,
         "whiten": max(
             (layer.epsilon for layer in model.layers if isinstance(layer, Whitening)), default=0.0
+        ),
+        "pca": max(
+            (layer.components for layer in model.layers if isinstance(layer, PrincipalComponents)),
+            default=0,
         ),
         "test_time_flip": is_flip_averaged(model),
         "seed": config.seed,

@@ -9,7 +9,7 @@ model, the trunk, per mini-batch.
 
 import keras
 
-from kbn.nn.preprocessing import Centering, Whitening
+from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening
 
 # Layers that learn nothing and map an input the same way in training and at
 # inference: their output is computed once per split (`split_fixed_stages`).
@@ -19,6 +19,7 @@ FIXED_STAGES = (
     keras.layers.Rescaling,
     Centering,
     Whitening,
+    PrincipalComponents,
 )
 
 
