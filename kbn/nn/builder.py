@@ -29,7 +29,7 @@ into the log of their mean softmax; both do nothing in training
 (`kbn.nn.flip_averaging`).
 
 The model comes compiled with the loss that matches its logits (softmax
-cross-entropy, `from_logits=True`) and an accuracy metric, so `fit`,
+cross-entropy, `kbn.nn.SoftmaxCrossEntropy`) and an accuracy metric, so `fit`,
 `evaluate` and the gradient checker cannot pair it with the wrong loss.
 """
 
@@ -42,6 +42,7 @@ import numpy as np
 from kbn.errors import KbnError
 from kbn.nn import precision as precision_lib
 from kbn.nn.batch_norm import BatchNorm
+from kbn.nn.cross_entropy import SoftmaxCrossEntropy
 from kbn.nn.dense import Dense
 from kbn.nn.flip_averaging import AverageMirrors, MirrorImages
 from kbn.nn.preprocessing import Centering, PrincipalComponents, Whitening, principal_axes
@@ -75,38 +76,7 @@ def loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
             on the true class and spreads label_smoothing evenly over all K
             classes (Szegedy et al., 2016); 0 is the report's plain loss.
     """
-    if label_smoothing:
-        return SmoothedCrossentropy(label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@keras.saving.register_keras_serializable(package="kbn")
-class SmoothedCrossentropy(keras.losses.Loss):
-    """Softmax cross-entropy of logits against label-smoothed integer labels.
-
-    `-sum_k t_k log p_k` with `t = (1 - e) onehot(y) + e / K`. Keras's
-    sparse cross-entropy has no smoothing, its dense one needs one-hot labels:
-    this takes kbn's integer labels of shape (N,) and logits of shape (N, K).
-    """
-
-    def __init__(self, label_smoothing, name="smoothed_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1). Received: {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.one_hot(
-            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-            keras.ops.shape(y_pred)[-1],
-            dtype=y_pred.dtype,
-        )
-        return keras.losses.categorical_crossentropy(
-            labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+    return SoftmaxCrossEntropy(label_smoothing)
 
 
 # Arguments renamed for one name per concept across kbn (lambda is `lam`
