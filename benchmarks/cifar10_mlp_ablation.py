@@ -9,13 +9,16 @@
 Each row trains the preset's recipe with one thing changed, on the same 45k training
 images, scored on the same 5k held-out images it never trains on (standard error about
 0.65 points), for a shorter run than the preset's (`--epochs`). Each row that ends
-appends one JSON line to `--results`; `--table` writes the markdown table (`--out`)
-from them, the last run of each row.
+appends one JSON line to `--results`, with the recipe it changed (the preset's settings
+when it ran), the commit and the date; `--table` writes the markdown table (`--out`) from
+them, the last run of each row, and marks a row run on another recipe than row 0's.
 """
 
 import argparse
+import datetime
 import json
 import pathlib
+import subprocess
 import time
 
 # (name, build_mlp settings that change, TrainConfig settings that change)
@@ -62,6 +65,20 @@ ROWS = [
 ]
 
 
+def commit():
+    """The checkout's commit, with "+changes" when files differ from it; None outside git."""
+    here = pathlib.Path(__file__).parent
+
+    def git(*args):
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head and git("status", "--porcelain", "--untracked-files=no"):
+        head += "+changes"
+    return head
+
+
 def run_row(index, data, epochs, logdir):
     """Train row `index`; its figures as a dict."""
     import kbn
@@ -91,6 +108,9 @@ def run_row(index, data, epochs, logdir):
         "train_acc": final["final"]["train_acc"],
         "seconds_per_epoch": final["seconds_per_epoch"],
         "minutes": (time.perf_counter() - start) / 60,
+        "recipe": {"model": dict(preset.model), "train": dict(preset.train)},
+        "commit": commit(),
+        "date": datetime.date.today().isoformat(),
     }
 
 
@@ -108,12 +128,24 @@ def write_table(results, out):
         f"training images, {base['val_images']} held-out images "
         f"(`python benchmarks/cifar10_mlp_ablation.py`).",
         "",
+    ]
+    if "recipe" in base:  # rows written before the recipe was recorded have none
+        lines += [
+            f"The recipe (row 0, commit {base['commit']}, {base['date']}): "
+            f"`build_mlp` {json.dumps(base['recipe']['model'])}, "
+            f"`TrainConfig` {json.dumps(base['recipe']['train'])}.",
+            "",
+        ]
+    lines += [
         "| change | held-out accuracy | points vs the recipe | training accuracy | s/epoch |",
         "| --- | --- | --- | --- | --- |",
     ]
     for _, row in sorted(rows.items()):
+        change = row["change"]
+        if "recipe" in base and "recipe" in row and row["recipe"] != base["recipe"]:
+            change += f" (on another recipe: commit {row['commit']}, {row['date']})"
         lines.append(
-            f"| {row['change']} | {100 * row['val_acc']:.2f}% | "
+            f"| {change} | {100 * row['val_acc']:.2f}% | "
             f"{100 * (row['val_acc'] - base['val_acc']):+.2f} | {100 * row['train_acc']:.2f}% | "
             f"{row['seconds_per_epoch']:.1f} |"
         )
