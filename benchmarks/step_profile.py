@@ -3,6 +3,8 @@
     python benchmarks/step_profile.py --data folder:../shared/data/cifar10-jpeg/train \
         --hidden 2048,1024,512 --batch-size 250 --precision float32,mixed_bfloat16
     python benchmarks/step_profile.py --preset report --batch-size 100 --precision float32
+    python benchmarks/step_profile.py --preset report --batch-size 100 --precision float32 \
+        --threads 1
     # the cifar10-mlp net before its principal components
     python benchmarks/step_profile.py --hidden 2048,1024,512 --pca 0
 
@@ -13,7 +15,10 @@ every op the CPU ran, by op type (`MatMul`, `Cast`, `ResourceApplyKerasMomentum`
 from the trace's `.xplane.pb`.
 Prints one markdown table: seconds per epoch of each op type in each precision, the
 largest first, and how many ops each mini-batch's step ran. Ops run on two threads at
-once, so the sum of a column can exceed the epoch's wall time.
+once, so the sum of a column can exceed the epoch's wall time; with `--threads 1` they run
+one at a time, and each op type's share of the column is its share of the work. The
+fixed input stages (`kbn.training.stages`), which a run computes once per split and not
+once per epoch, are left out of the op types and counted on a line of their own.
 """
 
 import argparse
@@ -24,8 +29,11 @@ import tempfile
 import time
 
 
-def op_seconds(logdir):
-    """({op type: seconds}, {op type: count}) over the host plane of the trace under `logdir`."""
+def op_seconds(logdir, stages):
+    """({op type: seconds}, {op type: count}) over the host plane of the trace under `logdir`.
+
+    Ops in the scope `stages` (the fixed input stages' model) count as the type "stages".
+    """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     totals, counts = collections.Counter(), collections.Counter()
@@ -45,13 +53,15 @@ def op_seconds(logdir):
                     # An op is "scope/name:Type"; the executor's own events
                     # ("ExecutorState::Process", ...) hold ops: their time twice.
                     if ":" in name and "::" not in name:
-                        totals[name.rsplit(":", 1)[-1]] += event.duration_ps * 1e-12
-                        counts[name.rsplit(":", 1)[-1]] += 1
+                        kind = "stages" if name.startswith(stages) else name.rsplit(":", 1)[-1]
+                        totals[kind] += event.duration_ps * 1e-12
+                        counts[kind] += 1
     return totals, counts
 
 
 def profile(data, preset, hidden, pca, batch_size, precision):
-    """(wall seconds of the traced epoch, {op type: seconds}, ops run) for one precision."""
+    """(wall seconds of the traced epoch, {op type: seconds}, ops run, seconds of the
+    fixed stages) for one precision: a run of one epoch, traced."""
     import tensorflow as tf
 
     import kbn
@@ -84,8 +94,11 @@ def profile(data, preset, hidden, pca, batch_size, precision):
         kbn.train(model, data, dataclasses.replace(config, run_name="traced"))
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
-        seconds, counts = op_seconds(traced)
-        return wall, seconds, sum(counts.values())
+        # `split_fixed_stages` names the stages' model after the model; Keras numbers the scope.
+        seconds, counts = op_seconds(traced, f"{model.name}_stages")
+        stages = seconds.pop("stages", 0.0)
+        counts.pop("stages", None)
+        return wall, seconds, sum(counts.values()), stages
 
 
 def main():
@@ -100,16 +113,29 @@ def main():
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--precision", default="float32,mixed_bfloat16")
     parser.add_argument("--rows", type=int, default=14, help="op types shown, the largest first")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads (per op and between ops); 0 for all cores. With 1 no two ops "
+        "overlap, so each op's time is its own and the column sums to the time ops take",
+    )
     args = parser.parse_args()
 
+    import tensorflow as tf
+
     import kbn
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     data = kbn.load_data(args.data, train_size=args.train_size, val_size=500, seed=0)
     hidden = [int(w) for w in args.hidden.split(",")] if args.hidden else None
     precisions = args.precision.split(",")
-    walls, ops, ran = {}, {}, {}
+    walls, ops, ran, stages = {}, {}, {}, {}
     for precision in precisions:
-        walls[precision], ops[precision], ran[precision] = profile(
+        walls[precision], ops[precision], ran[precision], stages[precision] = profile(
             data, args.preset, hidden, args.pca, args.batch_size, precision
         )
     steps = -(-len(data.train.y) // args.batch_size)
@@ -122,7 +148,8 @@ def main():
         net += f", {args.pca or 'all'} input components"
     print(
         f"net {net}, {len(data.train.x)} images, batch {args.batch_size}: "
-        f"seconds per epoch by op type (both threads together)\n"
+        f"seconds per epoch by op type "
+        f"({f'{args.threads} thread(s)' if args.threads else 'all threads together'})\n"
     )
     print("| op type | " + " | ".join(precisions) + " |")
     print("| --- |" + " --- |" * len(precisions))
@@ -131,6 +158,11 @@ def main():
     rest = {p: sum(v for k, v in ops[p].items() if k not in kinds[: args.rows]) for p in precisions}
     print("| all other ops | " + " | ".join(f"{rest[p]:.3f}" for p in precisions) + " |")
     print("| sum of ops | " + " | ".join(f"{sum(ops[p].values()):.3f}" for p in precisions) + " |")
+    print(
+        "| the fixed stages, once per run (not above) | "
+        + " | ".join(f"{stages[p]:.3f}" for p in precisions)
+        + " |"
+    )
     print(
         "| wall time of the epoch (with 500 validation images) | "
         + " | ".join(f"{walls[p]:.3f}" for p in precisions)
