@@ -46,6 +46,7 @@ from kbn.training.callbacks import (
     EpochTimer,
     GradientCheck,
     LearningRateLogger,
+    ProgressBar,
     RunLog,
     SaveModel,
 )
@@ -263,6 +264,8 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
     callbacks += [SaveModel(save)] if save else []
     callbacks += [run_log, backup]  # summary.json before the backup of the same epoch
     callbacks += [EpochTensorBoard(run_dir, history=history)] if chief else []
+    if not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in user_callbacks):
+        callbacks.append(ProgressBar())  # where fit would add its own, last
 
     # fit runs kbn's loop as the model's train function, from epoch `done`.
     model.train_function = loop.train_function(

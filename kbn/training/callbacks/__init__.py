@@ -12,6 +12,7 @@ divergence guard):
     backup.py            BackupAndResume     restore before fit, save at recorded epochs,
                                              remove at the end
     tensorboard.py       EpochTensorBoard    the curves, flushed every epoch, replayed on resume
+    progress_bar.py      ProgressBar         Keras's progress bar, counting the epoch's true steps
     cadence.py           Cadence             when the run log and the backup record (shared by both)
 
 The validation metrics are not a callback: kbn's train function adds them to
@@ -25,6 +26,7 @@ from kbn.training.callbacks.divergence_guard import DivergenceGuard
 from kbn.training.callbacks.epoch_timer import EpochTimer
 from kbn.training.callbacks.gradient_check import GradientCheck
 from kbn.training.callbacks.learning_rate import LearningRateLogger
+from kbn.training.callbacks.progress_bar import ProgressBar
 from kbn.training.callbacks.run_log import RunLog
 from kbn.training.callbacks.save_model import SaveModel
 from kbn.training.callbacks.tensorboard import EpochTensorBoard
@@ -38,6 +40,7 @@ __all__ = [
     "EpochTimer",
     "GradientCheck",
     "LearningRateLogger",
+    "ProgressBar",
     "RunLog",
     "SaveModel",
 ]
