@@ -5,18 +5,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from synthetic import make_images
 
+from kbn.data import Dataset, Split
 from kbn.gradcheck.check import max_entry_error
 from kbn.nn import (
     SoftmaxCrossEntropy,
     autodiff_backward,
     build_mlp,
+    builder,
     cross_entropy,
     cross_entropy_backward,
     cross_entropy_forward,
     smoothed_targets,
 )
 from kbn.nn.cross_entropy import SmoothedCrossentropy
+from kbn.training import TrainConfig, train
 
 N, K = 6, 4
 EXACT = dict(rtol=1e-12, atol=1e-12)  # float64 against float64
@@ -154,3 +158,47 @@ def test_a_loss_saved_under_its_earlier_name_loads_as_the_same_loss():
     s, y = logits_and_labels(6)
     s = s.astype("float32")
     assert float(loaded(y, s)) == pytest.approx(float(SoftmaxCrossEntropy(0.1)(y, s)), rel=1e-6)
+
+
+def test_training_with_it_takes_the_steps_keras_cross_entropy_takes_in_float64(
+    tmp_path, monkeypatch
+):
+    x, y = make_images(96, seed=0)
+    val_x, val_y = make_images(32, seed=1)
+    data = Dataset(
+        "synthetic", Split(x, y), Split(val_x, val_y), Split(val_x[:0], val_y[:0]), ("a", "b", "c")
+    )
+    weights = {}
+    for name, make_loss in [
+        (
+            "keras",
+            lambda label_smoothing=0.0: keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True
+            ),
+        ),
+        ("kbn", builder.loss),
+    ]:
+        monkeypatch.setattr(builder, "loss", make_loss)
+        model = build_mlp([8, 6], 3, adapt=x, lam=1e-3, seed=0, dtype="float64")
+        config = TrainConfig(
+            eta=0.1,
+            epochs=3,
+            batch_size=16,
+            logdir=str(tmp_path),
+            run_name=name,
+            verbose=0,
+            plot_curves=False,
+        )
+        train(model, data, config)
+        assert isinstance(model.loss, SoftmaxCrossEntropy) == (name == "kbn")
+        weights[name] = model.get_weights()
+    moved = max(
+        np.abs(a - b).max()
+        for a, b in zip(
+            weights["kbn"],
+            build_mlp([8, 6], 3, adapt=x, lam=1e-3, seed=0, dtype="float64").get_weights(),
+        )
+    )
+    assert moved > 1e-2  # the runs trained
+    for ours, theirs in zip(weights["kbn"], weights["keras"]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
