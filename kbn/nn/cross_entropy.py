@@ -97,7 +97,10 @@ class SoftmaxCrossEntropy(keras.losses.Loss):
         **kwargs: `keras.losses.Loss` arguments (`reduction`, `dtype`).
 
     Call arguments:
-        y_true: integer labels of shape (N,) or (N, 1).
+        y_true: integer labels of shape (N,) or (N, 1), in [0, K). A label
+            outside gives a row of targets e / K that does not sum to 1, a
+            wrong loss and no error: kbn's data sets refuse such labels when
+            they load (`kbn.data`).
         y_pred: logits of shape (N, K).
     """
 
