@@ -109,6 +109,32 @@ def test_with_whitening_the_mirror_is_the_whitened_images_as_the_training_flip_s
     np.testing.assert_allclose(softmax(averaged.predict(x, verbose=0)), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("translate", [0.0, 0.1])
+def test_without_a_training_flip_the_whitened_image_is_mirrored_after_the_fixed_stages(translate):
+    plain = net(whiten=0.1, translate=translate)
+    built = net(whiten=0.1, translate=translate, test_time_flip=True)
+    made = flip_averaged(plain)
+    names = [layer.name for layer in built.layers]
+    assert names[:6] == ["pixels", "flatten_pixels", "center", "whiten", "unflatten", "mirror"]
+    assert [layer.name for layer in made.layers] == names
+    # Whitening stays a fixed stage: the loop computes it once per split, not per mini-batch.
+    stages, _ = split_fixed_stages(built)
+    assert [layer.name for layer in stages.layers][-2:] == ["whiten", "unflatten"]
+    x = DATA.val.x
+    mean = plain.get_layer("center").get_weights()[0]
+    zca = plain.get_layer("whiten").get_weights()[0]
+    whitened = ((x.reshape(len(x), -1) / 255 - mean) @ zca).reshape(x.shape).astype(np.float32)
+    mirrored = whitened[:, :, ::-1]
+    _, trunk = split_fixed_stages(plain)
+    if not translate:  # the plain net's trunk takes the flat whitened vectors
+        whitened, mirrored = whitened.reshape(len(x), -1), mirrored.reshape(len(x), -1)
+    expected = (
+        softmax(trunk(whitened, training=False)) + softmax(trunk(mirrored, training=False))
+    ) / 2
+    for model in (built, made):
+        np.testing.assert_allclose(softmax(model.predict(x, verbose=0)), expected, atol=1e-5)
+
+
 def test_a_probability_that_underflows_gives_a_finite_log():
     logits = np.array([[0.0, -200.0, 200.0], [0.0, 200.0, -200.0]], np.float32)  # row 1: mirror
     out = AverageMirrors()(logits, training=False).numpy()

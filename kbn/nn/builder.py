@@ -23,10 +23,10 @@ of H * W * C:
     ... -> flatten -> PrincipalComponents (N, k) -> the layers above
 
 With test-time flip averaging (`test_time_flip`), `MirrorImages` stacks each
-image's mirror under the images just before the random flip (before
-everything without one) and `AverageMirrors` turns the logits of each pair
-into the log of their mean softmax; both do nothing in training
-(`kbn.nn.flip_averaging`).
+image's mirror under the images just before the random flip, or where it
+would be without one (after the whitening, else before everything), and
+`AverageMirrors` turns the logits of each pair into the log of their mean
+softmax; both do nothing in training (`kbn.nn.flip_averaging`).
 
 The model comes compiled with the loss that matches its logits (softmax
 cross-entropy, `kbn.nn.SoftmaxCrossEntropy`) and an accuracy metric, so `fit`,
@@ -162,10 +162,10 @@ def build_mlp(
             probabilities are the mean of its softmax on each image and on
             its left-right mirror, and its logits their log
             (`kbn.nn.flip_averaging`); training is unchanged. The mirror is
-            taken where the training flip is (the whitened image with
-            `whiten`), or of the raw pixels without `flip`. Needs inputs of
-            shape (H, W, C). `kbn.nn.flip_averaged` turns it on for a built
-            or saved model.
+            taken where the training flip is, or would be without
+            `flip`: the whitened image with `whiten`, else the raw
+            pixels. Needs inputs of shape (H, W, C).
+            `kbn.nn.flip_averaged` turns it on for a built or saved model.
         dtype: "float32" (default floatx) or "float64".
         precision: the hidden layers' Keras dtype policy: "float32",
             "mixed_bfloat16" or "mixed_float16" (float32 variables, 16-bit
@@ -274,8 +274,9 @@ def build_mlp(
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="pixels")
     centering = Centering(rescale, class_names=class_names, dtype=dtype, name="center")
     x = inputs
-    # The mirror is the training flip's (`kbn.nn.flip_averaging`); without one, the pixels'.
-    if test_time_flip and not flip:
+    # The mirror is taken where the training flip takes the images, or would
+    # (`kbn.nn.flip_averaging`): the raw pixels without whitening, the whitened image with it.
+    if test_time_flip and not whiten:
         x = MirrorImages(dtype=dtype, name="mirror")(x)
     # Whitening and the principal components share the covariance's axes: the
     # covariance of every training image is summed and decomposed once, not per layer.
@@ -286,19 +287,19 @@ def build_mlp(
         x = whitening(x)
         assert axes is not None  # for mypy: whiten without adapt was refused above
         whitening.set_axes(*axes)
-        if flip or translate:
+        if flip or translate or test_time_flip:
             x = keras.layers.Reshape(input_shape, dtype=dtype, name="unflatten")(x)
+        if test_time_flip:
+            x = MirrorImages(dtype=dtype, name="mirror")(x)
     # Augmentation layers are identity maps at inference: a saved model
     # classifies the images as given.
     if flip:
-        if test_time_flip:
-            x = MirrorImages(dtype=dtype, name="mirror")(x)
         x = keras.layers.RandomFlip("horizontal", seed=seed_for(1000), dtype=dtype, name="flip")(x)
     if translate:
         x = keras.layers.RandomTranslation(
             translate, translate, seed=seed_for(2000), dtype=dtype, name="translate"
         )(x)
-    if not whiten or flip or translate:
+    if not whiten or flip or translate or test_time_flip:
         x = keras.layers.Flatten(dtype=dtype, name="flatten")(x)
     if not whiten:
         x = centering(x)

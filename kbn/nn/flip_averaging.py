@@ -26,7 +26,9 @@ mirrors under the images changes no other example's result.
 takes the images, so the mirror is the one the network saw in training: with
 ZCA whitening that is the whitened image, after the fixed input stages
 (`kbn.training.stages`), which the compiled loop then still runs once per
-split. A model without a training flip mirrors its raw pixels, first of all.
+split. A model without a training flip is mirrored where the flip would be:
+after the whitening (the whitened vectors made images again), or, without
+whitening, its raw pixels, first of all.
 """
 
 import math
@@ -35,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from kbn.errors import KbnError
+from kbn.nn.preprocessing import Whitening
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -124,8 +127,9 @@ def flip_averaged(model: keras.Model, average: bool = True) -> keras.Model:
     layers and where they go.
 
     The network is rebuilt with `MirrorImages` before `model`'s training flip
-    (`keras.layers.RandomFlip`), or before its first layer when it has none,
-    and `AverageMirrors` after its output; the layers are new copies holding
+    (`keras.layers.RandomFlip`); without one, after its ZCA whitening (made
+    images, mirrored, flattened again) or before its first layer when it has
+    none; and `AverageMirrors` after its output; the layers are new copies holding
     `model`'s weights (its own layers are left as they were, so `model`
     keeps working). The new model is compiled as `model` was, with a fresh
     optimizer of the same settings (no slots or step count carried over),
@@ -155,9 +159,7 @@ def flip_averaged(model: keras.Model, average: bool = True) -> keras.Model:
         clone = _rebuilt(model, _without_averaging)
     else:
         _check_averageable(model)
-        flips = [layer for layer in model.layers if isinstance(layer, keras.layers.RandomFlip)]
-        first = flips[0] if flips else _layers(model)[0]
-        mirrored = _rebuilt(model, _mirroring_before(first.name))
+        mirrored = _rebuilt(model, _mirroring(model))
         logits = AverageMirrors(dtype=model.outputs[0].dtype, name="average_mirrors")(
             mirrored.outputs[0]
         )
@@ -204,19 +206,69 @@ def _rebuilt(model, call_function):
         ) from exc
 
 
+def _mirroring(model):
+    """A `clone_model` call function that puts `MirrorImages` where the training flip is.
+
+    Before `model`'s `RandomFlip`; without one, where `build_mlp` would put it:
+    after the ZCA whitening (the whitened vectors made images again, mirrored,
+    flattened), or before the first layer when there is none.
+    """
+    layers = _layers(model)
+    flips = [layer for layer in layers if isinstance(layer, keras.layers.RandomFlip)]
+    whitening = [layer for layer in layers if isinstance(layer, Whitening)]
+    if flips or not whitening:
+        return _mirroring_before((flips or layers)[0].name)
+    after = whitening[0]
+    following = [layer for layer in layers if _takes(layer, after)]
+    if len(following) == 1 and isinstance(following[0], keras.layers.Reshape):
+        after = following[0]  # already images again (`build_mlp`'s "unflatten")
+        return _mirroring_after(after.name, images=None)
+    return _mirroring_after(after.name, images=tuple(model.input_shape[1:]))
+
+
+def _takes(layer, source):
+    """Whether `layer` is called on the output of `source` (each called once)."""
+    try:
+        return layer.input is source.output
+    except (AttributeError, ValueError):  # a layer called several times has no one input
+        return False
+
+
+def _mirror(images, layer_name):
+    if len(images.shape) != 4:
+        raise KbnError(
+            f"test-time flip averaging mirrors images (N, H, W, C); the input of "
+            f"layer {layer_name!r} has shape {tuple(images.shape)}"
+        )
+    return MirrorImages(dtype=images.dtype, name="mirror")(images)
+
+
 def _mirroring_before(first):
     """A `clone_model` call function that puts `MirrorImages` before the layer `first`."""
 
     def call(layer, *args, **kwargs):
         if layer.name == first:
-            images = args[0]
-            if len(images.shape) != 4:
-                raise KbnError(
-                    f"test-time flip averaging mirrors images (N, H, W, C); the input of "
-                    f"layer {first!r} has shape {tuple(images.shape)}"
-                )
-            args = (MirrorImages(dtype=images.dtype, name="mirror")(images), *args[1:])
+            args = (_mirror(args[0], first), *args[1:])
         return layer(*args, **kwargs)
+
+    return call
+
+
+def _mirroring_after(last, images):
+    """A `clone_model` call function that mirrors the output of the layer `last`.
+
+    With `images` (H, W, C), that output is flat: it is made images of that
+    shape, mirrored and flattened again, as `build_mlp` lays it out.
+    """
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if layer.name != last:
+            return out
+        if images is None:
+            return _mirror(out, last)
+        unflat = keras.layers.Reshape(images, dtype=out.dtype, name="unflatten")(out)
+        return keras.layers.Flatten(dtype=out.dtype, name="flatten")(_mirror(unflat, last))
 
     return call
 
