@@ -218,12 +218,11 @@ def _mirroring(model):
     whitening = [layer for layer in layers if isinstance(layer, Whitening)]
     if flips or not whitening:
         return _mirroring_before((flips or layers)[0].name)
-    after = whitening[0]
-    following = [layer for layer in layers if _takes(layer, after)]
+    following = [layer for layer in layers if _takes(layer, whitening[0])]
     if len(following) == 1 and isinstance(following[0], keras.layers.Reshape):
-        after = following[0]  # already images again (`build_mlp`'s "unflatten")
-        return _mirroring_after(after.name, images=None)
-    return _mirroring_after(after.name, images=tuple(model.input_shape[1:]))
+        # Already images again (`build_mlp`'s "unflatten", before a translation).
+        return _mirroring_after(following[0].name, images=None)
+    return _mirroring_after(whitening[0].name, images=tuple(model.input_shape[1:]))
 
 
 def _takes(layer, source):
@@ -234,11 +233,12 @@ def _takes(layer, source):
         return False
 
 
-def _mirror(images, layer_name):
+def _mirror(images, where):
+    """`MirrorImages` on `images`; `where` names them in the error if they are not 4-D."""
     if len(images.shape) != 4:
         raise KbnError(
-            f"test-time flip averaging mirrors images (N, H, W, C); the input of "
-            f"layer {layer_name!r} has shape {tuple(images.shape)}"
+            f"test-time flip averaging mirrors images (N, H, W, C); {where} has shape "
+            f"{tuple(images.shape)}"
         )
     return MirrorImages(dtype=images.dtype, name="mirror")(images)
 
@@ -248,7 +248,7 @@ def _mirroring_before(first):
 
     def call(layer, *args, **kwargs):
         if layer.name == first:
-            args = (_mirror(args[0], first), *args[1:])
+            args = (_mirror(args[0], f"the input of layer {first!r}"), *args[1:])
         return layer(*args, **kwargs)
 
     return call
@@ -265,10 +265,11 @@ def _mirroring_after(last, images):
         out = layer(*args, **kwargs)
         if layer.name != last:
             return out
+        where = f"the output of layer {last!r}"
         if images is None:
-            return _mirror(out, last)
+            return _mirror(out, where)
         unflat = keras.layers.Reshape(images, dtype=out.dtype, name="unflatten")(out)
-        return keras.layers.Flatten(dtype=out.dtype, name="flatten")(_mirror(unflat, last))
+        return keras.layers.Flatten(dtype=out.dtype, name="flatten")(_mirror(unflat, where))
 
     return call
 
