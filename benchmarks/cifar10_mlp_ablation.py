@@ -66,7 +66,10 @@ ROWS = [
 
 
 def commit():
-    """The checkout's commit, with "+changes" when files differ from it; None outside git."""
+    """The checkout's commit, with "+changes" when its code differs from it; None outside git.
+
+    The code is kbn/ and benchmarks/: the results file and the docs change with every row.
+    """
     here = pathlib.Path(__file__).parent
 
     def git(*args):
@@ -74,7 +77,8 @@ def commit():
         return done.stdout.strip() if done.returncode == 0 else None
 
     head = git("rev-parse", "--short", "HEAD")
-    if head and git("status", "--porcelain", "--untracked-files=no"):
+    code = [str(here.parent / "kbn"), str(here)]
+    if head and git("status", "--porcelain", "--untracked-files=no", "--", *code):
         head += "+changes"
     return head
 
