@@ -29,10 +29,7 @@ thread that spins while it waits counts as busy).
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 N_TRAIN, D, M, BATCH = 10_000, 3072, 50, 100
@@ -168,20 +165,9 @@ def _timed(epochs):
 
 def child(kind):
     """{piece: (microseconds per step, cores busy)} from a child process running `kind`."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-    }
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", kind],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"{kind} failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from kbn.bench.numpy_reference import native_child
+
+    return native_child([__file__, "--child", kind], kind, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 KINDS = {

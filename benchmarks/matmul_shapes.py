@@ -13,11 +13,7 @@ per product.
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 N, D, M = 100, 3072, 50
@@ -42,14 +38,10 @@ print(json.dumps(out))
 
 def numpy_round():
     """{product: microseconds} from one NumPy child process, OpenBLAS choosing its kernel."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-    }
+    from kbn.bench.numpy_reference import native_child
+
     code = NUMPY_CHILD.format(n=N, d=D, m=M, products=PRODUCTS)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return native_child(["-c", code], "the NumPy products")
 
 
 def main():

@@ -10,7 +10,7 @@ import pytest
 from kbn import KbnError
 from kbn.bench import epoch_time as bench
 from kbn.bench.epoch_time import epoch_times, format_result
-from kbn.bench.numpy_reference import NumpyMLP, gradient_check, run
+from kbn.bench.numpy_reference import NumpyMLP, gradient_check, native_child, run
 from kbn.cli import main
 
 
@@ -208,3 +208,19 @@ def test_numpy_reference_protocol_records_the_validation_curve_and_times_both_pa
     assert result["val_accs"][-1] == result["val_acc"]  # the last epoch's is the final one
     assert result["val_costs"][-1] == pytest.approx(result["val_cost"])
     assert result["seconds_per_epoch_with_validation"] > result["seconds_per_epoch"] > 0
+
+
+def test_native_child_runs_without_the_settings_that_pin_openblas(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
+    code = (
+        "import json, os; print('noise'); "
+        "print(json.dumps([os.environ.get(k) for k in "
+        "('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'EXTRA')]))"
+    )
+    assert native_child(["-c", code], "the check", EXTRA="1") == [None, None, "1"]
+
+
+def test_a_failing_native_child_names_what_failed_and_its_error():
+    with pytest.raises(RuntimeError, match=r"(?s)the check failed: .*ZeroDivisionError"):
+        native_child(["-c", "1 / 0"], "the check")

@@ -25,12 +25,8 @@ validation images.
 """
 
 import dataclasses
-import json
-import os
 import pathlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -38,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kbn.bench.numpy_reference import NumpyMLP, load_arrays, preprocess
+from kbn.bench.numpy_reference import NumpyMLP, load_arrays, native_child, preprocess
 from kbn.data import Dataset, Split
 from kbn.errors import KbnError
 from kbn.nn.builder import build_mlp
@@ -236,29 +232,16 @@ def format_result(result):
 def _numpy_epochs_native(arrays, epochs, batch_size, seed):
     """`_numpy_epochs` in a child process with OpenBLAS free to pick its kernel.
 
-    OpenBLAS reads `OPENBLAS_CORETYPE` when it loads, so only a new process
-    can run without it.
-
     Returns:
         (seconds per epoch, "openblas SkylakeX"-like name of the kernel).
     """
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-    }
     code = (
         "import json, sys; from kbn.bench.epoch_time import _numpy_child; "
         "print(json.dumps(_numpy_child(*sys.argv[1:])))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(arrays), str(epochs), str(batch_size), str(seed)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = native_child(
+        ["-c", code, str(arrays), str(epochs), str(batch_size), str(seed)], "the NumPy reference"
     )
-    if done.returncode:
-        raise RuntimeError(f"the NumPy reference failed: {done.stderr.strip()[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["seconds"], result["blas"]
 
 

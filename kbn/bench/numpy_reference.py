@@ -39,7 +39,11 @@ True
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -301,6 +305,38 @@ class NumpyMLP:
         logits = self.predict(x)
         loss, _ = softmax_cross_entropy(logits, y)
         return loss + self.regularization(), float(np.mean(logits.argmax(axis=1) == y))
+
+
+def native_child(args, what, **environment):
+    """The JSON a Python child process prints last, run with OpenBLAS free to pick its kernel.
+
+    OpenBLAS reads `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` when it loads,
+    so only a new process can run without them.
+
+    Args:
+        args: the child's arguments after the Python executable.
+        what: what it runs, for the error.
+        **environment: variables to set in the child besides.
+
+    Returns:
+        the object of the last line the child printed.
+
+    Raises:
+        RuntimeError: the child failed, with the end of its error output.
+    """
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    }
+    done = subprocess.run(
+        [sys.executable, *args],
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------
