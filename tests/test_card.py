@@ -23,7 +23,14 @@ from kbn.inference.card import (
     write_card,
 )
 from kbn.inference.evaluate import evaluate, load_model
-from kbn.inference.record import KEY, METADATA, read_record, store_record
+from kbn.inference.record import (
+    KEY,
+    METADATA,
+    read_record,
+    recorded_cut,
+    store_record,
+    validation_held_out,
+)
 from kbn.nn.builder import build_mlp
 
 NUM_TRAIN = 300  # the pool: NUM_TRAIN - VAL_SIZE train, VAL_SIZE val
@@ -301,6 +308,53 @@ def test_evaluate_card_on_another_cut_says_the_validation_split_may_hold_trainin
     text = card.read_text()
     assert "The validation split is not known to be held out" in text
     assert "### Confusion matrix (validation split)" in text
+
+
+def test_evaluate_without_sizes_or_seed_measures_the_models_own_validation_split(run):
+    model_path, spec, trained = run
+    status, result, err = cli("evaluate", model_path, "--data", spec, "--split", "val", "--json")
+    assert status == 0, err
+    assert result["n"] == VAL_SIZE  # not --val-size's 5000, nor the cut of seed 0
+    assert result["accuracy"] == pytest.approx(trained["val_acc"], abs=1e-6)
+    assert "note:" not in err
+
+
+def test_evaluate_on_another_seed_notes_that_its_validation_split_may_hold_training_examples(
+    run,
+):
+    model_path, spec, _ = run
+    status, _, err = cli(
+        "evaluate", model_path, "--data", spec, "--split", "val", "--seed", SEED + 1, "--json"
+    )
+    assert status == 0, err
+    assert err.startswith(f"note: {model_path} was trained on another cut of its data")
+    assert f"--seed {SEED})" in err and f"--seed {SEED + 1})" in err
+    assert "may hold examples it learnt from" in err
+
+
+@pytest.mark.parametrize(
+    "change, held_out",
+    [
+        ({}, True),
+        ({"val": 10}, True),  # a smaller validation split after the same training one
+        ({"train": NUM_TRAIN - VAL_SIZE - 20, "val": VAL_SIZE + 20}, False),
+        ({"seed": SEED + 1}, False),
+        ({"spec": "npz:other.npz"}, False),
+    ],
+)
+def test_validation_held_out_only_after_the_recorded_training_split(change, held_out):
+    recorded = {"spec": "npz:d.npz", "seed": SEED, "train": NUM_TRAIN - VAL_SIZE, "val": VAL_SIZE}
+    assert validation_held_out({"data": recorded}, {**recorded, **change}) is held_out
+    assert validation_held_out(None, recorded) is False  # nothing recorded: not known
+
+
+def test_recorded_cut_gives_load_data_the_runs_sizes_and_seed(run):
+    model_path, spec, _ = run
+    cut = recorded_cut(read_record(model_path), spec)
+    assert cut == {"train_size": NUM_TRAIN - VAL_SIZE, "val_size": VAL_SIZE, "seed": SEED}
+    assert validation_held_out(read_record(model_path), load_data(spec, **cut).describe())
+    assert recorded_cut(read_record(model_path), "npz:elsewhere.npz") is None
+    assert recorded_cut(None, spec) is None
 
 
 def test_evaluate_card_of_the_test_split_alone_lists_only_it(run, tmp_path):

@@ -54,7 +54,10 @@ def test_bad_npz_contents_are_errors_naming_the_problem(tmp_path, arrays, expect
 def test_bad_npz_files_are_errors_naming_the_file(tmp_path):
     assert "does not exist" in error_of(f"npz:{tmp_path / 'missing.npz'}")
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip archive")
-    assert "not a valid .npz" in error_of(f"npz:{tmp_path / 'junk.npz'}")
+    junk = error_of(f"npz:{tmp_path / 'junk.npz'}")
+    assert "is not an .npz file: expected a zip archive" in junk and "pickle" not in junk
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    assert "not a valid .npz" in error_of(f"npz:{tmp_path / 'cut.npz'}")
     np.save(tmp_path / "one.npy", np.zeros(3))
     assert "single .npy array" in error_of(f"npz:{tmp_path / 'one.npy'}")
     assert "is a folder" in error_of(f"npz:{tmp_path}")

@@ -1,8 +1,9 @@
 """`kbn evaluate`: accuracy, loss, per-class accuracy and confusion matrix of a saved model."""
 
 import argparse
+import sys
 
-from kbn.cli.options import add_data_options, emit, load_dataset
+from kbn.cli.options import DATA_DEFAULTS, add_data_options, emit, load_dataset
 from kbn.cli.parser import examples_epilog
 
 EXAMPLES = [
@@ -22,7 +23,7 @@ def add_parser(subparsers):
         epilog=examples_epilog(EXAMPLES),
     )
     p.add_argument("model", metavar="MODEL.keras")
-    add_data_options(p)
+    add_data_options(p, recorded=True)
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
     p.add_argument(
         "--test-time-flip",
@@ -53,15 +54,37 @@ def add_parser(subparsers):
 def run(args):
     """Evaluate the saved model on the split the parsed `args` name and print its metrics."""
     from kbn.inference.evaluate import evaluate, load_model
+    from kbn.inference.record import read_record, recorded_cut, validation_held_out
 
     model = load_model(args.model)
     if args.test_time_flip is not None:
         from kbn.nn.flip_averaging import flip_averaged
 
         model = flip_averaged(model, args.test_time_flip)
-    if args.split == "test":
-        args.train_size, args.val_size = None, 0  # the test split needs no cut of the pool
+    record = read_record(args.model)
+    if args.split == "test":  # the test split needs no cut of the pool
+        args.train_size, args.val_size = None, 0
+        cut = DATA_DEFAULTS
+    else:
+        # Unless told otherwise, the splits are the model's own: another cut of the
+        # pool may put examples it learnt from into the validation split.
+        cut = recorded_cut(record, args.data) or DATA_DEFAULTS
+    for name, value in cut.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     dataset = load_dataset(args)
+    trained_on = (record or {}).get("data")
+    if (
+        args.split in ("val", "all")
+        and trained_on
+        and not validation_held_out(record, dataset.describe())
+    ):
+        print(
+            f"note: {args.model} was trained on another cut of its data "
+            f"({_cut(trained_on)}) than this one ({_cut(dataset.describe())}): "
+            "this validation split may hold examples it learnt from",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     card = None
     if args.card:
         from kbn.inference.card import write_card
@@ -95,3 +118,11 @@ def run(args):
         result["card"], result["card_confusion_png"] = str(card.path), str(card.confusion_png)
         lines.append(f"model card: {card.path} (confusion matrix: {card.confusion_png})")
     emit(args, result, "\n".join(lines))
+
+
+def _cut(data):
+    """A data description's cut as `kbn evaluate` options would give it."""
+    return (
+        f"{data.get('spec')}, --train-size {data.get('train')} --val-size {data.get('val')} "
+        f"--seed {data.get('seed')}"
+    )

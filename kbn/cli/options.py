@@ -8,6 +8,7 @@ network options and `--preset` are in `kbn.cli.network`.
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import typing
@@ -17,15 +18,25 @@ from kbn.cli.parser import (
     non_negative_int,
     positive_int,
 )
+from kbn.data import load_data
+
+# `kbn.load_data`'s defaults for the cut of the pool: what a command without them uses.
+DATA_DEFAULTS = {
+    name: inspect.signature(load_data).parameters[name].default
+    for name in ("train_size", "val_size", "seed")
+}
 
 
-def add_data_options(parser, required=True, seed=True):
+def add_data_options(parser, required=True, seed=True, recorded=False):
     """`--data`, `--data-dir`, `--train-size`, `--val-size` and, if `seed`, `--seed`.
 
     Args:
         parser: an argparse parser or argument group.
         required: whether `--data` must be given.
         seed: whether to add `--seed` (a command that groups it elsewhere says False).
+        recorded: whether the sizes and the seed default to None, for a command that
+            takes them from a saved model's record (`kbn.inference.record.recorded_cut`)
+            and else from `DATA_DEFAULTS`.
     """
     parser.add_argument(
         "--data",
@@ -34,25 +45,40 @@ def add_data_options(parser, required=True, seed=True):
         help="fashion_mnist, cifar10, folder:PATH or npz:PATH",
     )
     parser.add_argument("--data-dir", metavar="DIR", help="where the data set's files are")
+
+    def default(otherwise):  # a recorded option's default, as its help says it
+        return f" (default: the model's own, as kbn train --save recorded it; else {otherwise})"
+
     parser.add_argument(
         "--train-size",
         type=positive_int,
         metavar="N",
-        help="training examples (default: the pool less the validation ones)",
+        help="training examples"
+        + (
+            default("the pool less the validation ones")
+            if recorded
+            else " (default: the pool less the validation ones)"
+        ),
     )
     parser.add_argument(
-        "--val-size", type=non_negative_int, default=5000, metavar="N", help="validation examples"
+        "--val-size",
+        type=non_negative_int,
+        default=None if recorded else DATA_DEFAULTS["val_size"],
+        metavar="N",
+        help="validation examples" + (default(DATA_DEFAULTS["val_size"]) if recorded else ""),
     )
     if seed:
         parser.add_argument(
-            "--seed", type=int, default=0, help="seeds the split, weights, shuffling"
+            "--seed",
+            type=int,
+            default=None if recorded else DATA_DEFAULTS["seed"],
+            help="seeds the split"
+            + (default(DATA_DEFAULTS["seed"]) if recorded else ", weights, shuffling"),
         )
 
 
 def load_dataset(args):
     """The `kbn.data.Dataset` that the parsed data options name."""
-    from kbn.data import load_data
-
     return load_data(
         args.data,
         train_size=args.train_size,

@@ -38,6 +38,14 @@ def load(
             f"{source}: {file} is a folder: expected an .npz file "
             f"(use folder:{path} for a folder of images)"
         )
+    with open(file, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"PK", b"\x93NUMPY")):
+        # NumPy takes any other file for a pickle and says so, which misleads.
+        raise KbnError(
+            f"{source}: {file} is not an .npz file: expected a zip archive of arrays "
+            "such as numpy.savez writes"
+        )
     try:
         archive = np.load(file, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError... for a bad file

@@ -35,7 +35,7 @@ from kbn.data import Dataset
 from kbn.errors import KbnError
 from kbn.fileio import atomic_path
 from kbn.inference.evaluate import evaluate, load_model
-from kbn.inference.record import environment, read_record
+from kbn.inference.record import environment, read_record, validation_held_out
 from kbn.nn.batch_norm import BatchNorm
 from kbn.nn.builder import describe
 from kbn.nn.dense import Dense
@@ -432,12 +432,7 @@ def _caveats(model, dataset, evaluation, held_out, training):
             "from: it is not an estimate for new images."
         )
     data = training.get("data") if training else None
-    same_cut = bool(data) and all(
-        data.get(k) == v
-        for k, v in dataset.describe().items()
-        if k in ("spec", "seed", "train", "val")
-    )
-    if held_out != "test" and not same_cut:
+    if held_out != "test" and not validation_held_out(training, dataset.describe()):
         yield (
             f"The {SPLIT_NAMES[held_out]} split is not known to be held out: the training "
             "run's cut was another or was not recorded, so it may hold training examples."

@@ -112,3 +112,47 @@ def read_record(model_path: str | os.PathLike) -> dict[str, Any] | None:
         raise KbnError(f"cannot read the metadata of {model_path}: {exc}") from exc
     record = metadata.get(KEY) if isinstance(metadata, dict) else None
     return record if isinstance(record, dict) else None
+
+
+def recorded_cut(record: dict[str, Any] | None, spec: str) -> dict[str, int] | None:
+    """`kbn.load_data`'s sizes and seed that cut `spec`'s pool as the recorded run did.
+
+    The same SPEC, sizes and seed give the same splits, so a model's own validation
+    split is `kbn.load_data(spec, **recorded_cut(read_record(path), spec))`'s.
+
+    Args:
+        record: a training record (`read_record`), or None.
+        spec: the data SPEC to load.
+
+    Returns:
+        {"train_size": int, "val_size": int, "seed": int}, or None when there is no
+        record, it is of another SPEC, or it lacks a size or the seed.
+    """
+    data = (record or {}).get("data") or {}
+    if data.get("spec") != spec or not all(
+        isinstance(data.get(k), int) for k in ("train", "val", "seed")
+    ):
+        return None
+    return {"train_size": data["train"], "val_size": data["val"], "seed": data["seed"]}
+
+
+def validation_held_out(record: dict[str, Any] | None, data: dict[str, Any]) -> bool:
+    """Whether data's validation split holds none of the recorded run's training examples.
+
+    `kbn.load_data` cuts one permutation per seed: training examples first, then the
+    validation ones. The same SPEC and seed with a training split at least as large
+    as the run's put every example the model learnt from before the validation split;
+    another seed, or a smaller training split, may put some inside it.
+
+    Args:
+        record: a training record (`read_record`), or None (nothing is known).
+        data: the data's description (`Dataset.describe()`).
+    """
+    trained = (record or {}).get("data") or {}
+    return (
+        trained.get("spec") == data.get("spec")
+        and trained.get("seed") is not None
+        and trained.get("seed") == data.get("seed")
+        and isinstance(trained.get("train"), int)
+        and data.get("train", -1) >= trained["train"]
+    )
