@@ -565,6 +565,41 @@ def test_resume_of_a_finished_run_gives_its_figures_and_leaves_it_alone(tmp_path
         np.testing.assert_array_equal(kept, weight)
 
 
+@pytest.mark.parametrize(
+    "model, data, change, named",
+    [
+        (None, None, {"eta": ETA / 2}, f"eta {ETA} -> {ETA / 2}"),
+        (None, None, {"epochs": EPOCHS + 2}, f"epochs {EPOCHS} -> {EPOCHS + 2}"),
+        (None, None, {"seed": 1}, "seed 0 -> 1"),
+        ([8], None, {}, "network hidden [16] -> [8]"),
+        (None, "fewer", {}, f"data train {NUM_TRAIN} -> {NUM_TRAIN - 10}"),
+    ],
+)
+def test_resume_with_other_settings_data_or_network_is_refused_naming_them(
+    tmp_path, reference, model, data, change, named
+):
+    uninterrupted, _ = reference
+    run_dir = tmp_path / "ref"
+    shutil.copytree(uninterrupted.run_dir, run_dir)
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    model = build_mlp(model or [16], NUM_CLASSES, adapt=DATA.train.x, seed=0)
+    if data == "fewer":
+        train_split = Split(DATA.train.x[10:], DATA.train.y[10:])
+        data = dataclasses.replace(DATA, train=train_split)
+    with pytest.raises(KbnError, match="resumes only with the settings") as error:
+        train(model, data or DATA, config(tmp_path, run_name="ref", resume=True, **change))
+    assert named in str(error.value)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files
+
+
+def test_resume_may_change_how_the_run_is_run_and_kept(tmp_path, reference):
+    uninterrupted, _ = reference
+    shutil.copytree(uninterrupted.run_dir, tmp_path / "ref")
+    how = dict(steps_per_execution=3, backup_interval=60.0, plot_curves=False, verbose=1)
+    result = train(fresh_model(), DATA, config(tmp_path, run_name="ref", resume=True, **how))
+    assert result.summary["final"] == uninterrupted.summary["final"]
+
+
 # --- one compiled model, many runs (a search's trials) -------------------------------------
 
 

@@ -181,8 +181,16 @@ def train(
 
 
 def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loops):
+    about = {"data": dataset.describe(), "network": describe(model)}
     if config.resume:
         _, previous, finished = RunLog.previous(run_dir, 0)
+        changes = RunLog.resume_changes(previous, config, about) if previous else []
+        if changes:
+            raise KbnError(
+                f"run {run_dir} resumes only with the settings, data and network it started "
+                f"with, and this one changes {', '.join(changes)}: give the run's own, or "
+                "train a new run (another run name)"
+            )
         if finished:  # a scheduler restarted a finished job: its result, nothing trained
             return _result(previous, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,8 +225,7 @@ def _train(model, dataset, config, run_dir, user_callbacks, hparams, chief, loop
     about = {
         "started": (previous or {}).get("started")
         or datetime.datetime.now().isoformat(timespec="seconds"),
-        "data": dataset.describe(),
-        "network": describe(model),
+        **about,
     }
 
     # The data as the loop takes it: through the model's fixed input stages, once.

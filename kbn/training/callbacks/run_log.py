@@ -12,10 +12,13 @@
 
 The file is replaced whole each time: at the epochs the run's `Cadence`
 names, and once more when training ends. A finished summary is the run's
-commit record: a run restarted with `--resume` after it trains nothing.
+commit record: a run restarted with `--resume` after it trains nothing. A run
+resumes only with the settings, data and network its summary records
+(`RunLog.resume_changes`), so that it is the uninterrupted run.
 """
 
 import dataclasses
+import json
 import statistics
 
 import keras
@@ -101,6 +104,31 @@ class RunLog(keras.callbacks.Callback):
         cut = {key: list(values[:epochs]) for key, values in history.items()}
         return cut, summary, bool(summary and summary.get("finished"))
 
+    @staticmethod
+    def resume_changes(previous, config, about):
+        """What resuming a run with `config`, on `about`'s data and network, would change.
+
+        Args:
+            previous: the run's summary.json (`RunLog.previous`).
+            config: the `TrainConfig` to resume it with.
+            about: {"data": `Dataset.describe()`, "network": `describe(model)`}.
+
+        Returns:
+            ["eta 0.0864 -> 0.01", "data val 500 -> 400", ...], one entry per value the
+            summary records that would change (`HOW_RUN`'s settings aside); empty when none.
+        """
+        # As summary.json holds them: tuples become lists.
+        now = json.loads(json.dumps({"config": config_record(config), **about}))
+        changes = []
+        for part in ("config", "data", "network"):
+            before, after = previous.get(part) or {}, now.get(part) or {}
+            for key, value in before.items():
+                if (part == "config" and key in HOW_RUN) or after.get(key) == value:
+                    continue
+                name = key if part == "config" else f"{part} {key}"
+                changes.append(f"{name} {value} -> {after.get(key)}")
+        return changes
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         if self.timer.seconds:
@@ -180,3 +208,21 @@ def config_record(config):
     if config.optimizer is not None:
         record["optimizer"] = type(config.optimizer).__name__
     return record
+
+
+# TrainConfig fields that say how a run is run and kept, not what it computes: a
+# resumed run may take other values of them.
+HOW_RUN = frozenset(
+    {
+        "logdir",
+        "run_name",
+        "resume",
+        "verbose",
+        "save",
+        "plot_curves",
+        "model_card",
+        "backup_interval",
+        "steps_per_execution",
+        "gradcheck_every",
+    }
+)
