@@ -1,8 +1,10 @@
 """Tests for tuning/search.py, tuner.py, results.py and hypermodel.py: a real, tiny search."""
 
 import csv
+import dataclasses
 import json
 import math
+import shutil
 import signal
 import subprocess
 import time
@@ -387,6 +389,38 @@ def test_resuming_a_pruned_search_runs_nothing_again(pruned):
         (t["trial_id"], t["status"], t["epochs"]) for t in pruned.trials
     ]
     assert {d.name: (d / "summary.json").stat().st_mtime_ns for d in runs.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "data, config, train, named",
+    [
+        (None, {"epochs": 3}, None, "epochs 2 -> 3"),
+        (None, {}, {"batch_size": 16}, "training batch_size 32 -> 16"),
+        ("fewer", {}, None, "data train 300 -> 290"),
+    ],
+)
+def test_resuming_a_search_with_other_settings_or_data_is_refused_naming_them(
+    finished, data, config, train, named
+):
+    project = finished.project_dir
+    files = {p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != ".lock"}
+    if data == "fewer":
+        data = dataclasses.replace(DATA, train=Split(DATA.train.x[10:], DATA.train.y[10:]))
+    resumed = _config(project.parent, project=project.name, resume=True, **config)
+    with pytest.raises(KbnError, match="resumes only with the settings and data") as error:
+        search(data or DATA, resumed, dataclasses.replace(TRAIN, **(train or {})))
+    assert named in str(error.value)
+    assert {
+        p: p.read_bytes() for p in project.rglob("*") if p.is_file() and p.name != ".lock"
+    } == files
+
+
+def test_resuming_a_finished_search_may_change_how_it_is_run(finished, tmp_path):
+    shutil.copytree(finished.project_dir, tmp_path / "p")
+    resumed = _config(tmp_path, resume=True, backup_interval=0.0, verbose=1)
+    again = search(DATA, resumed, TRAIN)
+    assert again.best == finished.best
+    assert [t["val_acc"] for t in again.trials] == [t["val_acc"] for t in finished.trials]
 
 
 def test_a_second_search_on_a_live_project_is_refused(tmp_path):

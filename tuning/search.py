@@ -3,6 +3,7 @@
 The report: DD2424 assignment 3, k-layer networks with batch normalization.
 
     Dataset --KbnHyperModel + CoarseToFineOracle + KbnTuner--> DIRECTORY/PROJECT/
+        search_settings.json       the settings and data, which a resume must repeat
         oracle.json, trial_*/      KerasTuner's own state (resumable, distributed)
         runs/trial_<id>/           each trial's kbn run: TensorBoard curves and
                                    HParams, summary.json, model.keras
@@ -33,6 +34,9 @@ import warnings
 
 from kbn.data import Dataset
 from kbn.errors import KbnError
+from kbn.fileio import read_json, write_json
+from kbn.training.callbacks import run_log
+from kbn.training.callbacks.run_log import config_record, record_changes
 from kbn.training.config import TrainConfig, as_validation_freq
 from kbn.training.runlock import LOCK_NAME, RunLock
 from tuning import chief
@@ -44,6 +48,15 @@ from tuning.results import SearchResult, collect, write_results
 from tuning.tuner import OBJECTIVE, KbnTuner
 
 __all__ = ["SearchConfig", "SearchResult", "search"]
+
+# The search's settings and data in its project, for `resume=True` to compare: a
+# search resumes only with those it started with.
+SETTINGS = "search_settings.json"
+# SearchConfig fields that say how a search is run and kept, not what it finds:
+# a resumed search may take other values of them.
+HOW_RUN = frozenset(
+    {"directory", "project", "resume", "workers", "recycle_after", "backup_interval", "verbose"}
+)
 
 
 @dataclasses.dataclass
@@ -185,8 +198,18 @@ def search(
         return None
     project_dir = pathlib.Path(config.directory) / config.project
     with RunLock(project_dir, what="search project"):
+        settings = _settings(dataset, config, train_config)
+        saved = read_json(project_dir / SETTINGS) if config.resume else None
+        changes = record_changes(saved, settings) if saved else []
+        if changes:
+            raise KbnError(
+                f"search {project_dir} resumes only with the settings and data it started "
+                f"with, and this one changes {', '.join(changes)}: give the search's own, or "
+                "start a new search (another project)"
+            )
         if not config.resume:
             _clear(project_dir)
+        write_json(project_dir / SETTINGS, settings)
         tuner = _tuner(dataset, config, train_config, role)
         tuner.oracle.verbose = config.verbose
         if role == "chief":  # the workers run elsewhere, started by the user
@@ -200,6 +223,17 @@ def search(
         result = collect(tuner, time.perf_counter() - start)
         write_results(result, config.rounds)
     return result
+
+
+def _settings(dataset, config, train_config):
+    """What the search computes with, as SETTINGS records it: its settings but those of
+    `HOW_RUN`, its trials' base training settings but `run_log.HOW_RUN`'s, its data."""
+    training = config_record(train_config or TrainConfig())
+    return {
+        **{k: v for k, v in dataclasses.asdict(config).items() if k not in HOW_RUN},
+        "training": {k: v for k, v in training.items() if k not in run_log.HOW_RUN},
+        "data": dataset.describe(),
+    }
 
 
 def _run_search(tuner, config):

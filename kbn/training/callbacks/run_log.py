@@ -117,17 +117,9 @@ class RunLog(keras.callbacks.Callback):
             ["eta 0.0864 -> 0.01", "data val 500 -> 400", ...], one entry per value the
             summary records that would change (`HOW_RUN`'s settings aside); empty when none.
         """
-        # As summary.json holds them: tuples become lists.
-        now = json.loads(json.dumps({"config": config_record(config), **about}))
-        changes = []
-        for part in ("config", "data", "network"):
-            before, after = previous.get(part) or {}, now.get(part) or {}
-            for key, value in before.items():
-                if (part == "config" and key in HOW_RUN) or after.get(key) == value:
-                    continue
-                name = key if part == "config" else f"{part} {key}"
-                changes.append(f"{name} {value} -> {after.get(key)}")
-        return changes
+        before = {k: v for k, v in (previous.get("config") or {}).items() if k not in HOW_RUN}
+        before.update({part: previous[part] for part in ("data", "network") if part in previous})
+        return record_changes(before, {**config_record(config), **about})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -226,3 +218,25 @@ HOW_RUN = frozenset(
         "gradcheck_every",
     }
 )
+
+
+def record_changes(before, after):
+    """What `after` changes of the JSON record `before`: ["eta 0.0864 -> 0.01", ...].
+
+    A dict inside is compared key by key, each key named after it ("data val 500 ->
+    400"). A key `before` lacks is not compared: an older record may hold fewer.
+
+    Args:
+        before: a dict as read from a JSON file.
+        after: a dict of JSON-serializable values (tuples compare as the lists a JSON
+            file holds).
+    """
+    after = json.loads(json.dumps(after))
+    changes = []
+    for key, value in before.items():
+        new = after.get(key)
+        if isinstance(value, dict) and isinstance(new, dict):
+            changes += [f"{key} {change}" for change in record_changes(value, new)]
+        elif new != value:
+            changes.append(f"{key} {value} -> {new}")
+    return changes
