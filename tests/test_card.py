@@ -332,6 +332,31 @@ def test_evaluate_on_another_seed_notes_that_its_validation_split_may_hold_train
     assert "may hold examples it learnt from" in err
 
 
+def test_evaluate_takes_the_test_split_from_the_runs_test_data_unless_given(tmp_path):
+    x, y = synthetic.make_images(NUM_TRAIN, 0, len(CLASS_NAMES), IMAGE_SHAPE)
+    np.savez(tmp_path / "pool.npz", x_train=x, y_train=y, class_names=np.array(CLASS_NAMES))
+    for name, (n, seed) in {"test.npz": (40, 1), "other.npz": (25, 2)}.items():
+        x_test, y_test = synthetic.make_images(n, seed, len(CLASS_NAMES), IMAGE_SHAPE)
+        np.savez(tmp_path / name, x_train=x_test, y_train=y_test, class_names=np.array(CLASS_NAMES))
+    pool, model_path = f"npz:{tmp_path / 'pool.npz'}", tmp_path / "m.keras"
+    status, trained, err = cli(
+        "train", "--data", pool, "--test-data", f"npz:{tmp_path / 'test.npz'}",
+        "--val-size", VAL_SIZE, "--hidden", "8", "--epochs", 1, "--batch-size", BATCH_SIZE,
+        "--logdir", tmp_path / "logs", "--save", model_path, "--no-model-card", "--json",
+    )  # fmt: skip
+    assert status == 0, err
+    status, result, err = cli("evaluate", model_path, "--data", pool, "--json")
+    assert status == 0, err
+    assert result["n"] == 40
+    assert result["accuracy"] == pytest.approx(trained["test_acc"], abs=1e-6)
+    other = f"npz:{tmp_path / 'other.npz'}"
+    status, result, err = cli(
+        "evaluate", model_path, "--data", pool, "--test-data", other, "--json"
+    )
+    assert status == 0, err
+    assert result["n"] == 25
+
+
 @pytest.mark.parametrize(
     "change, held_out",
     [
@@ -351,7 +376,12 @@ def test_validation_held_out_only_after_the_recorded_training_split(change, held
 def test_recorded_cut_gives_load_data_the_runs_sizes_and_seed(run):
     model_path, spec, _ = run
     cut = recorded_cut(read_record(model_path), spec)
-    assert cut == {"train_size": NUM_TRAIN - VAL_SIZE, "val_size": VAL_SIZE, "seed": SEED}
+    assert cut == {
+        "train_size": NUM_TRAIN - VAL_SIZE,
+        "val_size": VAL_SIZE,
+        "seed": SEED,
+        "test_spec": None,
+    }
     assert validation_held_out(read_record(model_path), load_data(spec, **cut).describe())
     assert recorded_cut(read_record(model_path), "npz:elsewhere.npz") is None
     assert recorded_cut(None, spec) is None

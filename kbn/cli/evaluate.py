@@ -24,6 +24,12 @@ def add_parser(subparsers):
     )
     p.add_argument("model", metavar="MODEL.keras")
     add_data_options(p, recorded=True)
+    p.add_argument(
+        "--test-data",
+        metavar="SPEC",
+        help="a second SPEC whose images form the test split (default: the model's own, "
+        "as kbn train --save recorded it)",
+    )
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test")
     p.add_argument(
         "--test-time-flip",
@@ -62,16 +68,16 @@ def run(args):
 
         model = flip_averaged(model, args.test_time_flip)
     record = read_record(args.model)
+    # Unless told otherwise, the splits are the model's own: another cut of the
+    # pool may put examples it learnt from into the validation split.
+    cut = recorded_cut(record, args.data) or DATA_DEFAULTS
     if args.split == "test":  # the test split needs no cut of the pool
-        args.train_size, args.val_size = None, 0
-        cut = DATA_DEFAULTS
-    else:
-        # Unless told otherwise, the splits are the model's own: another cut of the
-        # pool may put examples it learnt from into the validation split.
-        cut = recorded_cut(record, args.data) or DATA_DEFAULTS
+        cut = {**cut, "train_size": None, "val_size": 0}
+        args.train_size = args.val_size = None
     for name, value in cut.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+        option = "test_data" if name == "test_spec" else name
+        if getattr(args, option) is None:
+            setattr(args, option, value)
     dataset = load_dataset(args)
     trained_on = (record or {}).get("data")
     if (

@@ -23,7 +23,7 @@ from kbn.data import load_data
 # `kbn.load_data`'s defaults for the cut of the pool: what a command without them uses.
 DATA_DEFAULTS = {
     name: inspect.signature(load_data).parameters[name].default
-    for name in ("train_size", "val_size", "seed")
+    for name in ("train_size", "val_size", "seed", "test_spec")
 }
 
 

@@ -75,7 +75,12 @@ def evaluate(
     """
     names = [s for s in SPLITS if _split(dataset, s) is not None] if split == "all" else [split]
     if split != "all" and _split(dataset, split) is None:
-        raise KbnError(f"{dataset.name} has no {split} split")
+        hint = (
+            ": give a SPEC of test images with --test-data (load_data(test_spec=...))"
+            if split == "test"
+            else ""
+        )
+        raise KbnError(f"{dataset.name} has no {split} split{hint}")
     _check_fits(model, dataset)
     classes = _class_names(model, dataset)
     results, total = {}, np.zeros((len(classes), len(classes)), np.int64)

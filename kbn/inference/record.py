@@ -114,26 +114,33 @@ def read_record(model_path: str | os.PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def recorded_cut(record: dict[str, Any] | None, spec: str) -> dict[str, int] | None:
-    """`kbn.load_data`'s sizes and seed that cut `spec`'s pool as the recorded run did.
+def recorded_cut(record: dict[str, Any] | None, spec: str) -> dict[str, Any] | None:
+    """`kbn.load_data`'s arguments that split `spec` as the recorded run did.
 
-    The same SPEC, sizes and seed give the same splits, so a model's own validation
-    split is `kbn.load_data(spec, **recorded_cut(read_record(path), spec))`'s.
+    The same SPEC, sizes and seed give the same splits, so a model's own splits are
+    `kbn.load_data(spec, **recorded_cut(read_record(path), spec))`'s, its test split
+    from the run's `test_spec` too.
 
     Args:
         record: a training record (`read_record`), or None.
         spec: the data SPEC to load.
 
     Returns:
-        {"train_size": int, "val_size": int, "seed": int}, or None when there is no
-        record, it is of another SPEC, or it lacks a size or the seed.
+        {"train_size": int, "val_size": int, "seed": int, "test_spec": str or None},
+        or None when there is no record, it is of another SPEC, or it lacks a size or
+        the seed.
     """
     data = (record or {}).get("data") or {}
     if data.get("spec") != spec or not all(
         isinstance(data.get(k), int) for k in ("train", "val", "seed")
     ):
         return None
-    return {"train_size": data["train"], "val_size": data["val"], "seed": data["seed"]}
+    return {
+        "train_size": data["train"],
+        "val_size": data["val"],
+        "seed": data["seed"],
+        "test_spec": data.get("test_spec"),
+    }
 
 
 def validation_held_out(record: dict[str, Any] | None, data: dict[str, Any]) -> bool:
