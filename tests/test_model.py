@@ -326,6 +326,15 @@ def test_empty_adapt_raises_value_error():
         build_mlp([8], NUM_CLASSES, adapt=np.zeros((0, *IMAGE_SHAPE), "uint8"))
 
 
+def test_inputs_already_scaled_to_zero_one_are_refused_unless_rescale_is_one():
+    pixels = np.random.default_rng(0).integers(0, 256, (20, *IMAGE_SHAPE)).astype("float32")
+    with pytest.raises(KbnError, match=r"already scaled to \[0, 1\].*build_mlp\(rescale=1\)"):
+        build_mlp([8], NUM_CLASSES, adapt=pixels / 255)
+    build_mlp([8], NUM_CLASSES, adapt=pixels / 255, rescale=1.0)
+    build_mlp([8], NUM_CLASSES, adapt=pixels)  # raw values, as float
+    build_mlp([8], NUM_CLASSES, adapt=pixels / 255 - 0.5)  # centred: not pixels in [0, 1]
+
+
 def test_numpy_integer_widths_are_accepted():
     model = build_mlp(np.array([8, 4]), np.int64(NUM_CLASSES), input_shape=(NUM_FEATURES,))
     assert [layer.units for layer in kbn_layers(model, Dense)] == [8, 4, NUM_CLASSES]

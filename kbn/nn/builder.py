@@ -85,6 +85,26 @@ def loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
 RENAMED_ARGUMENTS = {"l2": "lam", "momentum": "bn_momentum"}
 
 
+def _check_scale(adapt, rescale):
+    """Refuse inputs already scaled to [0, 1] that `rescale` would shrink again.
+
+    Divided by 255 a second time, they are too small for the network to learn from:
+    batch norm's epsilon outweighs their variance, and a run stays at chance level
+    with no error. kbn's models take raw pixel values, as its image sources yield them.
+    """
+    x = np.asarray(adapt)
+    if not np.issubdtype(x.dtype, np.floating) or not np.isclose(rescale, 1 / 255):
+        return
+    low, high = float(x.min()), float(x.max())
+    if low >= 0 and 0 < high <= 1:
+        raise KbnError(
+            f"the training inputs are already scaled to [0, 1] (from {low:.3g} to "
+            f"{high:.3g}), and the model divides them by 255 again: give raw pixel "
+            "values, 0 to 255 (x * 255), as kbn's image sources yield them, or pass "
+            "build_mlp(rescale=1)"
+        )
+
+
 def build_mlp(
     hidden: Sequence[int] = (50, 30),
     num_classes: int = 10,
@@ -238,6 +258,7 @@ def build_mlp(
         if len(adapt) == 0:
             raise KbnError("adapt needs at least one training example. Received: 0")
         input_shape = tuple(np.shape(adapt)[1:])
+        _check_scale(adapt, rescale)
         if pca > np.prod(input_shape):
             raise KbnError(
                 f"pca keeps at most the {np.prod(input_shape)} values of an input "
