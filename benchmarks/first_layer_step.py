@@ -1,6 +1,6 @@
 """The first layer's share of a training step, piece by piece, in TensorFlow and in NumPy.
 
-    python benchmarks/first_layer_step.py [--rounds 5]
+    python benchmarks/first_layer_step.py [--rounds 5] [--threads 1]
 
 In `kbn bench`'s net (the report's 3072-50-30-10 with BN, batch 100) the work that grows
 with the 3072 inputs is the first layer's: gathering the mini-batch, the forward product,
@@ -19,9 +19,10 @@ bench`), and adds one piece at a time:
 each as kbn's step runs it (TensorFlow: `MatMul`, `L2Loss`, `Mul`, `AddN`,
 `ResourceApplyKerasMomentum` in a `tf.function` loop), as NumPy's reference runs it
 (`kbn/bench/numpy_reference.py`: in-place array operations), and in TensorFlow with one
-thread per op (`tf.config.threading.set_intra_op_parallelism_threads(1)`). Each runs in a
+thread per op (`tf.config.threading.set_intra_op_parallelism_threads(1)`; `--threads 1,3,4`
+gives a column for each count, more than the cores included). Each runs in a
 child process of its own (NumPy with OpenBLAS's own kernel, as `kbn bench` runs it, and
-TensorFlow's thread setting holds for a whole process); rounds alternate the three.
+TensorFlow's thread setting holds for a whole process); rounds alternate them.
 Prints the median microseconds per step, what each piece adds, and how many of the
 machine's cores the process kept busy meanwhile (its CPU time over the wall time: a
 thread that spins while it waits counts as busy).
@@ -170,31 +171,40 @@ def child(kind):
     return native_child([__file__, "--child", kind], kind, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-KINDS = {
-    "NumPy (OpenBLAS)": "numpy",
-    "TensorFlow, as kbn": "tensorflow",
-    "TensorFlow, 1 thread per op": "tensorflow-1",
-}
+def kinds(threads):
+    """{column: child kind}: NumPy, TensorFlow as kbn, TensorFlow with each of `threads`."""
+    return {
+        "NumPy (OpenBLAS)": "numpy",
+        "TensorFlow, as kbn": "tensorflow",
+        **{f"TensorFlow, {n} thread{'s' * (n > 1)} per op": f"tensorflow-{n}" for n in threads},
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--child", choices=sorted(KINDS.values()), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--threads",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1],
+        help="TensorFlow's threads per op for the last columns, e.g. 1,3,4 (default: 1)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         steps = N_TRAIN // BATCH
         seconds = (
             numpy_epochs()
             if args.child == "numpy"
-            else tensorflow_epochs(1 if args.child.endswith("-1") else 0)
+            else tensorflow_epochs(int(args.child.partition("-")[2] or 0))
         )
         print(json.dumps({p: (s / steps * 1e6, c) for p, (s, c) in seconds.items()}))
         return
-    runs = {name: {p: [] for p in PIECES} for name in KINDS}
-    busy = {name: {p: [] for p in PIECES} for name in KINDS}
+    columns = kinds(args.threads)
+    runs = {name: {p: [] for p in PIECES} for name in columns}
+    busy = {name: {p: [] for p in PIECES} for name in columns}
     for _ in range(args.rounds):
-        for name, kind in KINDS.items():
+        for name, kind in columns.items():
             for p, (us, cores) in child(kind).items():
                 runs[name][p].append(us)
                 busy[name][p].append(cores)
@@ -204,11 +214,11 @@ def main():
         f"median of {args.rounds} rounds: microseconds per step (what the piece adds), "
         "cores busy (CPU time / wall time)\n"
     )
-    print("| piece | " + " | ".join(KINDS) + " |")
-    print("| --- |" + " --- |" * len(KINDS))
+    print("| piece | " + " | ".join(columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
     for p in PIECES:
         cells = []
-        for name in KINDS:
+        for name in columns:
             added = us[name][p] - us[name][BASE[p]] if p in BASE else None
             cells.append(
                 f"{us[name][p]:.0f}"
