@@ -95,7 +95,9 @@ def run(args):
     if args.card:
         from kbn.inference.card import write_card
 
-        card = write_card(args.model, dataset, args.card, split=args.split, model=model)
+        card = write_card(
+            args.model, dataset, args.card, split=args.split, training=record, model=model
+        )
         result = card.evaluation
     else:
         result = evaluate(model, dataset, args.split)
