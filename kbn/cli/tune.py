@@ -61,7 +61,9 @@ SEARCH_OPTIONS = {
     },
     "directory": {"help": "searches' root", "metavar": "DIR"},
     "project": {"help": "this search's folder name", "metavar": "NAME"},
-    "resume": {"help": "continue the search --project where it stopped"},
+    "resume": {
+        "help": "continue the search --project where it stopped, with its settings and data"
+    },
     "workers": {
         "help": "run N worker processes and a chief on 127.0.0.1 (0: one process)",
         "metavar": "N",

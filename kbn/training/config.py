@@ -297,7 +297,9 @@ class TrainConfig:
         "with --save M.keras, write the model's card M.card.md and its confusion matrix "
         "beside it (the training record goes into M.keras either way)",
     )
-    resume: bool = setting(False, "continue the run --run-name where it stopped")
+    resume: bool = setting(
+        False, "continue the run --run-name where it stopped, with its settings and data"
+    )
     # A backup writes every weight and momentum: little next to a long epoch,
     # but not next to the report's network's short ones, whose runs are
     # cheaper to redo in part than to back up at every epoch.
